@@ -1,0 +1,1 @@
+"""Decoding: the reference sampler, the slot budget, and the lossless parallel engine."""

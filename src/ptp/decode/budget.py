@@ -1,0 +1,68 @@
+"""Splitting a fixed number of auxiliary slots per call across acceptance hypotheses.
+
+A call verifies the pending drafts x_1..x_{P-1} and, in the same pass, proposes continuations for every hypothesis
+"exactly d drafts will be accepted" (group d hangs after x_d). Only one group will be live. With the drafter's
+confidences c_j that x_j is right,
+
+    P(exactly d accepted) = c_1 ... c_d (1 - c_{d+1}),   with c_P = 0,
+
+and the l-th slot of group d is worth ``P(d) * S(l)``, where S(l) is the chance that a live group has at least l of
+its drafts accepted (from the acceptance histogram measured in training). The budget goes to the slots of highest
+worth; since S decreases, every group gets a prefix. Everything is batched per row and stays on the device.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def survival(histogram: list[float] | None, length: int, device=None) -> torch.Tensor:
+    """S(l) for l = 0..length-1: the chance that slots 1..l of a live group are all right.
+
+    ``histogram[n]`` is the fraction of training windows whose correct prefix was n. Slot 0 of a group predicts the
+    token the teacher decides anyway, so S(l) = P(prefix >= l + 1 | prefix >= 1). Without a histogram a geometric
+    prior 0.6^l is used. A tiny decreasing floor keeps the order of slots meaningful where the histogram is 0.
+    """
+    steps = torch.arange(length, dtype=torch.float64)
+    if histogram is None:
+        s = 0.6**steps
+    else:
+        h = torch.tensor(histogram, dtype=torch.float64)
+        at_least = h.flip(0).cumsum(0).flip(0)  # at_least[n] = P(prefix >= n)
+        padded = torch.cat([at_least, torch.zeros(max(0, length + 1 - len(at_least)), dtype=torch.float64)])
+        s = padded[1 : length + 1] / max(float(padded[1]), 1e-12)
+        s[0] = 1.0
+    floor = 1e-9 * 0.5**steps
+    return torch.maximum(s, floor).float().to(device)
+
+
+def hypothesis_weights(confidence: torch.Tensor) -> torch.Tensor:
+    """``[B, P]`` confidences (index 0: the already verified token, 1; pads: 0) -> ``[B, P]`` P(exactly d accepted)."""
+    reach = torch.cumprod(confidence, dim=1)
+    stop = 1.0 - torch.cat([confidence[:, 1:], torch.zeros_like(confidence[:, :1])], dim=1)
+    return reach * stop
+
+
+def allocate(weights: torch.Tensor, survival_curve: torch.Tensor, budget: int) -> torch.Tensor:
+    """Group lengths ``[B, D]`` (each <= len(survival_curve)) summing to ``budget`` per row."""
+    batch, groups = weights.shape
+    worth = weights.unsqueeze(-1) * survival_curve.view(1, 1, -1)  # [B, D, Lmax]
+    flat = worth.flatten(1)
+    budget = min(budget, flat.shape[1])
+    chosen = torch.zeros_like(flat, dtype=torch.long)
+    chosen.scatter_(1, flat.topk(budget, dim=1).indices, 1)
+    return chosen.view(batch, groups, -1).sum(-1)
+
+
+def layout(lengths: torch.Tensor, budget: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Where each of the ``budget`` slots goes: groups are laid out one after another in order of d.
+
+    Returns ``(group, index, start)``: ``[B, A]`` group of each slot, ``[B, A]`` its index inside the group, and
+    ``[B, D]`` the first slot of each group.
+    """
+    ends = lengths.cumsum(dim=1)
+    slots = torch.arange(budget, device=lengths.device).expand(lengths.shape[0], -1).contiguous()
+    group = torch.searchsorted(ends, slots, right=True).clamp(max=lengths.shape[1] - 1)
+    start = ends - lengths
+    index = slots - start.gather(1, group)
+    return group, index, start

@@ -1,0 +1,161 @@
+"""What both decoders share: argument checks, the auxiliaries, stopping, and the result object."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from ptp.sampling import SamplingConfig, check_auxiliaries
+
+
+@dataclass
+class GenerationOutput:
+    """The result of a generation call.
+
+    ``sequences`` is ``[B, prompt_width + max_new_tokens]``: the (left-padded) prompt, then the new tokens; a row
+    that stopped at EOS is filled with ``pad_token_id`` after it. Only verified tokens are ever returned.
+    """
+
+    sequences: torch.Tensor
+    """int64 ``[B, prompt_width + max_new_tokens]``."""
+    lengths: torch.Tensor
+    """int64 ``[B]``: new tokens per row (EOS included)."""
+    prompt_width: int
+    """Columns of ``sequences`` taken by the prompt."""
+    num_calls: int = 0
+    """Forward passes of the model (prefill included)."""
+    accept_lengths: list[list[int]] = field(default_factory=list)
+    """Per row, the tokens committed by each forward call while the row was running."""
+
+    @property
+    def new_tokens(self) -> torch.Tensor:
+        """``[B, max_new_tokens]``: the generated part of ``sequences``."""
+        return self.sequences[:, self.prompt_width :]
+
+    @property
+    def tokens_per_call(self) -> float:
+        """Mean tokens committed per forward call, over all rows and calls (tau)."""
+        calls = sum(len(row) for row in self.accept_lengths)
+        return sum(sum(row) for row in self.accept_lengths) / max(calls, 1)
+
+    def accept_histogram(self, size: int | None = None) -> list[int]:
+        """Counts of calls that committed n tokens, n = 0..size-1 (index 0 is always 0)."""
+        longest = max((max(row) for row in self.accept_lengths if row), default=0)
+        counts = [0] * max(size or 0, longest + 1)
+        for row in self.accept_lengths:
+            for n in row:
+                counts[n] += 1
+        return counts
+
+    def rows(self) -> list[list[int]]:
+        """The new tokens of each row as Python lists, cut at their length."""
+        return [self.new_tokens[b, : int(n)].tolist() for b, n in enumerate(self.lengths)]
+
+
+def sampling_from_arguments(
+    do_sample: bool | None,
+    temperature: float | None,
+    top_k: int | None,
+    top_p: float | None,
+    default: SamplingConfig,
+) -> SamplingConfig:
+    """A SamplingConfig from ``transformers``-style arguments; arguments left as None come from ``default``."""
+    return SamplingConfig(
+        do_sample=default.do_sample if do_sample is None else do_sample,
+        temperature=default.temperature if temperature is None else temperature,
+        top_k=default.top_k if top_k is None else top_k,
+        top_p=default.top_p if top_p is None else top_p,
+    )
+
+
+def check_prompt(
+    input_ids: torch.Tensor, attention_mask: torch.Tensor | None, max_new_tokens: int, max_positions: int | None
+) -> torch.Tensor:
+    """Validate a batch of prompts; returns the bool ``[B, S]`` attention mask (all ones when None)."""
+    if not isinstance(input_ids, torch.Tensor) or input_ids.dtype not in (torch.int64, torch.int32):
+        raise TypeError("input_ids must be an integer torch.Tensor of shape [batch, prompt_length]")
+    if input_ids.dim() != 2:
+        raise ValueError(f"input_ids must have shape [batch, prompt_length], got {tuple(input_ids.shape)}")
+    if input_ids.shape[0] == 0 or input_ids.shape[1] == 0:
+        raise ValueError("the prompt is empty: input_ids needs at least one row and one token")
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be an integer >= 1, got {max_new_tokens!r}")
+    if attention_mask is None:
+        mask = torch.ones_like(input_ids, dtype=torch.bool)
+    else:
+        if tuple(attention_mask.shape) != tuple(input_ids.shape):
+            raise ValueError(
+                f"attention_mask shape {tuple(attention_mask.shape)} differs from input_ids {tuple(input_ids.shape)}"
+            )
+        mask = attention_mask.to(input_ids.device).bool()
+    lengths = mask.sum(dim=1)
+    if (lengths == 0).any():
+        raise ValueError("a prompt row is empty (its attention_mask is all zeros)")
+    # Left padding only: once a row starts, it must not have holes.
+    started = mask.long().cumsum(dim=1) > 0
+    if (started & ~mask).any():
+        raise ValueError("prompts must be left-padded: attention_mask has a zero after a one")
+    if max_positions is not None:
+        longest = int(lengths.max())
+        if longest + max_new_tokens > max_positions:
+            raise ValueError(
+                f"prompt ({longest} tokens) + max_new_tokens ({max_new_tokens}) exceeds the model's context of "
+                f"{max_positions} positions"
+            )
+    return mask
+
+
+def prepare_auxiliaries(
+    auxiliaries: torch.Tensor | None,
+    seed: int | None,
+    generator: torch.Generator | None,
+    batch: int,
+    max_new_tokens: int,
+    device: torch.device,
+) -> torch.Tensor:
+    """The auxiliary of each new token: the caller's (checked), or drawn uniformly.
+
+    Draws happen on the CPU so that a seed gives the same tokens on every device. Returns float32
+    ``[batch, max_new_tokens]`` on ``device``.
+    """
+    if auxiliaries is not None:
+        if seed is not None or generator is not None:
+            raise ValueError("pass either auxiliaries or a seed/generator, not both")
+        return check_auxiliaries(auxiliaries, (batch, max_new_tokens)).to(device)
+    if generator is None:
+        generator = torch.Generator()
+        if seed is None:
+            generator.seed()
+        else:
+            generator.manual_seed(seed)
+    return torch.rand((batch, max_new_tokens), generator=generator).to(device)
+
+
+def resolve_stop_tokens(eos_token_id, pad_token_id, config) -> tuple[torch.Tensor, int | None]:
+    """EOS ids (``int``, list, or the model's generation config) and the pad id used after a row stops.
+
+    Returns the EOS ids as an int64 tensor (possibly empty) and the pad id (None only when there is no EOS).
+    """
+    generation = getattr(config, "generation_config", None)
+    if eos_token_id is None and generation is not None:
+        eos_token_id = generation.eos_token_id
+    if pad_token_id is None and generation is not None:
+        pad_token_id = generation.pad_token_id
+    eos = [] if eos_token_id is None else ([eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id))
+    if any(isinstance(e, bool) or not isinstance(e, int) or e < 0 for e in eos):
+        raise ValueError(f"eos_token_id must be a non-negative int or a list of them, got {eos_token_id!r}")
+    if pad_token_id is None and eos:
+        pad_token_id = eos[0]
+    return torch.tensor(eos, dtype=torch.int64), pad_token_id
+
+
+def check_sliding_window(model_config, total_length: int) -> None:
+    """Decoders build their own attention masks; sequences longer than a sliding window are not supported yet."""
+    window = getattr(model_config, "sliding_window", None)
+    uses = getattr(model_config, "use_sliding_window", True)
+    if isinstance(window, int) and uses and total_length > window:
+        raise ValueError(
+            f"prompt + max_new_tokens = {total_length} exceeds the model's sliding window ({window}); "
+            "ptp-lm does not support sliding-window attention beyond the window yet"
+        )

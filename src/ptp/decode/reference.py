@@ -1,0 +1,95 @@
+"""The slow, obviously correct sampler: one token per forward call, new token g of row b is Pick(u[b, g], P).
+
+It is the ground truth of the exactness tests: whatever the drafter proposes, the fast engine must return exactly
+these tokens for the same auxiliaries.
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers import DynamicCache, PreTrainedModel
+
+from ptp.decode.inputs import (
+    GenerationOutput,
+    check_prompt,
+    check_sliding_window,
+    resolve_stop_tokens,
+)
+from ptp.sampling import SamplingConfig, check_auxiliaries, pick
+
+
+@torch.no_grad()
+def sample_autoregressive(
+    model: PreTrainedModel,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None = None,
+    *,
+    auxiliaries: torch.Tensor,
+    max_new_tokens: int,
+    do_sample: bool = True,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    eos_token_id: int | list[int] | None = None,
+    pad_token_id: int | None = None,
+) -> GenerationOutput:
+    """Plain autoregressive sampling of a Hugging Face causal LM with given auxiliaries.
+
+    Args:
+        model: a causal LM (a :class:`ptp.PTPModel` is sampled through its frozen base, adapter off).
+        input_ids, attention_mask: ``[B, S]`` left-padded prompts.
+        auxiliaries: float ``[B, max_new_tokens]`` in [0, 1).
+    Returns:
+        :class:`GenerationOutput`; every call commits one token per running row.
+    """
+    from ptp.model.ptp import PTPModel
+
+    if isinstance(model, PTPModel):
+        with model.peft.disable_adapter():
+            return sample_autoregressive(
+                model.base_model, input_ids, attention_mask, auxiliaries=auxiliaries, max_new_tokens=max_new_tokens,
+                do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p,
+                eos_token_id=eos_token_id, pad_token_id=pad_token_id,
+            )  # fmt: skip
+    config = SamplingConfig(do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p)
+    device = model.device
+    input_ids = input_ids.to(device)
+    max_positions = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
+    mask = check_prompt(input_ids, attention_mask, max_new_tokens, max_positions)
+    check_sliding_window(model.config, input_ids.shape[1] + max_new_tokens)
+    batch, width = input_ids.shape
+    u = check_auxiliaries(auxiliaries, (batch, max_new_tokens)).to(device)
+    eos, pad = resolve_stop_tokens(eos_token_id, pad_token_id, model)
+    eos = eos.to(device)
+
+    new = torch.full((batch, max_new_tokens), pad if pad is not None else 0, dtype=torch.int64, device=device)
+    lengths = torch.zeros(batch, dtype=torch.int64, device=device)
+    running = torch.ones(batch, dtype=torch.bool, device=device)
+    accept_lengths: list[list[int]] = [[] for _ in range(batch)]
+    cache = DynamicCache()
+    positions = (mask.long().cumsum(dim=1) - 1).clamp(min=0)
+    tokens, mask2d = input_ids, mask.long()
+    calls = 0
+    for g in range(max_new_tokens):
+        logits = model(
+            input_ids=tokens, attention_mask=mask2d, position_ids=positions, past_key_values=cache, use_cache=True
+        ).logits[:, -1]
+        calls += 1
+        token = pick(u[:, g], logits, config)
+        new[:, g] = torch.where(running, token, new[:, g])
+        for b in torch.nonzero(running).flatten().tolist():
+            accept_lengths[b].append(1)
+        lengths += running.long()
+        running &= ~torch.isin(token, eos)
+        if not running.any():
+            break
+        tokens = token.unsqueeze(1)
+        positions = positions[:, -1:] + 1
+        mask2d = torch.cat([mask2d, torch.ones_like(mask2d[:, :1])], dim=1)
+    return GenerationOutput(
+        sequences=torch.cat([input_ids, new], dim=1),
+        lengths=lengths,
+        prompt_width=width,
+        num_calls=calls,
+        accept_lengths=accept_lengths,
+    )

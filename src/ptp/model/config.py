@@ -1,0 +1,96 @@
+"""The typed configuration of a PTP drafter, saved as ``ptp_config.json`` next to the PEFT adapter."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from ptp.model.embeddings import EMBEDDING_KINDS
+from ptp.sampling import SamplingConfig
+
+MODES = ("one_hot", "categorical", "independent")
+CONFIG_NAME = "ptp_config.json"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class PTPConfig:
+    """Everything that defines a drafter besides its weights (METHOD.md sections 2-3)."""
+
+    mode: str = "one_hot"
+    """``one_hot`` (O-PTP: slot k sees u_k, outputs the token), ``categorical`` (C-PTP: slot k sees u_<k, outputs a
+    distribution), or ``independent`` (the baseline: O-PTP with an uninformative constant u)."""
+    embedding: str = "binary"
+    """How u becomes an input vector; one of :data:`ptp.model.embeddings.EMBEDDING_KINDS`."""
+    embedding_size: int = 24
+    """Number of features of the u embedding (bits, levels, frequencies, interpolation intervals)."""
+    window_length: int = 16
+    """N: auxiliary slots per window in training; the longest group of drafts the decoder asks for."""
+    lora_rank: int = 32
+    """Rank of the gated LoRA adapter."""
+    lora_alpha: float = 64.0
+    """LoRA scaling numerator (the update is scaled by alpha / rank)."""
+    lora_dropout: float = 0.0
+    """Dropout on the LoRA input during training."""
+    target_modules: str | list[str] = "all-linear"
+    """Modules that get the adapter: PEFT's ``all-linear`` or a list of module names."""
+    sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(temperature=0.7, top_k=50, top_p=0.95))
+    """The sampling configuration the drafter was trained for (the default of ``generate``)."""
+    acceptance_histogram: list[float] | None = None
+    """Fraction of evaluation windows whose correct prefix was n, for n = 0..N; the decoder's budget uses it."""
+    base_model: dict = field(default_factory=dict)
+    """What the adapter was built on: ``model_type``, ``hidden_size``, ``vocab_size``, ``name_or_path``."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.sampling, dict):
+            self.sampling = SamplingConfig.from_dict(self.sampling)
+        if self.mode not in MODES:
+            raise ValueError(f"unknown PTP mode {self.mode!r}; choose one of {MODES}")
+        if self.embedding not in EMBEDDING_KINDS:
+            raise ValueError(f"unknown auxiliary embedding {self.embedding!r}; choose one of {EMBEDDING_KINDS}")
+        for name in ("embedding_size", "window_length", "lora_rank"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        if not 0.0 <= self.lora_dropout < 1.0:
+            raise ValueError(f"lora_dropout must be in [0, 1), got {self.lora_dropout!r}")
+        if self.acceptance_histogram is not None and len(self.acceptance_histogram) != self.window_length + 1:
+            raise ValueError(
+                f"acceptance_histogram needs window_length + 1 = {self.window_length + 1} entries, "
+                f"got {len(self.acceptance_histogram)}"
+            )
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["format_version"] = FORMAT_VERSION
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> PTPConfig:
+        data = dict(data)
+        version = data.pop("format_version", FORMAT_VERSION)
+        if version != FORMAT_VERSION:
+            raise ValueError(f"ptp_config.json has format_version {version}; this ptp-lm reads {FORMAT_VERSION}")
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown keys in ptp_config.json: {sorted(unknown)}")
+        return cls(**data)
+
+    def save(self, directory: str | Path) -> None:
+        path = Path(directory) / CONFIG_NAME
+        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, directory: str | Path) -> PTPConfig:
+        path = Path(directory) / CONFIG_NAME
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is missing: {directory} is not a PTP adapter directory")
+        try:
+            data = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise ValueError(f"{path} is corrupt: {error}") from error
+        if not isinstance(data, dict):
+            raise ValueError(f"{path} is corrupt: expected a JSON object")
+        return cls.from_dict(data)

@@ -1,0 +1,326 @@
+"""PTPModel: a frozen Hugging Face causal LM that is its own teacher and, through a gated adapter, its own drafter.
+
+One forward pass carries two kinds of query positions side by side:
+
+* **teacher tokens**: ordinary token ids; the LoRA adapter is switched off for them, so their hidden states, KV
+  cache and logits are exactly the base model's;
+* **auxiliary slots**: no token, the input embedding is ``AuxiliaryEmbedding(u)``; the LoRA adapter is on.
+
+The adapter is PEFT's LoRA (so it is saved in PEFT's format and works for every architecture PEFT supports); a
+forward hook on each ``lora_B`` zeroes the update on teacher positions ("gated LoRA"). Which positions are slots is
+set for the duration of one forward call.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers import AutoModelForCausalLM, PreTrainedModel
+from transformers.pytorch_utils import Conv1D
+
+from ptp.model.config import PTPConfig
+from ptp.model.embeddings import NULL_AUXILIARY, AuxiliaryEmbedding
+
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+ADAPTER_CONFIG = "adapter_config.json"
+EMBEDDING_WEIGHTS = "auxiliary_embedding.safetensors"
+
+
+class _Gate:
+    """Which query positions are auxiliary slots during the current forward call: bool ``[B, L]`` or None."""
+
+    def __init__(self) -> None:
+        self.mask: torch.Tensor | None = None
+
+    def apply(self, module: nn.Module, inputs, output: torch.Tensor) -> torch.Tensor:
+        if self.mask is None:
+            raise RuntimeError("gated LoRA ran outside PTPModel.forward; call the PTPModel, not its base model")
+        # where, not a product: the update on teacher positions must be an exact zero even if it is not finite.
+        return torch.where(self.mask.unsqueeze(-1), output, torch.zeros((), dtype=output.dtype, device=output.device))
+
+
+def describe_base(model: PreTrainedModel) -> dict:
+    """The facts an adapter must agree with to fit a base model."""
+    config = model.config
+    return {
+        "model_type": config.model_type,
+        "hidden_size": model.get_input_embeddings().weight.shape[1],
+        "vocab_size": model.get_output_embeddings().weight.shape[0],
+        "name_or_path": getattr(config, "_name_or_path", "") or "",
+    }
+
+
+class PTPModel(nn.Module):
+    """A causal LM wrapped with a PTP drafter.
+
+    ``PTPModel(base_model, **options)`` installs a fresh drafter (options are :class:`PTPConfig` fields, or pass
+    ``config=``). The base model is modified in place (LoRA layers are swapped in) and frozen.
+    """
+
+    def __init__(self, base_model: PreTrainedModel, config: PTPConfig | None = None, **options):
+        super().__init__()
+        if not isinstance(base_model, PreTrainedModel):
+            raise TypeError(f"base_model must be a transformers PreTrainedModel, got {type(base_model).__name__}")
+        if base_model.get_output_embeddings() is None:
+            raise TypeError(f"{type(base_model).__name__} has no language-model head; pass a *ForCausalLM model")
+        config = copy.deepcopy(config) if config is not None else PTPConfig()
+        for name, value in options.items():
+            if not hasattr(config, name):
+                raise TypeError(f"unknown PTP option {name!r}")
+            setattr(config, name, value)
+        config.__post_init__()
+        base_info = describe_base(base_model)
+        if config.base_model:
+            _check_fits(config.base_model, base_info)
+        config.base_model = base_info
+        self.config = config
+
+        # Custom masks reach the attention as-is only with SDPA or eager attention.
+        if base_model.config._attn_implementation not in ("sdpa", "eager"):
+            base_model.set_attn_implementation("sdpa")
+        for parameter in base_model.parameters():
+            parameter.requires_grad_(False)
+        # GPT-2-style models store linear layers transposed (Conv1D); PEFT must know.
+        transposed = any(isinstance(m, Conv1D) for m in base_model.modules())
+        lora = LoraConfig(
+            r=config.lora_rank,
+            fan_in_fan_out=transposed,
+            lora_alpha=config.lora_alpha,
+            lora_dropout=config.lora_dropout,
+            target_modules=config.target_modules,
+            bias="none",
+        )
+        self.peft = get_peft_model(base_model, lora)
+        self._gate = _Gate()
+        self._hooks = [
+            module.register_forward_hook(self._gate.apply)
+            for name, module in self.peft.named_modules()
+            if name.split(".")[-2:-1] == ["lora_B"]
+        ]
+        if not self._hooks:
+            name = type(base_model).__name__
+            raise ValueError(f"target_modules={config.target_modules!r} matched no layer of {name}")
+        embeddings = base_model.get_input_embeddings().weight.detach().float()
+        self.auxiliary_embedding = AuxiliaryEmbedding(
+            config.embedding,
+            base_info["hidden_size"],
+            size=config.embedding_size,
+            init_std=embeddings.std().item(),
+            init_mean=embeddings.mean(dim=0),
+        ).to(base_model.device)
+
+    # ----------------------------------------------------------------------------------------------- properties
+    @property
+    def base_model(self) -> PreTrainedModel:
+        """The wrapped causal LM (with the LoRA layers swapped in)."""
+        return self.peft.base_model.model
+
+    @property
+    def device(self) -> torch.device:
+        return self.base_model.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.base_model.dtype
+
+    @property
+    def max_positions(self) -> int | None:
+        config = self.base_model.config
+        for name in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+            value = getattr(config, name, None)
+            if isinstance(value, int):
+                return value
+        return None
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+    # ---------------------------------------------------------------------------------------------- forward
+    def slot_auxiliaries(self, u_target: torch.Tensor, u_previous: torch.Tensor, first: torch.Tensor) -> torch.Tensor:
+        """The u a slot receives as input, for the drafter's mode (shared by training and decoding).
+
+        Args:
+            u_target: ``[...]`` the auxiliary of the position the slot predicts.
+            u_previous: ``[...]`` the auxiliary of the position before it.
+            first: bool ``[...]``, the slot is the first of its window (its previous position is context).
+        """
+        null = torch.full_like(u_target, NULL_AUXILIARY)
+        if self.config.mode == "one_hot":
+            return u_target
+        if self.config.mode == "categorical":
+            return torch.where(first, null, u_previous)
+        return null
+
+    def attention_bias(self, allowed: torch.Tensor) -> torch.Tensor:
+        """A bool ``[B, 1, Q, K]`` visibility mask in the form the base model's attention takes."""
+        if self.base_model.config._attn_implementation == "eager":
+            lowest = torch.finfo(self.dtype).min
+            return torch.where(allowed, torch.zeros((), dtype=self.dtype), torch.tensor(lowest, dtype=self.dtype)).to(
+                allowed.device
+            )
+        return allowed
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        *,
+        position_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        auxiliaries: torch.Tensor | None = None,
+        auxiliary_mask: torch.Tensor | None = None,
+        past_key_values=None,
+    ) -> torch.Tensor:
+        """Logits of a block of teacher tokens and auxiliary slots.
+
+        Args:
+            input_ids: int ``[B, L]``; ignored at slot positions.
+            position_ids: int ``[B, L]``.
+            attention_mask: bool ``[B, 1, L, K]``, True where query l may see key k; K = cached length + L.
+            auxiliaries: float ``[B, L]`` slot inputs (see :meth:`slot_auxiliaries`); ignored at token positions.
+            auxiliary_mask: bool ``[B, L]``, True at slot positions. None: the block holds teacher tokens only.
+            past_key_values: a transformers cache; the block's keys and values are appended to it.
+        Returns:
+            ``[B, L, V]`` logits.
+        """
+        embed = self.base_model.get_input_embeddings()
+        if auxiliary_mask is None:
+            # Teacher-only calls skip the adapter entirely.
+            with self.peft.disable_adapter():
+                out = self.base_model(
+                    inputs_embeds=embed(input_ids),
+                    position_ids=position_ids,
+                    attention_mask=self.attention_bias(attention_mask),
+                    past_key_values=past_key_values,
+                    use_cache=past_key_values is not None,
+                )
+            return out.logits
+        # Slot positions have no token; any valid id serves the lookup and is then replaced.
+        tokens = embed(input_ids.masked_fill(auxiliary_mask, 0))
+        slots = self.auxiliary_embedding(auxiliaries).to(tokens.dtype)
+        inputs = torch.where(auxiliary_mask.unsqueeze(-1), slots, tokens)
+        self._gate.mask = auxiliary_mask
+        try:
+            out = self.base_model(
+                inputs_embeds=inputs,
+                position_ids=position_ids,
+                attention_mask=self.attention_bias(attention_mask),
+                past_key_values=past_key_values,
+                use_cache=past_key_values is not None,
+            )
+        finally:
+            self._gate.mask = None
+        return out.logits
+
+    # --------------------------------------------------------------------------------------------- generate
+    def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs):
+        """Lossless parallel generation; see :func:`ptp.decode.engine.generate` for the arguments."""
+        from ptp.decode.engine import generate
+
+        return generate(self, input_ids, attention_mask, **kwargs)
+
+    # ---------------------------------------------------------------------------------------- save and load
+    def save_pretrained(self, directory: str | os.PathLike) -> None:
+        """Write the adapter atomically: PEFT's ``adapter_config.json`` and ``adapter_model.safetensors``, the u
+        embedding (``auxiliary_embedding.safetensors``) and ``ptp_config.json``. A killed save leaves the previous
+        contents of ``directory`` (if any) untouched."""
+        target = Path(directory)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+        try:
+            self.peft.save_pretrained(str(staging), safe_serialization=True)
+            state = {k: v.detach().contiguous().cpu() for k, v in self.auxiliary_embedding.state_dict().items()}
+            save_file(state, str(staging / EMBEDDING_WEIGHTS))
+            self.config.save(staging)
+            _replace_directory(staging, target)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        base_model: PreTrainedModel | str | os.PathLike,
+        adapter_path: str | os.PathLike,
+        *,
+        dtype: torch.dtype | None = None,
+        device: str | torch.device | None = None,
+    ) -> PTPModel:
+        """Load a trained drafter onto a base model (an object, or a path that ``AutoModelForCausalLM`` loads)."""
+        adapter_path = Path(adapter_path)
+        if not adapter_path.is_dir():
+            raise FileNotFoundError(f"adapter directory {adapter_path} does not exist")
+        config = PTPConfig.load(adapter_path)
+        for name in (ADAPTER_CONFIG, ADAPTER_WEIGHTS, EMBEDDING_WEIGHTS):
+            if not (adapter_path / name).is_file():
+                raise FileNotFoundError(f"{adapter_path / name} is missing: the adapter directory is incomplete")
+        if not isinstance(base_model, PreTrainedModel):
+            base_model = AutoModelForCausalLM.from_pretrained(str(base_model), dtype=dtype or torch.float32)
+        elif dtype is not None:
+            base_model = base_model.to(dtype)
+        if device is not None:
+            base_model = base_model.to(device)
+        _check_fits(config.base_model, describe_base(base_model))
+        try:
+            lora = json.loads((adapter_path / ADAPTER_CONFIG).read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise ValueError(f"{adapter_path / ADAPTER_CONFIG} is corrupt: {error}") from error
+        config.lora_rank, config.lora_alpha = lora.get("r", config.lora_rank), lora.get("lora_alpha", config.lora_alpha)
+        config.target_modules = lora.get("target_modules", config.target_modules)
+        if isinstance(config.target_modules, list):
+            config.target_modules = sorted(config.target_modules)
+        model = cls(base_model, config)
+        adapter = _load_weights(adapter_path / ADAPTER_WEIGHTS)
+        result = set_peft_model_state_dict(model.peft, adapter)
+        unexpected = list(getattr(result, "unexpected_keys", []) or [])
+        missing = [k for k in (getattr(result, "missing_keys", []) or []) if "lora_" in k]
+        if unexpected or missing:
+            raise ValueError(
+                f"adapter in {adapter_path} does not fit {config.base_model.get('model_type')}: "
+                f"unexpected keys {unexpected[:3]}, missing keys {missing[:3]}"
+            )
+        embedding = _load_weights(adapter_path / EMBEDDING_WEIGHTS)
+        try:
+            model.auxiliary_embedding.load_state_dict(embedding, strict=True)
+        except RuntimeError as error:
+            raise ValueError(f"{adapter_path / EMBEDDING_WEIGHTS} does not fit this drafter: {error}") from error
+        model.auxiliary_embedding.to(model.device)
+        model.eval()
+        return model
+
+
+def _check_fits(recorded: dict, actual: dict) -> None:
+    for key in ("model_type", "hidden_size", "vocab_size"):
+        if key in recorded and recorded[key] != actual[key]:
+            raise ValueError(
+                f"the adapter was trained for a base model with {key}={recorded[key]!r}, "
+                f"but this base model has {key}={actual[key]!r}"
+            )
+
+
+def _load_weights(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as error:
+        raise ValueError(f"{path} is corrupt or unreadable: {error}") from error
+
+
+def _replace_directory(staging: Path, target: Path) -> None:
+    """Move ``staging`` to ``target``; an existing target is swapped out first and removed afterwards."""
+    if not target.exists():
+        os.replace(staging, target)
+        return
+    retired = target.with_name(f".{target.name}.old")
+    shutil.rmtree(retired, ignore_errors=True)
+    os.replace(target, retired)
+    os.replace(staging, target)
+    shutil.rmtree(retired, ignore_errors=True)

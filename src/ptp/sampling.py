@@ -1,0 +1,208 @@
+"""Sampling as a deterministic function of a uniform number.
+
+A sampling configuration S (temperature, top-k, top-p, or greedy) turns a row of logits into a distribution P over
+the vocabulary. Its cumulative distribution in *vocabulary order* gives every token j a half-open bin
+``[F(j-1), F(j))``; ``pick(u)`` returns the token whose bin holds ``u``. With ``u ~ Uniform[0, 1)`` this is an exact
+sample of P, and with the same ``u`` it is the same token every time. This module is the only implementation of S
+and of pick in the project: data generation, training targets, verification and the reference sampler all call it.
+
+All functions are pure tensor functions over a trailing vocabulary axis, batched over any leading axes, and compute
+in float32 whatever the dtype of the logits.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+
+#: The largest float32 strictly below 1: the top of the range an auxiliary may take.
+MAX_AUXILIARY = 1.0 - 2.0**-24
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """How logits become the distribution that tokens are drawn from (METHOD.md section 1)."""
+
+    do_sample: bool = True
+    """False: greedy decoding, a one-hot distribution on the argmax (ties: the lower token id)."""
+    temperature: float = 1.0
+    """Logits are divided by it; must be > 0 when sampling."""
+    top_k: int | None = None
+    """Keep the k largest logits (ties: the lower token id); None: off."""
+    top_p: float | None = None
+    """Nucleus: keep tokens, in descending probability, while the mass before them is < top_p; None: off."""
+
+    def __post_init__(self) -> None:
+        if not self.do_sample:
+            return
+        finite = isinstance(self.temperature, (int, float)) and math.isfinite(self.temperature)
+        if not finite or self.temperature <= 0:
+            raise ValueError(f"temperature must be a finite number > 0 when sampling, got {self.temperature!r}")
+        integer = isinstance(self.top_k, int) and not isinstance(self.top_k, bool)
+        if self.top_k is not None and (not integer or self.top_k < 1):
+            raise ValueError(f"top_k must be an integer >= 1 or None, got {self.top_k!r}")
+        if self.top_p is not None and not (isinstance(self.top_p, (int, float)) and 0.0 < self.top_p <= 1.0):
+            raise ValueError(f"top_p must be in (0, 1] or None, got {self.top_p!r}")
+
+    @classmethod
+    def greedy(cls) -> SamplingConfig:
+        return cls(do_sample=False)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> SamplingConfig:
+        unknown = set(data) - {"do_sample", "temperature", "top_k", "top_p"}
+        if unknown:
+            raise ValueError(f"unknown sampling configuration keys: {sorted(unknown)}")
+        return cls(**data)
+
+    def describe(self) -> str:
+        if not self.do_sample:
+            return "greedy"
+        return f"T={self.temperature:g}, top_k={self.top_k}, top_p={self.top_p}"
+
+
+def probabilities(logits: torch.Tensor, config: SamplingConfig) -> torch.Tensor:
+    """The distribution P of METHOD.md section 1.
+
+    Args:
+        logits: ``[..., V]`` in any floating dtype.
+    Returns:
+        ``[..., V]`` float32 probabilities; tokens outside the kept set are exactly 0, the rest sum to 1 (up to
+        round-off).
+    """
+    z = logits.float()
+    vocab = z.shape[-1]
+    if not config.do_sample:
+        return torch.nn.functional.one_hot(z.argmax(dim=-1), vocab).float()
+    z = z / config.temperature
+    if config.top_k is not None and config.top_k < vocab:
+        # A stable descending sort keeps equal logits in ascending id order, so ties go to the lower id.
+        order = torch.sort(z, dim=-1, descending=True, stable=True).indices
+        dropped = order[..., config.top_k :]
+        z = z.scatter(-1, dropped, float("-inf"))
+    probs = torch.softmax(z, dim=-1)
+    if config.top_p is not None and config.top_p < 1.0:
+        sorted_probs, order = torch.sort(probs, dim=-1, descending=True, stable=True)
+        mass_before = torch.cumsum(sorted_probs, dim=-1) - sorted_probs
+        keep_sorted = mass_before < config.top_p
+        keep = torch.zeros_like(keep_sorted).scatter(-1, order, keep_sorted)
+        probs = torch.where(keep, probs, 0.0)
+        probs = probs / probs.sum(dim=-1, keepdim=True)
+    return probs
+
+
+def cumulative(probs: torch.Tensor) -> torch.Tensor:
+    """Vocabulary-order CDF ``F(j) = sum_{l <= j} P(l)`` of ``[..., V]`` probabilities.
+
+    ``F`` is made non-decreasing (a parallel scan may round otherwise) and every entry from the last token that adds
+    probability onwards is exactly 1, so that any ``u < 1`` lands in a non-empty bin.
+    """
+    cdf = torch.cumsum(probs.float(), dim=-1)
+    cdf = torch.cummax(cdf, dim=-1).values
+    return torch.where(cdf >= cdf[..., -1:], 1.0, cdf)
+
+
+def pick_from_probabilities(u: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
+    """The smallest token j with ``F(j) > u``.
+
+    ``u``: ``[...]`` in [0, 1); probs: ``[..., V]``. Returns int64 ``[...]``.
+    """
+    cdf = cumulative(probs)
+    index = torch.searchsorted(cdf, u.float().unsqueeze(-1).contiguous(), right=True).squeeze(-1)
+    # Unreachable for u < 1 (the last edge is exactly 1); the clamp only keeps a bad u from indexing out of range.
+    return index.clamp_(max=probs.shape[-1] - 1)
+
+
+def pick(u: torch.Tensor, logits: torch.Tensor, config: SamplingConfig) -> torch.Tensor:
+    """Pick(u, S(logits)): the token of the sampling configuration whose bin holds ``u``.
+
+    Args:
+        u: ``[...]`` auxiliaries in [0, 1).
+        logits: ``[..., V]``.
+    Returns:
+        int64 token ids ``[...]``.
+    """
+    if not config.do_sample:
+        return logits.argmax(dim=-1)
+    return pick_from_probabilities(u, probabilities(logits, config))
+
+
+def bins(logits: torch.Tensor, tokens: torch.Tensor, config: SamplingConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """The bin ``[F(t-1), F(t))`` of each observed token under S.
+
+    Args:
+        logits: ``[..., V]``.
+        tokens: int ``[...]``.
+    Returns:
+        ``(left, right)``, float32 ``[...]`` each. A token outside the kept set has an empty bin (left == right);
+        callers must handle it explicitly.
+    """
+    cdf = cumulative(probabilities(logits, config))
+    right = cdf.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+    below = (tokens - 1).clamp(min=0).unsqueeze(-1)
+    left = torch.where(tokens > 0, cdf.gather(-1, below).squeeze(-1), 0.0)
+    return left, right
+
+
+def sample_in_bins(
+    left: torch.Tensor, right: torch.Tensor, beta: float = 1.0, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Auxiliaries ``u = left + (right - left) * b`` with ``b ~ Beta(beta, beta)``, strictly inside each bin.
+
+    ``beta = 1`` is uniform; ``beta < 1`` puts u near the bin edges. Bins must be non-empty.
+    """
+    if beta == 1.0:
+        b = torch.rand(left.shape, generator=generator, device=left.device)
+    else:
+        # Beta(a, a) from two Gamma draws, through the generator so that it is reproducible.
+        x = _gamma(left.shape, beta, generator, left.device)
+        y = _gamma(left.shape, beta, generator, left.device)
+        b = x / (x + y).clamp_min(torch.finfo(torch.float32).tiny)
+    u = left + (right - left) * b
+    # Round-off may land on the right edge, which belongs to the next bin; step back to the largest float below it.
+    below_right = torch.nextafter(right, torch.zeros_like(right))
+    return torch.minimum(torch.maximum(u, left), below_right).clamp(0.0, MAX_AUXILIARY)
+
+
+def _gamma(shape, concentration: float, generator, device) -> torch.Tensor:
+    # torch.distributions.Gamma takes no generator; the Marsaglia-Tsang sampler with the boost for shape < 1 does.
+    boost = concentration < 1.0
+    d = (concentration + 1.0 if boost else concentration) - 1.0 / 3.0
+    c = 1.0 / math.sqrt(9.0 * d)
+    out = torch.empty(shape, device=device)
+    todo = torch.ones(shape, dtype=torch.bool, device=device)
+    while todo.any():
+        x = torch.randn(shape, generator=generator, device=device)
+        v = (1.0 + c * x) ** 3
+        uu = torch.rand(shape, generator=generator, device=device)
+        ok = (v > 0) & (torch.log(uu.clamp_min(1e-30)) < 0.5 * x * x + d - d * v + d * torch.log(v.clamp_min(1e-30)))
+        take = ok & todo
+        out = torch.where(take, d * v, out)
+        todo = todo & ~take
+    if boost:
+        out = out * torch.rand(shape, generator=generator, device=device) ** (1.0 / concentration)
+    return out
+
+
+def check_auxiliaries(auxiliaries: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    """Validate caller-supplied auxiliaries: the given shape, finite values in [0, 1). Returns them as float32.
+
+    Values that are below 1 but round up to 1 in float32 are clamped to :data:`MAX_AUXILIARY`.
+    """
+    if not isinstance(auxiliaries, torch.Tensor):
+        raise TypeError(f"auxiliaries must be a torch.Tensor, got {type(auxiliaries).__name__}")
+    if not auxiliaries.is_floating_point():
+        raise TypeError(f"auxiliaries must be a floating-point tensor, got {auxiliaries.dtype}")
+    if tuple(auxiliaries.shape) != tuple(shape):
+        got = tuple(auxiliaries.shape)
+        raise ValueError(f"auxiliaries must have shape {tuple(shape)} (batch, max_new_tokens), got {got}")
+    bad = ~((auxiliaries >= 0) & (auxiliaries < 1))
+    if bad.any():
+        value = auxiliaries[bad].flatten()[0].item()
+        raise ValueError(f"auxiliaries must lie in [0, 1); found {value!r}")
+    return auxiliaries.float().clamp(max=MAX_AUXILIARY)
