@@ -45,12 +45,7 @@ def sample_autoregressive(
     from ptp.model.ptp import PTPModel
 
     if isinstance(model, PTPModel):
-        with model.peft.disable_adapter():
-            return sample_autoregressive(
-                model.base_model, input_ids, attention_mask, auxiliaries=auxiliaries, max_new_tokens=max_new_tokens,
-                do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p,
-                eos_token_id=eos_token_id, pad_token_id=pad_token_id,
-            )  # fmt: skip
+        model = model.base_model  # outside PTPModel.forward its adapter is off: this is the frozen teacher
     config = SamplingConfig(do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p)
     device = model.device
     input_ids = input_ids.to(device)

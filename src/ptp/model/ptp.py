@@ -6,9 +6,9 @@ One forward pass carries two kinds of query positions side by side:
   cache and logits are exactly the base model's;
 * **auxiliary slots**: no token, the input embedding is ``AuxiliaryEmbedding(u)``; the LoRA adapter is on.
 
-The adapter is PEFT's LoRA (so it is saved in PEFT's format and works for every architecture PEFT supports); a
-forward hook on each ``lora_B`` zeroes the update on teacher positions ("gated LoRA"). Which positions are slots is
-set for the duration of one forward call.
+The adapter is a gated LoRA (:mod:`ptp.model.lora`) swapped into the base model's linear layers and saved in PEFT's
+format. Which positions are slots is set for the duration of one forward call; outside a call the adapter is off, so
+``model.base_model`` is the untouched base model.
 """
 
 from __future__ import annotations
@@ -21,32 +21,18 @@ import tempfile
 from pathlib import Path
 
 import torch
-from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoModelForCausalLM, PreTrainedModel
-from transformers.pytorch_utils import Conv1D
 
+from ptp.model import lora
 from ptp.model.config import PTPConfig
 from ptp.model.embeddings import NULL_AUXILIARY, AuxiliaryEmbedding
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
 EMBEDDING_WEIGHTS = "auxiliary_embedding.safetensors"
-
-
-class _Gate:
-    """Which query positions are auxiliary slots during the current forward call: bool ``[B, L]`` or None."""
-
-    def __init__(self) -> None:
-        self.mask: torch.Tensor | None = None
-
-    def apply(self, module: nn.Module, inputs, output: torch.Tensor) -> torch.Tensor:
-        if self.mask is None:
-            raise RuntimeError("gated LoRA ran outside PTPModel.forward; call the PTPModel, not its base model")
-        # where, not a product: the update on teacher positions must be an exact zero even if it is not finite.
-        return torch.where(self.mask.unsqueeze(-1), output, torch.zeros((), dtype=output.dtype, device=output.device))
 
 
 def describe_base(model: PreTrainedModel) -> dict:
@@ -90,26 +76,13 @@ class PTPModel(nn.Module):
             base_model.set_attn_implementation("sdpa")
         for parameter in base_model.parameters():
             parameter.requires_grad_(False)
-        # GPT-2-style models store linear layers transposed (Conv1D); PEFT must know.
-        transposed = any(isinstance(m, Conv1D) for m in base_model.modules())
-        lora = LoraConfig(
-            r=config.lora_rank,
-            fan_in_fan_out=transposed,
-            lora_alpha=config.lora_alpha,
-            lora_dropout=config.lora_dropout,
-            target_modules=config.target_modules,
-            bias="none",
-        )
-        self.peft = get_peft_model(base_model, lora)
-        self._gate = _Gate()
-        self._hooks = [
-            module.register_forward_hook(self._gate.apply)
-            for name, module in self.peft.named_modules()
-            if name.split(".")[-2:-1] == ["lora_B"]
-        ]
-        if not self._hooks:
+        self._gate = lora.Gate()
+        self._targets = lora.target_names(base_model, config.target_modules)
+        if not self._targets:
             name = type(base_model).__name__
             raise ValueError(f"target_modules={config.target_modules!r} matched no layer of {name}")
+        lora.install(base_model, self._targets, config.lora_rank, config.lora_alpha, config.lora_dropout, self._gate)
+        self.base_model = base_model
         embeddings = base_model.get_input_embeddings().weight.detach().float()
         self.auxiliary_embedding = AuxiliaryEmbedding(
             config.embedding,
@@ -120,11 +93,6 @@ class PTPModel(nn.Module):
         ).to(base_model.device)
 
     # ----------------------------------------------------------------------------------------------- properties
-    @property
-    def base_model(self) -> PreTrainedModel:
-        """The wrapped causal LM (with the LoRA layers swapped in)."""
-        return self.peft.base_model.model
-
     @property
     def device(self) -> torch.device:
         return self.base_model.device
@@ -193,21 +161,11 @@ class PTPModel(nn.Module):
             ``[B, L, V]`` logits.
         """
         embed = self.base_model.get_input_embeddings()
-        if auxiliary_mask is None:
-            # Teacher-only calls skip the adapter entirely.
-            with self.peft.disable_adapter():
-                out = self.base_model(
-                    inputs_embeds=embed(input_ids),
-                    position_ids=position_ids,
-                    attention_mask=self.attention_bias(attention_mask),
-                    past_key_values=past_key_values,
-                    use_cache=past_key_values is not None,
-                )
-            return out.logits
-        # Slot positions have no token; any valid id serves the lookup and is then replaced.
-        tokens = embed(input_ids.masked_fill(auxiliary_mask, 0))
-        slots = self.auxiliary_embedding(auxiliaries).to(tokens.dtype)
-        inputs = torch.where(auxiliary_mask.unsqueeze(-1), slots, tokens)
+        inputs = embed(input_ids if auxiliary_mask is None else input_ids.masked_fill(auxiliary_mask, 0))
+        if auxiliary_mask is not None:
+            # Slot positions have no token: the lookup above used a placeholder id, replaced here by embed(u).
+            slots = self.auxiliary_embedding(auxiliaries).to(inputs.dtype)
+            inputs = torch.where(auxiliary_mask.unsqueeze(-1), slots, inputs)
         self._gate.mask = auxiliary_mask
         try:
             out = self.base_model(
@@ -237,7 +195,8 @@ class PTPModel(nn.Module):
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
         try:
-            self.peft.save_pretrained(str(staging), safe_serialization=True)
+            c = self.config
+            lora.save_adapter(self.base_model, staging, c.lora_rank, c.lora_alpha, c.lora_dropout, self._targets)
             state = {k: v.detach().contiguous().cpu() for k, v in self.auxiliary_embedding.state_dict().items()}
             save_file(state, str(staging / EMBEDDING_WEIGHTS))
             self.config.save(staging)
@@ -271,23 +230,27 @@ class PTPModel(nn.Module):
             base_model = base_model.to(device)
         _check_fits(config.base_model, describe_base(base_model))
         try:
-            lora = json.loads((adapter_path / ADAPTER_CONFIG).read_text())
+            json.loads((adapter_path / ADAPTER_CONFIG).read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
             raise ValueError(f"{adapter_path / ADAPTER_CONFIG} is corrupt: {error}") from error
-        config.lora_rank, config.lora_alpha = lora.get("r", config.lora_rank), lora.get("lora_alpha", config.lora_alpha)
-        config.target_modules = lora.get("target_modules", config.target_modules)
-        if isinstance(config.target_modules, list):
-            config.target_modules = sorted(config.target_modules)
         model = cls(base_model, config)
+        expected = lora.adapter_state(model.base_model)
         adapter = _load_weights(adapter_path / ADAPTER_WEIGHTS)
-        result = set_peft_model_state_dict(model.peft, adapter)
-        unexpected = list(getattr(result, "unexpected_keys", []) or [])
-        missing = [k for k in (getattr(result, "missing_keys", []) or []) if "lora_" in k]
-        if unexpected or missing:
+        if set(adapter) != set(expected):
+            unexpected, missing = sorted(set(adapter) - set(expected)), sorted(set(expected) - set(adapter))
             raise ValueError(
-                f"adapter in {adapter_path} does not fit {config.base_model.get('model_type')}: "
+                f"adapter in {adapter_path} does not fit this {config.base_model.get('model_type')} model: "
                 f"unexpected keys {unexpected[:3]}, missing keys {missing[:3]}"
             )
+        parameters = dict(model.base_model.named_parameters())
+        with torch.no_grad():
+            for key, value in adapter.items():
+                target = parameters[key[len(lora.PEFT_PREFIX) :]]
+                if target.shape != value.shape:
+                    raise ValueError(
+                        f"adapter weight {key} has shape {tuple(value.shape)}, expected {tuple(target.shape)}"
+                    )
+                target.copy_(value)
         embedding = _load_weights(adapter_path / EMBEDDING_WEIGHTS)
         try:
             model.auxiliary_embedding.load_state_dict(embedding, strict=True)

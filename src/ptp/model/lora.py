@@ -1,0 +1,117 @@
+"""Gated LoRA: a low-rank update that is active only on auxiliary slots.
+
+``GatedLoRA`` replaces a linear layer of the base model (``nn.Linear``, or GPT-2's transposed ``Conv1D``) and computes
+
+    y = base(x)                                   on teacher positions (bit for bit the base model's output)
+    y = base(x) + B(A(dropout(x))) * alpha / r    on auxiliary slots
+
+A shared :class:`Gate` says which positions of the current forward call are slots; when it is unset the update is
+not computed at all, so teacher-only calls cost what the base model costs.
+
+The parameters are named as PEFT names them (``<module>.lora_A.weight``, ``<module>.lora_B.weight``, the original
+layer under ``<module>.base_layer``), and :func:`save_adapter` writes PEFT's ``adapter_config.json`` and
+``adapter_model.safetensors``, so the files load with ``peft.PeftModel.from_pretrained`` as an ordinary (ungated)
+LoRA adapter too.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+from peft import LoraConfig
+from safetensors.torch import save_file
+from torch import nn
+from transformers.pytorch_utils import Conv1D
+
+#: Prefix of every key in PEFT's adapter_model.safetensors.
+PEFT_PREFIX = "base_model.model."
+
+
+class Gate:
+    """Which query positions of the current forward call are auxiliary slots: bool ``[B, L]``, or None for none."""
+
+    def __init__(self) -> None:
+        self.mask: torch.Tensor | None = None
+
+
+class GatedLoRA(nn.Module):
+    """A linear layer plus a LoRA update gated per position by a shared :class:`Gate`."""
+
+    def __init__(self, base_layer: nn.Module, rank: int, alpha: float, dropout: float, gate: Gate):
+        super().__init__()
+        if isinstance(base_layer, Conv1D):
+            in_features, out_features = base_layer.weight.shape
+        else:
+            in_features, out_features = base_layer.in_features, base_layer.out_features
+        self.base_layer = base_layer
+        device = base_layer.weight.device
+        self.lora_A = nn.Linear(in_features, rank, bias=False, device=device)
+        self.lora_B = nn.Linear(rank, out_features, bias=False, device=device)
+        nn.init.kaiming_uniform_(self.lora_A.weight, a=math.sqrt(5))
+        nn.init.zeros_(self.lora_B.weight)
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.scaling = alpha / rank
+        self.gate = gate
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.base_layer(x)
+        mask = self.gate.mask
+        if mask is None:
+            return out
+        update = self.lora_B(self.lora_A(self.dropout(x.to(self.lora_A.weight.dtype)))) * self.scaling
+        # where, not a sum with zeros: teacher positions keep the base output exactly, whatever the update holds.
+        return torch.where(mask.unsqueeze(-1), out + update.to(out.dtype), out)
+
+
+def target_names(model: nn.Module, target_modules: str | list[str]) -> list[str]:
+    """Full names of the layers that get an adapter.
+
+    ``"all-linear"``: every ``nn.Linear`` / ``Conv1D`` except the output embedding (as in PEFT); a list: layers whose
+    last name component is in it.
+    """
+    head = model.get_output_embeddings()
+    names = []
+    for name, module in model.named_modules():
+        if not isinstance(module, (nn.Linear, Conv1D)) or module is head:
+            continue
+        if target_modules == "all-linear" or (
+            not isinstance(target_modules, str) and name.rsplit(".", 1)[-1] in target_modules
+        ):
+            names.append(name)
+    return names
+
+
+def install(model: nn.Module, names: list[str], rank: int, alpha: float, dropout: float, gate: Gate) -> None:
+    """Swap each named layer of ``model`` for a :class:`GatedLoRA` around it (in place)."""
+    for name in names:
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, child, GatedLoRA(getattr(parent, child), rank, alpha, dropout, gate))
+
+
+def adapter_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The LoRA weights of ``model`` under PEFT's key names."""
+    return {
+        PEFT_PREFIX + name: p.detach().contiguous().cpu()
+        for name, p in model.named_parameters()
+        if ".lora_A." in name or ".lora_B." in name
+    }
+
+
+def save_adapter(model: nn.Module, directory: Path, rank: int, alpha: float, dropout: float, names: list[str]) -> None:
+    """Write PEFT's ``adapter_config.json`` and ``adapter_model.safetensors`` for the installed layers."""
+    transposed = any(isinstance(m.base_layer, Conv1D) for m in model.modules() if isinstance(m, GatedLoRA))
+    config = LoraConfig(
+        r=rank,
+        lora_alpha=alpha,
+        lora_dropout=dropout,
+        target_modules=sorted({n.rsplit(".", 1)[-1] for n in names}),
+        fan_in_fan_out=transposed,
+        bias="none",
+        task_type="CAUSAL_LM",
+        base_model_name_or_path=getattr(model.config, "_name_or_path", None) or None,
+    )
+    config.save_pretrained(str(directory))
+    save_file(adapter_state(model), str(directory / "adapter_model.safetensors"))
