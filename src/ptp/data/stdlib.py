@@ -1,0 +1,85 @@
+"""The corpus of the shipped model: the Python standard library of the running interpreter.
+
+Every machine with Python has it, so the shipped model can be rebuilt and evaluated offline. Files are read in a
+deterministic order (sorted relative paths); site-packages is excluded. The held-out split is by top-level module:
+modules are ordered by a hash of their name and taken into the held-out split while it stays within
+``fraction`` +- 1% of the corpus bytes, so no training step sees any file of a held-out module.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sysconfig
+from dataclasses import dataclass
+from pathlib import Path
+
+EXCLUDED_DIRS = {"site-packages", "dist-packages", "__pycache__"}
+
+
+@dataclass(frozen=True)
+class CorpusFile:
+    path: Path
+    """Absolute path."""
+    module: str
+    """Top-level module (``json`` for ``json/decoder.py``, ``abc`` for ``abc.py``)."""
+    size: int
+    """Bytes."""
+
+
+def stdlib_root() -> Path:
+    return Path(sysconfig.get_paths()["stdlib"])
+
+
+def stdlib_files(root: str | Path | None = None) -> list[CorpusFile]:
+    """All ``*.py`` files under the standard library, in sorted order of their relative paths."""
+    root = Path(root) if root is not None else stdlib_root()
+    if not root.is_dir():
+        raise FileNotFoundError(f"standard library directory {root} does not exist")
+    files = []
+    for path in sorted(root.rglob("*.py"), key=lambda p: p.relative_to(root).as_posix()):
+        relative = path.relative_to(root)
+        if EXCLUDED_DIRS.intersection(relative.parts[:-1]) or not path.is_file():
+            continue
+        module = relative.parts[0].removesuffix(".py")
+        files.append(CorpusFile(path=path, module=module, size=path.stat().st_size))
+    if not files:
+        raise FileNotFoundError(f"no Python files under {root}")
+    return files
+
+
+def split_modules(files: list[CorpusFile], fraction: float = 0.05) -> tuple[list[CorpusFile], list[CorpusFile]]:
+    """(train, held_out) files, split by top-level module with about ``fraction`` of the bytes held out."""
+    if not 0.0 < fraction < 0.5:
+        raise ValueError(f"held-out fraction must be in (0, 0.5), got {fraction}")
+    sizes: dict[str, int] = {}
+    for f in files:
+        sizes[f.module] = sizes.get(f.module, 0) + f.size
+    total = sum(sizes.values())
+    held: set[str] = set()
+    held_bytes = 0
+    for module in sorted(sizes, key=lambda m: hashlib.sha256(m.encode()).hexdigest()):
+        if held_bytes >= fraction * total:
+            break
+        if held_bytes + sizes[module] <= (fraction + 0.01) * total:
+            held.add(module)
+            held_bytes += sizes[module]
+    return [f for f in files if f.module not in held], [f for f in files if f.module in held]
+
+
+def read_texts(files: list[CorpusFile]) -> list[str]:
+    """The files' contents (UTF-8; files that do not decode are skipped, as the tokenizer could not read them)."""
+    texts = []
+    for f in files:
+        try:
+            text = f.path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            continue
+        if text.strip():
+            texts.append(text)
+    return texts
+
+
+def stdlib_corpus(fraction: float = 0.05, root: str | Path | None = None) -> tuple[list[str], list[str]]:
+    """(train texts, held-out texts) of the standard library."""
+    train, held_out = split_modules(stdlib_files(root), fraction)
+    return read_texts(train), read_texts(held_out)
