@@ -27,12 +27,18 @@ def _add_generate(sub) -> None:
 def _cmd_generate(args) -> int:
     from transformers import AutoTokenizer, TextStreamer
 
+    from ptp.default_model import load_default
     from ptp.model.ptp import PTPModel
 
-    if args.model is None or args.adapter is None:
-        raise SystemExit("ptp generate: pass --model and --adapter (no default model is shipped yet)")
-    tokenizer = AutoTokenizer.from_pretrained(args.model)
-    model = PTPModel.from_pretrained(args.model, args.adapter, device=args.device)
+    if args.model is None:
+        if args.adapter is not None:
+            raise SystemExit("ptp generate: --adapter needs --model (the default adapter belongs to the default model)")
+        model, tokenizer = load_default(device=args.device)
+    else:
+        if args.adapter is None:
+            raise SystemExit("ptp generate: --model needs --adapter (a PTP adapter trained for that model)")
+        tokenizer = AutoTokenizer.from_pretrained(args.model)
+        model = PTPModel.from_pretrained(args.model, args.adapter, device=args.device)
     ids = tokenizer(args.prompt, return_tensors="pt").input_ids
     streamer = TextStreamer(tokenizer, skip_prompt=False)
     out = model.generate(
@@ -68,8 +74,27 @@ def parse_sampling(text: str | None, default):
         raise SystemExit(f"--sampling {text!r}: {error}") from error
 
 
+def _add_demo(sub) -> None:
+    p = sub.add_parser("demo", help="the shipped model: plain vs PTP decoding of a few Python prompts, side by side")
+    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
+
+
+def _cmd_demo(args) -> int:
+    from ptp.default_model import load_default
+    from ptp.demo import run_demo
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model, tokenizer = load_default()
+    results = run_demo(model, tokenizer, max_new_tokens=args.max_new_tokens, seed=args.seed)
+    return 0 if all(r.identical for r in results) else 1
+
+
 COMMANDS = {
     "generate": (_add_generate, _cmd_generate),
+    "demo": (_add_demo, _cmd_demo),
 }
 
 
