@@ -37,13 +37,12 @@ class SamplingConfig:
     def __post_init__(self) -> None:
         if not self.do_sample:
             return
-        finite = isinstance(self.temperature, (int, float)) and math.isfinite(self.temperature)
-        if not finite or self.temperature <= 0:
+        if not _is_number(self.temperature) or not math.isfinite(self.temperature) or self.temperature <= 0:
             raise ValueError(f"temperature must be a finite number > 0 when sampling, got {self.temperature!r}")
         integer = isinstance(self.top_k, int) and not isinstance(self.top_k, bool)
         if self.top_k is not None and (not integer or self.top_k < 1):
             raise ValueError(f"top_k must be an integer >= 1 or None, got {self.top_k!r}")
-        if self.top_p is not None and not (isinstance(self.top_p, (int, float)) and 0.0 < self.top_p <= 1.0):
+        if self.top_p is not None and not (_is_number(self.top_p) and 0.0 < self.top_p <= 1.0):
             raise ValueError(f"top_p must be in (0, 1] or None, got {self.top_p!r}")
 
     @classmethod
@@ -64,6 +63,10 @@ class SamplingConfig:
         if not self.do_sample:
             return "greedy"
         return f"T={self.temperature:g}, top_k={self.top_k}, top_p={self.top_p}"
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def probabilities(logits: torch.Tensor, config: SamplingConfig) -> torch.Tensor:
@@ -88,7 +91,10 @@ def probabilities(logits: torch.Tensor, config: SamplingConfig) -> torch.Tensor:
     probs = torch.softmax(z, dim=-1)
     if config.top_p is not None and config.top_p < 1.0:
         sorted_probs, order = torch.sort(probs, dim=-1, descending=True, stable=True)
-        mass_before = torch.cumsum(sorted_probs, dim=-1) - sorted_probs
+        # The exclusive prefix sum, shifted rather than cumsum - p: the subtraction rounds, and at a cut where the
+        # mass before a token equals top_p it would keep a token that the definition drops.
+        total = torch.cumsum(sorted_probs, dim=-1)
+        mass_before = torch.cat([torch.zeros_like(total[..., :1]), total[..., :-1]], dim=-1)
         keep_sorted = mass_before < config.top_p
         keep = torch.zeros_like(keep_sorted).scatter(-1, order, keep_sorted)
         probs = torch.where(keep, probs, 0.0)
