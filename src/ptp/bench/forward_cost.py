@@ -1,0 +1,160 @@
+"""What one forward call costs against the number of new tokens in it: how much of tau can become speedup.
+
+At batch size 1 a decoder's forward call is bound by reading its weights, so a call over n new tokens costs about
+as much as a call over one, until n is large enough for the arithmetic to dominate. This module times one call of n
+new tokens after a cached context (n = 1, 2, 4, ..., 128 after 512 tokens by default) for a randomly initialised
+Llama-shaped model, and puts it next to the memory-bandwidth floor: the bytes of the weights one call reads divided
+by the device's measured copy bandwidth. Two attention masks are timed: the model's own causal mask, and an
+explicit boolean ``[1, 1, n, context + n]`` mask, the kind the PTP engine passes (it may select another kernel).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, DynamicCache, LlamaConfig
+
+from ptp.bench import plots
+from ptp.bench.timing import environment, median, resolve_dtype, synchronize, timed
+
+#: Llama shapes by name: ``tiny`` for tests, ``1.1b`` (TinyLlama-1.1B), ``7b`` (Llama-2-7B).
+PRESETS: dict[str, dict] = {
+    "tiny": dict(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2, max_position_embeddings=1024),
+    "1.1b": dict(vocab_size=32000, hidden_size=2048, intermediate_size=5632, num_hidden_layers=22,
+                 num_attention_heads=32, num_key_value_heads=4, max_position_embeddings=2048),
+    "7b": dict(vocab_size=32000, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
+               num_attention_heads=32, num_key_value_heads=32, max_position_embeddings=4096),
+}  # fmt: skip
+DEFAULT_NEW_TOKENS = (1, 2, 4, 8, 16, 32, 64, 128)
+MASKS = ("causal", "bool_mask")
+
+
+def build_model(preset: str, device: str | torch.device, dtype: torch.dtype):
+    """A randomly initialised ``LlamaForCausalLM`` of a preset shape, created directly on ``device``."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown model preset {preset!r}; choose from {', '.join(PRESETS)}")
+    config = LlamaConfig(**PRESETS[preset], tie_word_embeddings=False)
+    with torch.device(device):
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    return model.eval()
+
+
+def copy_bandwidth(device: str | torch.device, nbytes: int | None = None, repeats: int = 10) -> float:
+    """Measured device copy bandwidth in bytes per second, counting the bytes read plus the bytes written.
+
+    ``nbytes`` defaults to 1 GiB on CUDA (far beyond the caches) and 64 MiB on the CPU.
+    """
+    device = torch.device(device)
+    nbytes = nbytes or (1 << 30 if device.type == "cuda" else 1 << 26)
+    source = torch.ones(nbytes, dtype=torch.uint8, device=device)
+    target = torch.empty_like(source)
+    for _ in range(3):
+        target.copy_(source)
+    times = [timed(lambda: target.copy_(source), device)[1] for _ in range(repeats)]
+    return 2 * nbytes / median(times)
+
+
+def streamed_bytes(model) -> int:
+    """Bytes of the weights one forward call reads: every parameter except the input embedding table (of which
+    a call gathers only its tokens' rows)."""
+    embedding = model.get_input_embeddings().weight
+    return sum(p.numel() * p.element_size() for p in model.parameters() if p is not embedding)
+
+
+def _causal_block(context: int, n: int, device) -> torch.Tensor:
+    allowed = torch.ones(1, 1, n, context + n, dtype=torch.bool, device=device)
+    allowed[..., context:] = torch.ones(n, n, dtype=torch.bool, device=device).tril()
+    return allowed
+
+
+@torch.inference_mode()
+def forward_cost(
+    preset: str = "tiny",
+    *,
+    device: str | torch.device | None = None,
+    dtype: str = "bfloat16",
+    context: int = 512,
+    new_tokens: tuple[int, ...] = DEFAULT_NEW_TOKENS,
+    repeats: int = 10,
+    warmup: int = 3,
+    copy_bytes: int | None = None,
+    seed: int = 0,
+) -> dict:
+    """Time one forward call of n new tokens after ``context`` cached tokens, for each n in ``new_tokens``.
+
+    Returns a dict with the preset, its shape, the bytes per call and the bandwidth floor in ms
+    (``floor_ms``), and ``points``: per n the median milliseconds with the causal mask (``causal_ms``) and with an
+    explicit boolean mask (``bool_mask_ms``), and ``causal_ms`` relative to n = 1.
+    """
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    torch_dtype = resolve_dtype(dtype, device)
+    if repeats < 1 or warmup < 0 or context < 1 or not new_tokens or min(new_tokens) < 1:
+        raise ValueError("need repeats >= 1, warmup >= 0, context >= 1 and new token counts >= 1")
+    torch.manual_seed(seed)
+    model = build_model(preset, device, torch_dtype)
+    limit = model.config.max_position_embeddings
+    if context + max(new_tokens) > limit:
+        raise ValueError(f"context {context} + {max(new_tokens)} new tokens exceeds the {limit} positions of {preset}")
+    bandwidth = copy_bandwidth(device, copy_bytes)
+    weights = streamed_bytes(model)
+    points = _sweep(model, context, new_tokens, repeats, warmup, device)
+    layers, kv_heads = model.config.num_hidden_layers, model.config.num_key_value_heads
+    head_dim = model.config.hidden_size // model.config.num_attention_heads
+    kv_bytes = 2 * layers * kv_heads * head_dim * context * torch.finfo(torch_dtype).bits // 8
+    result = {
+        "preset": preset,
+        "shape": PRESETS[preset],
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "dtype": str(torch_dtype).removeprefix("torch."),
+        "context": context,
+        "streamed_weight_bytes": weights,
+        "context_kv_bytes": kv_bytes,
+        "copy_bandwidth_gb_s": bandwidth / 1e9,
+        "floor_ms": 1000 * weights / bandwidth,
+        "repeats": repeats,
+        "warmup": warmup,
+        "points": points,
+        "environment": environment(device),
+    }
+    del model
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return result
+
+
+def _sweep(model, context: int, new_tokens, repeats: int, warmup: int, device: torch.device) -> list[dict]:
+    vocab = model.config.vocab_size
+    cache = DynamicCache()
+    model(torch.randint(vocab, (1, context), device=device), past_key_values=cache, use_cache=True)
+    points = []
+    for n in new_tokens:
+        ids = torch.randint(vocab, (1, n), device=device)
+        positions = torch.arange(context, context + n, device=device).unsqueeze(0)
+        point = {"new_tokens": n}
+        for mask in MASKS:
+            attention = _causal_block(context, n, device) if mask == "bool_mask" else None
+
+            def call(ids=ids, positions=positions, attention=attention, n=n):
+                model(ids, position_ids=positions, attention_mask=attention, past_key_values=cache, use_cache=True)
+                cache.crop(-n)  # the next call sees the same context again
+
+            for _ in range(warmup):
+                call()
+            synchronize(device)
+            point[f"{mask}_ms"] = 1000 * median([timed(call, device)[1] for _ in range(repeats)])
+        points.append(point)
+    for point in points:
+        point["causal_relative_to_one"] = point["causal_ms"] / points[0]["causal_ms"]
+    return points
+
+
+def write_forward_cost(results: list[dict], out: str | Path) -> dict:
+    """Write ``forward_cost.json`` and ``forward_cost.png`` into ``out``; returns their paths."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "forward_cost.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    png = plots.forward_cost(results, out / "forward_cost.png")
+    return {"json": str(out / "forward_cost.json"), "png": str(png)}

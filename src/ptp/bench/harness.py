@@ -1,0 +1,237 @@
+"""``ptp bench``: every method on the same base model, prompts, sampling, precision and device, in one run.
+
+The run has two phases. First everything that can fail is checked and loaded (method names, the prompt file, the
+adapters, the draft model's vocabulary, prompt lengths); only then does timing start. Each method then runs over all
+questions: a few untimed warm-up generations, and for every turn ``repeats`` timed generations between device
+synchronisations, of which the median counts. Turn t of question i uses the seed ``seed + 1000 * i + t`` for every
+method, so the engine methods share their auxiliaries.
+
+Outputs in ``out``: ``answers/<method>.jsonl`` (Spec-Bench's answer format), ``summary.json``, ``summary.md`` and
+the plots ``accept_histogram.png``, ``speedup_by_category.png``, ``draft_accuracy.png``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from ptp.bench import plots
+from ptp.bench.methods import (
+    BenchModels,
+    build_runners,
+    default_methods,
+    load_models,
+    parse_methods,
+)
+from ptp.bench.prompts import Question, load_questions, render_turn
+from ptp.bench.report import QuestionRecord, TurnRecord, answer_line, markdown, summarize
+from ptp.bench.timing import environment, median, resolve_dtype, timed
+from ptp.sampling import SamplingConfig
+
+
+@dataclass
+class BenchConfig:
+    """One benchmark run."""
+
+    prompts: str
+    """A Spec-Bench ``question.jsonl`` or a plain JSONL file of ``{"prompt": ...}`` lines."""
+    out: str
+    """Directory for the answers, the summary and the plots."""
+    model: str | None = None
+    """Base model directory (or anything ``AutoModelForCausalLM.from_pretrained`` loads); holds the tokenizer.
+    None: the shipped default model with its PTP and independent adapters (see :func:`with_default_model`)."""
+    methods: tuple[str, ...] | str | None = None
+    """Methods to run (see :mod:`ptp.bench.methods`); None: every method whose inputs are given."""
+    adapter: str | None = None
+    """The trained PTP adapter (method ``ptp``)."""
+    independent_adapter: str | None = None
+    """The independent-baseline adapter (method ``independent``)."""
+    draft_model: str | None = None
+    """The small draft model of ``hf-assisted``; must share the base model's tokenizer."""
+    categories: tuple[str, ...] | None = None
+    """Keep only these question categories; None: all."""
+    max_questions: int | None = None
+    """Run at most this many questions (after the category filter)."""
+    max_new_tokens: int = 256
+    """New tokens per turn at most."""
+    sampling: SamplingConfig | None = None
+    """The sampling configuration; None: the PTP adapter's training configuration, or greedy without adapters."""
+    repeats: int = 3
+    """Timed generations per turn; the median counts."""
+    warmup: int = 1
+    """Untimed generations (of the first question's first turn) per method before its timing starts."""
+    seed: int = 0
+    """Base seed of the per-turn seeds."""
+    device: str = field(default_factory=lambda: "cuda" if torch.cuda.is_available() else "cpu")
+    dtype: str = "auto"
+    """``auto`` (bfloat16 on CUDA, float32 on the CPU), ``float32``, ``bfloat16`` or ``float16``."""
+    auxiliary_budget: int | None = None
+    """Auxiliary slots per call of the PTP engine (default: the engine's)."""
+    max_draft_length: int | None = None
+    """Longest draft group of the PTP engine (default: the adapter's window length)."""
+    prompt_lookup_num_tokens: int = 10
+    """Draft length of prompt lookup decoding (``pld``)."""
+    num_assistant_tokens: int | None = None
+    """Draft length of ``hf-assisted`` (default: the draft model's generation config)."""
+    chat_template: bool = True
+    """Render Spec-Bench turns with the tokenizer's chat template when it has one."""
+    progress: bool = True
+    """Show a progress bar (on stderr)."""
+
+
+@dataclass
+class _Prepared:
+    methods: tuple[str, ...]
+    questions: list[Question]
+    models: BenchModels
+    sampling: SamplingConfig
+    runners: dict
+
+
+def with_default_model(config: BenchConfig) -> BenchConfig:
+    """``config`` with the shipped default model and its adapters filled in when no model is given."""
+    if config.model is not None:
+        return config
+    from ptp.default_model import default_paths, has_default
+
+    if not has_default():
+        raise ValueError("no --model given and the default model is not installed; pass --model")
+    paths = default_paths()
+    return replace(
+        config,
+        model=str(paths["teacher"]),
+        adapter=config.adapter or str(paths["adapter"]),
+        independent_adapter=config.independent_adapter or str(paths["independent"]),
+    )
+
+
+def prepare(config: BenchConfig) -> _Prepared:
+    """Every check and every load, in order of cost; raises before any timing starts."""
+    config = with_default_model(config)
+    if config.repeats < 1 or config.warmup < 0:
+        raise ValueError("repeats must be >= 1 and warmup >= 0")
+    if config.methods is None:
+        methods = default_methods(config.adapter, config.independent_adapter, config.draft_model)
+    else:
+        methods = parse_methods(config.methods)
+    questions = load_questions(config.prompts, config.categories, config.max_questions)
+    dtype = resolve_dtype(config.dtype, config.device)
+    models = load_models(
+        methods, config.model, config.adapter, config.independent_adapter, config.draft_model, config.device, dtype
+    )
+    sampling = config.sampling
+    if sampling is None:
+        trained = models.engines.get("ptp") or models.engines.get("independent")
+        sampling = trained.config.sampling if trained is not None else SamplingConfig.greedy()
+    _check_lengths(models, questions, config)
+    runners = build_runners(
+        models,
+        methods,
+        sampling,
+        config.max_new_tokens,
+        config.auxiliary_budget,
+        config.max_draft_length,
+        config.prompt_lookup_num_tokens,
+        config.num_assistant_tokens,
+    )
+    return _Prepared(methods, questions, models, sampling, runners)
+
+
+def _check_lengths(models: BenchModels, questions: list[Question], config: BenchConfig) -> None:
+    model = models.base if models.base is not None else next(iter(models.engines.values())).base_model
+    limit = getattr(model.config, "max_position_embeddings", None)
+    if not isinstance(limit, int):
+        return
+    for q in questions:
+        length = len(render_turn(models.tokenizer, q, [], config.chat_template))
+        if length + config.max_new_tokens > limit:
+            raise ValueError(
+                f"question {q.question_id}: prompt ({length} tokens) + max_new_tokens ({config.max_new_tokens}) "
+                f"exceeds the model's {limit} positions"
+            )
+
+
+def run_bench(config: BenchConfig) -> dict:
+    """Run the benchmark and write its outputs; returns the summary (also written to ``out/summary.json``)."""
+    config = with_default_model(config)
+    prepared = prepare(config)
+    out = Path(config.out)
+    (out / "answers").mkdir(parents=True, exist_ok=True)
+    model_id = Path(config.model).name or str(config.model)
+    records: dict[str, list[QuestionRecord]] = {}
+    total = len(prepared.methods) * len(prepared.questions)
+    with tqdm(total=total, desc="ptp bench", unit="question", disable=not config.progress) as bar:
+        for method in prepared.methods:
+            bar.set_postfix_str(method)
+            runner = prepared.runners[method]
+            first = render_turn(prepared.models.tokenizer, prepared.questions[0], [], config.chat_template)
+            for _ in range(config.warmup):
+                runner(first, config.seed)
+            records[method] = []
+            with open(out / "answers" / f"{method}.jsonl", "w", encoding="utf-8") as answers:
+                for index, question in enumerate(prepared.questions):
+                    record = _run_question(runner, question, index, prepared.models, config)
+                    records[method].append(record)
+                    answers.write(json.dumps(answer_line(method, model_id, record)) + "\n")
+                    answers.flush()
+                    bar.update(1)
+    summary = summarize(records, greedy=not prepared.sampling.do_sample)
+    summary["environment"] = environment(config.device)
+    summary["config"] = {
+        "model": str(config.model),
+        "adapter": config.adapter,
+        "independent_adapter": config.independent_adapter,
+        "draft_model": config.draft_model,
+        "prompts": str(config.prompts),
+        "questions": len(prepared.questions),
+        "methods": list(prepared.methods),
+        "sampling": prepared.sampling.describe(),
+        "max_new_tokens": config.max_new_tokens,
+        "repeats": config.repeats,
+        "warmup": config.warmup,
+        "seed": config.seed,
+        "dtype": str(resolve_dtype(config.dtype, config.device)).removeprefix("torch."),
+        "auxiliary_budget": config.auxiliary_budget,
+        "max_draft_length": config.max_draft_length,
+        "prompt_lookup_num_tokens": config.prompt_lookup_num_tokens,
+        "num_assistant_tokens": config.num_assistant_tokens,
+    }
+    summary["files"] = {
+        "answers": {m: str(out / "answers" / f"{m}.jsonl") for m in prepared.methods},
+        "summary_json": str(out / "summary.json"),
+        "summary_md": str(out / "summary.md"),
+        "accept_histogram": str(plots.accept_histograms(summary, out / "accept_histogram.png")),
+        "speedup_by_category": str(plots.speedup_by_category(summary, out / "speedup_by_category.png")),
+        "draft_accuracy": str(plots.draft_accuracy(summary, out / "draft_accuracy.png")),
+    }
+    (out / "summary.md").write_text(markdown(summary), encoding="utf-8")
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    return summary
+
+
+def _run_question(runner, question: Question, index: int, models: BenchModels, config: BenchConfig):
+    """All turns of one question for one method; each turn's prompt holds the method's own earlier answers."""
+    answers: list[str] = []
+    turns: list[TurnRecord] = []
+    for turn in range(len(question.turns)):
+        ids = render_turn(models.tokenizer, question, answers, config.chat_template)
+        seed = config.seed + 1000 * index + turn
+        stats = None if runner.records_for_free else runner(ids, seed, record=True)
+        times, output = [], None
+        for _ in range(config.repeats):
+            result, seconds = timed(lambda ids=ids, seed=seed: runner(ids, seed), config.device)
+            output = output or result
+            times.append(seconds)
+        stats = stats or output
+        text = models.tokenizer.decode(output.tokens, skip_special_tokens=True)
+        turns.append(
+            TurnRecord(
+                output.tokens, text, median(times), times, stats.calls, stats.accept_lengths, stats.draft_accepts
+            )
+        )
+        answers.append(text)
+    return QuestionRecord(question, turns)

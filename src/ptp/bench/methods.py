@@ -1,0 +1,371 @@
+"""The decoding methods a benchmark compares, on one base model, and the checks that run before any timing.
+
+=============== ===========================================================================================
+``ar``          this project's engine without a drafter: one token per forward call (the speed baseline)
+``ptp``         the engine with the trained PTP adapter (``--adapter``)
+``independent`` the engine with the independent-baseline adapter (``--independent-adapter``, uninformative u)
+``hf``          plain ``transformers`` ``generate()`` on the unwrapped base model
+``hf-assisted`` ``transformers`` assisted generation with a small draft model (``--draft-model``)
+``pld``         ``transformers`` prompt lookup decoding (``prompt_lookup_num_tokens``)
+=============== ===========================================================================================
+
+The engine methods draw the auxiliaries of a turn from the same seed, so ``ptp`` and ``independent`` must return
+exactly ``ar``'s tokens under any sampling configuration. The ``transformers`` methods draw from torch's global
+generator (and assisted sampling is rejection sampling), so under sampling their text differs from ``ar``'s; under
+greedy decoding every method must agree with ``ar``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, PreTrainedModel
+
+from ptp.decode.engine import generate
+from ptp.model.config import PTPConfig
+from ptp.model.ptp import PTPModel
+from ptp.sampling import SamplingConfig
+
+METHODS = ("ar", "ptp", "independent", "hf", "hf-assisted", "pld")
+#: Methods run by this project's engine; with the same auxiliaries their output equals ``ar``'s.
+ENGINE_METHODS = ("ar", "ptp", "independent")
+#: Methods whose main model proposes or verifies drafts (the others commit one token per call).
+DRAFTING_METHODS = ("ptp", "independent", "hf-assisted", "pld")
+
+
+def parse_methods(methods: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    """Method names (a comma-separated string or a sequence) checked against :data:`METHODS`, duplicates dropped."""
+    names = [m.strip() for m in methods.split(",")] if isinstance(methods, str) else [m.strip() for m in methods]
+    names = [m for m in names if m]
+    unknown = [m for m in names if m not in METHODS]
+    if unknown:
+        raise ValueError(f"unknown benchmark methods {unknown}; choose from {', '.join(METHODS)}")
+    if not names:
+        raise ValueError(f"no benchmark method given; choose from {', '.join(METHODS)}")
+    return tuple(dict.fromkeys(names))
+
+
+def default_methods(adapter: str | None, independent_adapter: str | None, draft_model: str | None) -> tuple[str, ...]:
+    """Every method whose inputs were given: ar, hf and pld always, the others when their path is set."""
+    wanted = {"ptp": adapter, "independent": independent_adapter, "hf-assisted": draft_model}
+    return tuple(m for m in METHODS if m not in wanted or wanted[m] is not None)
+
+
+@dataclass
+class TurnOutput:
+    """What one method produced for one turn."""
+
+    tokens: list[int]
+    """The new token ids, cut after the first EOS (included)."""
+    calls: int
+    """Forward calls of the main model."""
+    accept_lengths: list[int]
+    """Tokens committed by each forward call of the main model (they sum to ``len(tokens)``)."""
+    draft_accepts: list[int] = field(default_factory=list)
+    """For each call that verified drafts: how many drafts it accepted (for accuracy per draft position)."""
+
+
+class EngineRunner:
+    """``ar``, ``ptp`` and ``independent``: :func:`ptp.decode.engine.generate` on a :class:`PTPModel`."""
+
+    records_for_free = True
+
+    def __init__(
+        self,
+        model: PTPModel,
+        use_drafter: bool,
+        sampling: SamplingConfig,
+        max_new_tokens: int,
+        eos: list[int],
+        pad: int | None,
+        auxiliary_budget: int | None = None,
+        max_draft_length: int | None = None,
+    ):
+        self.model, self.use_drafter, self.sampling = model, use_drafter, sampling
+        self.max_new_tokens, self.eos, self.pad = max_new_tokens, eos, pad
+        self.options = {}
+        if use_drafter:
+            self.options = {"auxiliary_budget": auxiliary_budget, "max_draft_length": max_draft_length}
+
+    def __call__(self, input_ids: list[int], seed: int, record: bool = False) -> TurnOutput:
+        ids = torch.tensor([input_ids], dtype=torch.int64, device=self.model.device)
+        out = generate(
+            self.model,
+            ids,
+            max_new_tokens=self.max_new_tokens,
+            sampling=self.sampling,
+            seed=seed,
+            eos_token_id=self.eos,
+            pad_token_id=self.pad,
+            use_drafter=self.use_drafter,
+            **self.options,
+        )
+        accepts = list(out.accept_lengths[0])
+        # The prefill call commits one token and verifies nothing.
+        drafts = [n - 1 for n in accepts[1:]] if self.use_drafter else []
+        return TurnOutput(out.rows()[0], out.num_calls, accepts, drafts)
+
+
+class _CallRecorder:
+    """A ``transformers`` streamer that notes how many tokens each main-model call committed."""
+
+    def __init__(self) -> None:
+        self.prompt_seen = False
+        self.commits: list[int] = []
+
+    def put(self, value: torch.Tensor) -> None:
+        if not self.prompt_seen:  # generate() first puts the prompt
+            self.prompt_seen = True
+            return
+        self.commits.append(int(value.numel()))
+
+    def end(self) -> None:
+        pass
+
+
+class HFRunner:
+    """``hf``, ``hf-assisted`` and ``pld``: ``model.generate`` of ``transformers`` on the plain base model.
+
+    Per-call statistics of assisted and prompt-lookup decoding come from a recording streamer, in a separate untimed
+    run (``record=True``), so that the timed runs carry no extra host transfers.
+    """
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        generation_config: GenerationConfig,
+        eos: list[int],
+        assistant: PreTrainedModel | None = None,
+        drafts: bool = False,
+    ):
+        self.model, self.generation_config, self.eos = model, generation_config, set(eos)
+        self.assistant, self.drafts = assistant, drafts
+        self.records_for_free = not drafts
+
+    def __call__(self, input_ids: list[int], seed: int, record: bool = False) -> TurnOutput:
+        ids = torch.tensor([input_ids], dtype=torch.int64, device=self.model.device)
+        recorder = _CallRecorder() if record else None
+        torch.manual_seed(seed)  # the sampling methods of transformers draw from the global generators
+        extra = {"assistant_model": self.assistant} if self.assistant is not None else {}
+        with torch.no_grad():
+            out = self.model.generate(
+                input_ids=ids,
+                attention_mask=torch.ones_like(ids),
+                generation_config=self.generation_config,
+                streamer=recorder,
+                **extra,
+            )
+        tokens = _cut_after_eos(out[0, ids.shape[1] :].tolist(), self.eos)
+        if not self.drafts:
+            return TurnOutput(tokens, len(tokens), [1] * len(tokens))
+        if recorder is None:
+            return TurnOutput(tokens, 0, [])
+        accepts = _trim(recorder.commits, len(tokens))
+        return TurnOutput(tokens, len(accepts), accepts, [n - 1 for n in accepts])
+
+
+def _cut_after_eos(tokens: list[int], eos: set[int]) -> list[int]:
+    for i, t in enumerate(tokens):
+        if t in eos:
+            return tokens[: i + 1]
+    return tokens
+
+
+def _trim(commits: list[int], total: int) -> list[int]:
+    """Per-call commits cut so that they sum to ``total`` (assisted decoding may commit past an EOS)."""
+    out, left = [], total
+    for n in commits:
+        if left <= 0:
+            break
+        out.append(min(n, left))
+        left -= out[-1]
+    return out
+
+
+def hf_generation_config(
+    sampling: SamplingConfig, max_new_tokens: int, eos: list[int], pad: int | None, **extra
+) -> GenerationConfig:
+    """A ``transformers`` generation config for ``sampling`` that overrides whatever the checkpoint sets.
+
+    Unset top-k / top-p are spelled as ``transformers``' "off" values (0 and 1.0); otherwise the library would fill
+    in its own defaults (top-k 50).
+    """
+    options = dict(
+        max_new_tokens=max_new_tokens,
+        min_length=0,
+        num_beams=1,
+        repetition_penalty=1.0,
+        no_repeat_ngram_size=0,
+        eos_token_id=list(eos),
+        pad_token_id=pad,
+        do_sample=sampling.do_sample,
+    )
+    if sampling.do_sample:
+        options.update(
+            temperature=sampling.temperature,
+            top_k=0 if sampling.top_k is None else sampling.top_k,
+            top_p=1.0 if sampling.top_p is None else sampling.top_p,
+        )
+    options.update({k: v for k, v in extra.items() if v is not None})
+    return GenerationConfig(**options)
+
+
+# ------------------------------------------------------------------------------------------------------ inputs
+def check_inputs(
+    methods: tuple[str, ...], model: str, adapter: str | None, independent_adapter: str | None, draft_model: str | None
+) -> None:
+    """The cheap checks of paths and adapter kinds, before anything is loaded."""
+    if not Path(model).exists():
+        raise FileNotFoundError(f"--model {model} does not exist")
+    needs = {
+        "ptp": ("--adapter", adapter),
+        "independent": ("--independent-adapter", independent_adapter),
+        "hf-assisted": ("--draft-model", draft_model),
+    }
+    for method, (flag, path) in needs.items():
+        if method not in methods:
+            continue
+        if path is None:
+            raise ValueError(f"method {method!r} needs {flag}")
+        if not Path(path).exists():
+            raise FileNotFoundError(f"{flag} {path} does not exist")
+    if "ptp" in methods:
+        mode = PTPConfig.load(adapter).mode
+        if mode == "independent":
+            raise ValueError(
+                f"--adapter {adapter} is an independent-baseline adapter; pass it as --independent-adapter"
+            )
+    if "independent" in methods:
+        mode = PTPConfig.load(independent_adapter).mode
+        if mode != "independent":
+            raise ValueError(
+                f"--independent-adapter {independent_adapter} was trained in mode {mode!r}, not 'independent'"
+            )
+
+
+def check_same_tokenizer(tokenizer, draft_tokenizer, draft_path: str) -> None:
+    """Assisted generation compares token ids: the draft model must use the base model's vocabulary."""
+    ours, theirs = tokenizer.get_vocab(), draft_tokenizer.get_vocab()
+    if ours != theirs:
+        differing = sorted(set(ours.items()) ^ set(theirs.items()))[:3]
+        raise ValueError(
+            f"--draft-model {draft_path} uses another tokenizer than the base model "
+            f"({len(theirs)} vs {len(ours)} vocabulary entries; e.g. {differing}); "
+            "assisted generation needs the same one"
+        )
+
+
+@dataclass
+class BenchModels:
+    """Everything the methods run on, loaded once before timing starts."""
+
+    tokenizer: object
+    engines: dict[str, PTPModel]
+    """``ar``, ``ptp``, ``independent`` -> the PTPModel each runs on (``ar`` shares one of the others)."""
+    base: PreTrainedModel | None
+    """The plain base model for the ``transformers`` methods."""
+    draft: PreTrainedModel | None
+    eos: list[int]
+    pad: int | None
+
+
+def load_models(
+    methods: tuple[str, ...],
+    model: str,
+    adapter: str | None,
+    independent_adapter: str | None,
+    draft_model: str | None,
+    device: str | torch.device,
+    dtype: torch.dtype,
+) -> BenchModels:
+    """Load the tokenizer, the models the methods need, and check the draft model's vocabulary.
+
+    Each adapter wraps its own copy of the base model (installing an adapter modifies the model in place); the
+    ``transformers`` methods get an unwrapped copy so that they pay no adapter overhead.
+    """
+    check_inputs(methods, model, adapter, independent_adapter, draft_model)
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    draft_tokenizer = None
+    if "hf-assisted" in methods:
+        try:
+            draft_tokenizer = AutoTokenizer.from_pretrained(draft_model)
+        except (OSError, ValueError) as error:
+            raise ValueError(
+                f"--draft-model {draft_model} has no loadable tokenizer to check against: {error}"
+            ) from error
+        check_same_tokenizer(tokenizer, draft_tokenizer, draft_model)
+
+    def load(path: str) -> PreTrainedModel:
+        return AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()
+
+    engines: dict[str, PTPModel] = {}
+    if "ptp" in methods:
+        engines["ptp"] = PTPModel.from_pretrained(load(model), adapter)
+    if "independent" in methods:
+        engines["independent"] = PTPModel.from_pretrained(load(model), independent_adapter)
+    if "ar" in methods:
+        # ar never runs the adapter (the teacher's positions have it switched off), so any wrapper serves.
+        shared = engines.get("ptp") or engines.get("independent")
+        engines["ar"] = shared if shared is not None else PTPModel(load(model)).eval()
+    base = load(model) if any(m in methods for m in ("hf", "hf-assisted", "pld")) else None
+    draft = None
+    if "hf-assisted" in methods:
+        draft = load(draft_model)
+        rows = (base.get_output_embeddings().weight.shape[0], draft.get_output_embeddings().weight.shape[0])
+        if rows[0] != rows[1]:
+            raise ValueError(
+                f"--draft-model {draft_model} predicts {rows[1]} token ids but the base model {rows[0]}; "
+                "assisted generation needs the same vocabulary"
+            )
+    eos, pad = stop_tokens(tokenizer, base or next(iter(engines.values())).base_model)
+    return BenchModels(tokenizer, engines, base, draft, eos, pad)
+
+
+def stop_tokens(tokenizer, model: PreTrainedModel) -> tuple[list[int], int | None]:
+    """EOS ids (the checkpoint's generation config, else the tokenizer's) and the pad id, shared by all methods."""
+    eos = getattr(model.generation_config, "eos_token_id", None)
+    if eos is None:
+        eos = tokenizer.eos_token_id
+    eos = [] if eos is None else ([eos] if isinstance(eos, int) else list(eos))
+    pad = tokenizer.pad_token_id
+    if pad is None:
+        pad = eos[0] if eos else None
+    return eos, pad
+
+
+def build_runners(
+    models: BenchModels,
+    methods: tuple[str, ...],
+    sampling: SamplingConfig,
+    max_new_tokens: int,
+    auxiliary_budget: int | None = None,
+    max_draft_length: int | None = None,
+    prompt_lookup_num_tokens: int = 10,
+    num_assistant_tokens: int | None = None,
+) -> dict:
+    """One callable per method: ``runner(input_ids, seed, record=False) -> TurnOutput``."""
+    runners = {}
+    for method in methods:
+        if method in ENGINE_METHODS:
+            runners[method] = EngineRunner(
+                models.engines[method],
+                method != "ar",
+                sampling,
+                max_new_tokens,
+                models.eos,
+                models.pad,
+                auxiliary_budget,
+                max_draft_length,
+            )
+            continue
+        extra = {}
+        if method == "pld":
+            extra["prompt_lookup_num_tokens"] = prompt_lookup_num_tokens
+        if method == "hf-assisted":
+            extra["num_assistant_tokens"] = num_assistant_tokens
+        config = hf_generation_config(sampling, max_new_tokens, models.eos, models.pad, **extra)
+        assistant = models.draft if method == "hf-assisted" else None
+        runners[method] = HFRunner(models.base, config, models.eos, assistant, drafts=method != "hf")
+    return runners

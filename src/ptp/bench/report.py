@@ -1,0 +1,194 @@
+"""Benchmark results: per-turn records, Spec-Bench answer lines, and the summary (JSON and a markdown table).
+
+Aggregates follow Spec-Bench: tokens/s of a method is all its new tokens over all its (median) wall time, and a
+speedup is a ratio of tokens/s on the same prompts. tau is the mean number of tokens committed per forward call of
+the main model (prefill included).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from ptp.bench.methods import DRAFTING_METHODS, ENGINE_METHODS
+from ptp.bench.prompts import Question
+
+
+@dataclass
+class TurnRecord:
+    """One method on one turn."""
+
+    tokens: list[int]
+    text: str
+    wall_time: float
+    """Median wall time of the timed repeats, seconds."""
+    wall_times: list[float]
+    """Every timed repeat, seconds."""
+    calls: int
+    accept_lengths: list[int]
+    draft_accepts: list[int] = field(default_factory=list)
+
+
+@dataclass
+class QuestionRecord:
+    question: Question
+    turns: list[TurnRecord]
+
+
+def answer_line(method: str, model_id: str, record: QuestionRecord) -> dict:
+    """One line of Spec-Bench's answer format (``choices[0]`` holds per-turn lists; extra keys are ignored by it)."""
+    turns = record.turns
+    return {
+        "question_id": record.question.question_id,
+        "category": record.question.category,
+        "answer_id": f"{method}-{record.question.question_id}",
+        "model_id": f"{model_id}-{method}",
+        "method": method,
+        "choices": [
+            {
+                "index": 0,
+                "turns": [t.text for t in turns],
+                "new_tokens": [len(t.tokens) for t in turns],
+                "wall_time": [t.wall_time for t in turns],
+                "decoding_steps": [t.calls for t in turns],
+                "accept_lengths": [n for t in turns for n in t.accept_lengths],
+                "wall_time_repeats": [t.wall_times for t in turns],
+                "token_ids": [t.tokens for t in turns],
+            }
+        ],
+        "tstamp": time.time(),
+    }
+
+
+def _aggregate(turns: list[TurnRecord]) -> dict:
+    tokens = sum(len(t.tokens) for t in turns)
+    calls = sum(t.calls for t in turns)
+    seconds = sum(t.wall_time for t in turns)
+    return {
+        "turns": len(turns),
+        "new_tokens": tokens,
+        "calls": calls,
+        "wall_time": seconds,
+        "tau": tokens / calls if calls else None,
+        "tokens_per_s": tokens / seconds if seconds > 0 else None,
+    }
+
+
+def accept_histogram(turns: list[TurnRecord]) -> list[int]:
+    """Counts of main-model calls that committed n tokens, n = 0..longest."""
+    lengths = [n for t in turns for n in t.accept_lengths]
+    counts = [0] * (max(lengths, default=0) + 1)
+    for n in lengths:
+        counts[n] += 1
+    return counts
+
+
+def draft_acceptance(turns: list[TurnRecord]) -> dict | None:
+    """Accuracy per draft position j = 1, 2, ... over the calls that verified drafts.
+
+    ``at_least[j-1]``: fraction of those calls that accepted at least j drafts; ``conditional[j-1]``: fraction that
+    accepted draft j among those that accepted drafts 1..j-1. A call that proposed fewer than j drafts counts as a
+    rejection at j. None when the method verified no drafts.
+    """
+    accepted = [n for t in turns for n in t.draft_accepts]
+    if not accepted:
+        return None
+    longest = max(accepted)
+    reached = [sum(1 for n in accepted if n >= j) for j in range(longest + 2)]
+    at_least = [reached[j] / len(accepted) for j in range(1, longest + 1)]
+    conditional = [reached[j] / reached[j - 1] for j in range(1, longest + 1)]
+    return {"calls": len(accepted), "at_least": at_least, "conditional": conditional}
+
+
+def summarize(records: dict[str, list[QuestionRecord]], greedy: bool) -> dict:
+    """Per method and category: tau, tokens/s, speedups over ``ar`` and ``hf``, and agreement with ``ar``.
+
+    Args:
+        records: method -> one record per question, in the same question order for every method.
+        greedy: whether the sampling was greedy (then every method is expected to equal ``ar``).
+    """
+    categories = sorted({r.question.category for rows in records.values() for r in rows})
+    methods: dict[str, dict] = {}
+    for method, rows in records.items():
+        turns = [t for r in rows for t in r.turns]
+        entry = {"all": _aggregate(turns), "categories": {}}
+        for category in categories:
+            chosen = [t for r in rows if r.question.category == category for t in r.turns]
+            entry["categories"][category] = _aggregate(chosen)
+        entry["expected_to_match_ar"] = greedy or method in ENGINE_METHODS
+        entry["accept_histogram"] = accept_histogram(turns)
+        entry["draft_acceptance"] = draft_acceptance(turns) if method in DRAFTING_METHODS else None
+        methods[method] = entry
+    for method, entry in methods.items():
+        for scope, stats in [("all", entry["all"]), *entry["categories"].items()]:
+            for baseline in ("ar", "hf"):
+                stats[f"speedup_over_{baseline}"] = _speedup(methods, method, baseline, scope)
+            stats.update(_agreement(records, method, scope))
+    return {"sampling_greedy": greedy, "categories": categories, "methods": methods}
+
+
+def _speedup(methods: dict, method: str, baseline: str, scope: str) -> float | None:
+    if baseline not in methods:
+        return None
+    ours = methods[method]["all"] if scope == "all" else methods[method]["categories"][scope]
+    theirs = methods[baseline]["all"] if scope == "all" else methods[baseline]["categories"][scope]
+    if ours["tokens_per_s"] is None or not theirs["tokens_per_s"]:
+        return None
+    return ours["tokens_per_s"] / theirs["tokens_per_s"]
+
+
+def _agreement(records: dict[str, list[QuestionRecord]], method: str, scope: str) -> dict:
+    """Turns whose tokens equal ``ar``'s on the same question and turn."""
+    if "ar" not in records:
+        return {"matches_ar": None, "matching_turns": None, "compared_turns": None}
+    same = compared = 0
+    for ours, theirs in zip(records[method], records["ar"], strict=True):
+        if scope != "all" and ours.question.category != scope:
+            continue
+        for a, b in zip(ours.turns, theirs.turns, strict=True):
+            compared += 1
+            same += a.tokens == b.tokens
+    return {"matches_ar": same == compared, "matching_turns": same, "compared_turns": compared}
+
+
+def _number(value, digits: int = 2) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def markdown(summary: dict) -> str:
+    """The summary as a markdown table, with the run's device, versions and settings above it."""
+    env, config = summary["environment"], summary["config"]
+    lines = [
+        "# ptp bench",
+        "",
+        f"- device: {env['device_name']} ({env['device']}), torch {env['torch']}, transformers {env['transformers']}",
+        f"- model: {config['model']}, dtype {config['dtype']}, sampling {config['sampling']}, "
+        f"max_new_tokens {config['max_new_tokens']}, median of {config['repeats']} repeats after "
+        f"{config['warmup']} warm-up runs",
+        "",
+        "| method | category | turns | tokens | tau | tokens/s | speedup vs ar | speedup vs hf | matches ar |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for method, entry in summary["methods"].items():
+        scopes = [("all", entry["all"])]
+        if len(entry["categories"]) > 1:
+            scopes += list(entry["categories"].items())
+        for scope, s in scopes:
+            match = "-"
+            if s["matches_ar"] is not None:
+                match = f"{'yes' if s['matches_ar'] else 'no'} ({s['matching_turns']}/{s['compared_turns']})"
+                if not s["matches_ar"] and entry["expected_to_match_ar"]:
+                    match += " UNEXPECTED"
+            lines.append(
+                f"| {method} | {scope} | {s['turns']} | {s['new_tokens']} | {_number(s['tau'])} | "
+                f"{_number(s['tokens_per_s'], 1)} | {_number(s['speedup_over_ar'])} | "
+                f"{_number(s['speedup_over_hf'])} | {match} |"
+            )
+    lines += [
+        "",
+        "tau: tokens committed per forward call of the main model (prefill included). ar, ptp and independent share "
+        "their auxiliaries and must always equal ar; under sampling the transformers methods (hf, hf-assisted, pld) "
+        "draw other random numbers, so their text differs from ar's by design.",
+        "",
+    ]
+    return "\n".join(lines)
