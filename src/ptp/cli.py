@@ -92,8 +92,92 @@ def _cmd_demo(args) -> int:
     return 0 if all(r.identical for r in results) else 1
 
 
+def _add_bench(sub) -> None:
+    p = sub.add_parser("bench", help="compare ar, ptp, independent, hf, hf-assisted and pld on the same prompts")
+    p.add_argument("--model", help="base model directory (default: the shipped model and its adapters)")
+    p.add_argument("--adapter", help="trained PTP adapter (method ptp)")
+    p.add_argument("--independent-adapter", help="independent-baseline adapter (method independent)")
+    p.add_argument("--draft-model", help="small draft model with the same tokenizer (method hf-assisted)")
+    p.add_argument("--prompts", required=True, help="Spec-Bench question.jsonl or plain JSONL of {'prompt': ...}")
+    p.add_argument("--category", action="append", help="keep this category (repeatable; default: all)")
+    p.add_argument("--max-questions", type=int, help="run at most this many questions")
+    p.add_argument("--methods", help="comma-separated (default: every method whose inputs are given)")
+    p.add_argument("--max-new-tokens", type=int, default=256)
+    p.add_argument("--sampling", default=None, help="'greedy' or 'T,k,p' (default: the adapter's configuration)")
+    p.add_argument("--repeats", type=int, default=3, help="timed runs per turn; the median counts")
+    p.add_argument("--warmup", type=int, default=1, help="untimed runs per method before timing")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--dtype", default="auto", help="auto (bfloat16 on CUDA, float32 on CPU), float32, bfloat16")
+    p.add_argument("--auxiliary-budget", type=int, help="auxiliary slots per call of the PTP engine")
+    p.add_argument("--max-draft-length", type=int, help="longest draft group of the PTP engine")
+    p.add_argument("--pld-tokens", type=int, default=10, help="prompt_lookup_num_tokens of pld")
+    p.add_argument("--assistant-tokens", type=int, help="num_assistant_tokens of hf-assisted")
+    p.add_argument("--no-chat-template", action="store_true", help="join Spec-Bench turns plainly")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def _cmd_bench(args) -> int:
+    import json
+
+    from ptp.bench import BenchConfig, run_bench
+    from ptp.bench.report import markdown
+
+    config = BenchConfig(
+        prompts=args.prompts, out=args.out, model=args.model, methods=args.methods, adapter=args.adapter,
+        independent_adapter=args.independent_adapter, draft_model=args.draft_model, categories=args.category,
+        max_questions=args.max_questions, max_new_tokens=args.max_new_tokens,
+        sampling=parse_sampling(args.sampling, None), repeats=args.repeats, warmup=args.warmup, seed=args.seed,
+        device=args.device, dtype=args.dtype, auxiliary_budget=args.auxiliary_budget,
+        max_draft_length=args.max_draft_length, prompt_lookup_num_tokens=args.pld_tokens,
+        num_assistant_tokens=args.assistant_tokens, chat_template=not args.no_chat_template,
+        progress=not args.no_progress,
+    )  # fmt: skip
+    try:
+        summary = run_bench(config)
+    except (ValueError, FileNotFoundError) as error:
+        raise SystemExit(f"ptp bench: {error}") from error
+    print(markdown(summary))
+    print(json.dumps(summary))
+    return 0
+
+
+def _add_bench_forward(sub) -> None:
+    p = sub.add_parser("bench-forward", help="time one forward call against its number of new tokens")
+    p.add_argument("--presets", default="1.1b,7b", help="comma-separated Llama shapes: tiny, 1.1b, 7b")
+    p.add_argument("--context", type=int, default=512)
+    p.add_argument("--new-tokens", default="1,2,4,8,16,32,64,128", help="comma-separated counts")
+    p.add_argument("--repeats", type=int, default=20)
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--dtype", default="bfloat16")
+    p.add_argument("--out", required=True, help="output directory")
+
+
+def _cmd_bench_forward(args) -> int:
+    import json
+
+    from ptp.bench import forward_cost, write_forward_cost
+
+    try:
+        counts = tuple(int(n) for n in args.new_tokens.split(","))
+        results = [
+            forward_cost(preset.strip(), device=args.device, dtype=args.dtype, context=args.context,
+                         new_tokens=counts, repeats=args.repeats, warmup=args.warmup)
+            for preset in args.presets.split(",")
+        ]  # fmt: skip
+    except ValueError as error:
+        raise SystemExit(f"ptp bench-forward: {error}") from error
+    files = write_forward_cost(results, args.out)
+    print(json.dumps({"results": results, "files": files}))
+    return 0
+
+
 COMMANDS = {
     "generate": (_add_generate, _cmd_generate),
+    "bench": (_add_bench, _cmd_bench),
+    "bench-forward": (_add_bench_forward, _cmd_bench_forward),
     "demo": (_add_demo, _cmd_demo),
 }
 

@@ -1,0 +1,79 @@
+"""The forward-cost sweep on the tiny Llama preset (the 1.1B and 7B presets run on the GPU)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from ptp.bench.forward_cost import PRESETS, build_model, forward_cost, streamed_bytes, write_forward_cost
+from ptp.cli import main
+
+
+def test_forward_cost_on_the_tiny_preset(tmp_path):
+    result = forward_cost(
+        "tiny",
+        device="cpu",
+        dtype="bfloat16",
+        context=32,
+        new_tokens=(1, 2, 4),
+        repeats=2,
+        warmup=1,
+        copy_bytes=1 << 20,
+    )
+    assert [p["new_tokens"] for p in result["points"]] == [1, 2, 4]
+    for point in result["points"]:
+        assert point["causal_ms"] > 0 and point["bool_mask_ms"] > 0
+    assert result["points"][0]["causal_relative_to_one"] == 1.0
+    assert result["dtype"] == "bfloat16" and result["context"] == 32
+    assert result["floor_ms"] > 0 and result["copy_bandwidth_gb_s"] > 0
+    assert result["environment"]["torch"]
+    files = write_forward_cost([result], tmp_path)
+    assert json.loads((tmp_path / "forward_cost.json").read_text())[0]["preset"] == "tiny"
+    assert (tmp_path / "forward_cost.png").read_bytes().startswith(b"\x89PNG")
+    assert files["png"].endswith("forward_cost.png")
+
+
+def test_presets_have_the_published_shapes():
+    model = build_model("tiny", "cpu", torch.float32)
+    embedding = model.get_input_embeddings().weight
+    assert streamed_bytes(model) == sum(p.numel() * 4 for p in model.parameters()) - embedding.numel() * 4
+    # TinyLlama-1.1B and Llama-2-7B, counted from their shapes: about 1.1e9 and 6.7e9 parameters.
+    for name, expected in (("1.1b", 1.10e9), ("7b", 6.74e9)):
+        s = PRESETS[name]
+        attention = s["hidden_size"] * s["hidden_size"] * (2 + 2 * s["num_key_value_heads"] / s["num_attention_heads"])
+        mlp = 3 * s["hidden_size"] * s["intermediate_size"]
+        total = s["num_hidden_layers"] * (attention + mlp) + 2 * s["vocab_size"] * s["hidden_size"]
+        assert total == pytest.approx(expected, rel=0.01)
+
+
+def test_bad_forward_cost_input():
+    with pytest.raises(ValueError, match="unknown model preset"):
+        forward_cost("13b", device="cpu")
+    with pytest.raises(ValueError, match="exceeds the 1024 positions"):
+        forward_cost("tiny", device="cpu", context=1000, new_tokens=(64,))
+
+
+def test_cli_bench_forward(tmp_path, capsys):
+    argv = [
+        "bench-forward",
+        "--presets",
+        "tiny",
+        "--context",
+        "16",
+        "--new-tokens",
+        "1,2",
+        "--repeats",
+        "1",
+        "--warmup",
+        "0",
+        "--device",
+        "cpu",
+        "--out",
+        str(tmp_path),
+    ]
+    assert main(argv) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["results"][0]["preset"] == "tiny" and len(out["results"][0]["points"]) == 2
+    assert (tmp_path / "forward_cost.png").is_file()
