@@ -30,6 +30,10 @@ from transformers import (
 
 import ptp
 
+# The models are tiny: threads buy nothing, and on a shared 2-core machine OpenMP's spinning makes each forward call
+# up to a hundred times slower while another process holds a core.
+torch.set_num_threads(1)
+
 # Property tests are derandomised so that CI is reproducible; HYPOTHESIS_PROFILE=explore searches afresh.
 settings.register_profile("ci", derandomize=True, database=None, deadline=None)
 settings.register_profile("explore", max_examples=2000, database=None, deadline=None)

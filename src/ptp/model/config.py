@@ -87,10 +87,15 @@ class PTPConfig:
         path = Path(directory) / CONFIG_NAME
         if not path.is_file():
             raise FileNotFoundError(f"{path} is missing: {directory} is not a PTP adapter directory")
-        try:
-            data = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise ValueError(f"{path} is corrupt: {error}") from error
-        if not isinstance(data, dict):
-            raise ValueError(f"{path} is corrupt: expected a JSON object")
-        return cls.from_dict(data)
+        return cls.from_dict(read_json_object(path))
+
+
+def read_json_object(path: Path) -> dict:
+    """The JSON object in ``path``; ValueError naming the file if it is not one."""
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path} is corrupt: {error}") from error
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} is corrupt: expected a JSON object")
+    return data

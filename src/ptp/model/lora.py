@@ -51,7 +51,8 @@ class GatedLoRA(nn.Module):
         self.lora_B = nn.Linear(rank, out_features, bias=False, device=device)
         nn.init.kaiming_uniform_(self.lora_A.weight, a=math.sqrt(5))
         nn.init.zeros_(self.lora_B.weight)
-        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        # PEFT's name: code that switches LoRA dropout alone to train mode finds it by "lora_dropout".
+        self.lora_dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.scaling = alpha / rank
         self.gate = gate
 
@@ -60,7 +61,7 @@ class GatedLoRA(nn.Module):
         mask = self.gate.mask
         if mask is None:
             return out
-        update = self.lora_B(self.lora_A(self.dropout(x.to(self.lora_A.weight.dtype)))) * self.scaling
+        update = self.lora_B(self.lora_A(self.lora_dropout(x.to(self.lora_A.weight.dtype)))) * self.scaling
         # where, not a sum with zeros: teacher positions keep the base output exactly, whatever the update holds.
         return torch.where(mask.unsqueeze(-1), out + update.to(out.dtype), out)
 

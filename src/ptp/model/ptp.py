@@ -14,7 +14,6 @@ format. Which positions are slots is set for the duration of one forward call; o
 from __future__ import annotations
 
 import copy
-import json
 import os
 import shutil
 import tempfile
@@ -27,7 +26,7 @@ from torch import nn
 from transformers import AutoModelForCausalLM, PreTrainedModel
 
 from ptp.model import lora
-from ptp.model.config import PTPConfig
+from ptp.model.config import PTPConfig, read_json_object
 from ptp.model.embeddings import NULL_AUXILIARY, AuxiliaryEmbedding
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -229,10 +228,7 @@ class PTPModel(nn.Module):
         if device is not None:
             base_model = base_model.to(device)
         _check_fits(config.base_model, describe_base(base_model))
-        try:
-            json.loads((adapter_path / ADAPTER_CONFIG).read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise ValueError(f"{adapter_path / ADAPTER_CONFIG} is corrupt: {error}") from error
+        _check_adapter_config(adapter_path / ADAPTER_CONFIG, config)
         model = cls(base_model, config)
         expected = lora.adapter_state(model.base_model)
         adapter = _load_weights(adapter_path / ADAPTER_WEIGHTS)
@@ -268,6 +264,16 @@ def _check_fits(recorded: dict, actual: dict) -> None:
                 f"the adapter was trained for a base model with {key}={recorded[key]!r}, "
                 f"but this base model has {key}={actual[key]!r}"
             )
+
+
+def _check_adapter_config(path: Path, config: PTPConfig) -> None:
+    """PEFT's adapter_config.json must be readable and agree with ptp_config.json on the LoRA scaling (PEFT uses
+    its r and lora_alpha, this package ptp_config.json's; if they differed, the two would compute different
+    drafts)."""
+    lora_config = read_json_object(path)
+    for key, ours in (("r", config.lora_rank), ("lora_alpha", config.lora_alpha)):
+        if key in lora_config and lora_config[key] != ours:
+            raise ValueError(f"{path} has {key}={lora_config[key]!r}, but ptp_config.json says {ours!r}")
 
 
 def _load_weights(path: Path) -> dict[str, torch.Tensor]:

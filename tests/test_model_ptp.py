@@ -1,0 +1,355 @@
+"""ptp.model: PTPModel (teacher = frozen base, drafter = gated LoRA + u embedding), save and load."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from transformers import LlamaModel
+
+import ptp
+from conftest import (
+    ARCHITECTURES,
+    VOCAB,
+    left_padded,
+    randomize_adapter,
+    tiny_base,
+    wrap,
+    zero_adapter,
+)
+from ptp.model.config import PTPConfig
+from ptp.model.lora import GatedLoRA
+from ptp.sampling import SamplingConfig
+
+PTP_FILES = ("adapter_config.json", "adapter_model.safetensors", "auxiliary_embedding.safetensors", "ptp_config.json")
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+
+
+def _block(model: ptp.PTPModel, slots: int = 4, seed: int = 0):
+    """Left-padded teacher tokens followed by a chain of auxiliary slots, with the inputs PTPModel.forward takes."""
+    ids, mask = left_padded([6, 4], seed=seed)
+    batch, width = ids.shape
+    length = width + slots
+    positions = (mask.cumsum(1) - 1).clamp(min=0)
+    slot_positions = positions[:, -1:] + torch.arange(slots)
+    causal = torch.ones(length, length, dtype=torch.bool).tril()
+    valid = torch.cat([mask.bool(), torch.ones(batch, slots, dtype=torch.bool)], dim=1)
+    allowed = (causal.unsqueeze(0) & valid.unsqueeze(1)) | torch.eye(length, dtype=torch.bool)
+    u = torch.rand(batch, length, generator=torch.Generator().manual_seed(seed))
+    return dict(
+        input_ids=torch.cat([ids, torch.zeros(batch, slots, dtype=torch.long)], dim=1),
+        position_ids=torch.cat([positions, slot_positions], dim=1),
+        attention_mask=allowed.unsqueeze(1),
+        auxiliaries=u,
+        auxiliary_mask=torch.arange(length).expand(batch, -1) >= width,
+    ), width
+
+
+def _reference_logits(model: ptp.PTPModel, reference, inputs: dict) -> torch.Tensor:
+    """The base model (the copy taken before wrapping) on exactly the inputs PTPModel feeds it."""
+    embeds = reference.get_input_embeddings()(inputs["input_ids"])
+    slots = model.auxiliary_embedding(inputs["auxiliaries"]).to(embeds.dtype)
+    embeds = torch.where(inputs["auxiliary_mask"].unsqueeze(-1), slots, embeds)
+    return reference(
+        inputs_embeds=embeds,
+        position_ids=inputs["position_ids"],
+        attention_mask=model.attention_bias(inputs["attention_mask"]),
+    ).logits
+
+
+# --------------------------------------------------------------------------------- teacher exactness
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+@torch.no_grad()
+def test_teacher_positions_are_the_base_models_logits_whatever_the_adapter(arch):
+    model, reference = wrap(tiny_base(arch), window_length=4, lora_rank=4)
+    inputs, width = _block(model)
+    randomize_adapter(model, seed=1)
+    random_logits = model(**inputs)
+    assert torch.equal(random_logits[:, :width], _reference_logits(model, reference, inputs)[:, :width])
+
+    randomize_adapter(model, seed=2)
+    other_logits = model(**inputs)
+    assert torch.equal(other_logits[:, :width], random_logits[:, :width])
+    assert not torch.allclose(other_logits[:, width:], random_logits[:, width:]), "slots must see the adapter"
+
+    zero_adapter(model)
+    zero_logits = model(**inputs)
+    assert torch.equal(zero_logits[:, :width], random_logits[:, :width])
+    # With a zero adapter the slots, too, are the plain base model applied to embed(u).
+    assert torch.equal(zero_logits, _reference_logits(model, reference, inputs))
+
+
+@pytest.mark.parametrize("attn_implementation", ["eager", "sdpa"])
+@torch.no_grad()
+def test_teacher_exactness_holds_for_eager_and_sdpa_attention(attn_implementation):
+    model, reference = wrap(tiny_base("llama", attn_implementation=attn_implementation), window_length=4)
+    assert model.base_model.config._attn_implementation == attn_implementation
+    inputs, width = _block(model, seed=3)
+    randomize_adapter(model, seed=3)
+    logits = model(**inputs)
+    assert torch.isfinite(logits).all()
+    assert torch.equal(logits[:, :width], _reference_logits(model, reference, inputs)[:, :width])
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+@torch.no_grad()
+def test_the_wrapped_base_model_called_directly_is_still_the_base_model(arch):
+    model, reference = wrap(tiny_base(arch), window_length=4)
+    randomize_adapter(model)
+    ids, mask = left_padded([5, 3], seed=4)
+    direct = model.base_model(input_ids=ids, attention_mask=mask).logits
+    assert torch.equal(direct, reference(input_ids=ids, attention_mask=mask).logits)
+    u = torch.rand(2, 6, generator=torch.Generator().manual_seed(4))
+    common = dict(auxiliaries=u, max_new_tokens=6, temperature=0.8)
+    expected = ptp.sample_autoregressive(reference, ids, mask, **common)
+    for teacher in (model, model.base_model):
+        assert torch.equal(ptp.sample_autoregressive(teacher, ids, mask, **common).sequences, expected.sequences)
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_the_base_is_frozen_and_only_the_drafter_trains(arch):
+    base = tiny_base(arch)
+    linear_layers = sum(
+        1 for m in base.modules() if type(m).__name__ in ("Linear", "Conv1D") and m is not base.get_output_embeddings()
+    )
+    model = ptp.PTPModel(base, lora_rank=4)
+    gated = [m for m in model.modules() if isinstance(m, GatedLoRA)]
+    assert len(gated) == linear_layers
+    names = {name for name, p in model.named_parameters() if p.requires_grad}
+    assert names and all(".lora_A." in n or ".lora_B." in n or n.startswith("auxiliary_embedding.") for n in names)
+    assert all(not p.requires_grad for n, p in model.base_model.named_parameters() if ".lora_" not in n)
+    assert model.config.base_model["model_type"] == base.config.model_type
+    assert model.config.base_model["vocab_size"] == VOCAB
+
+
+@torch.no_grad()
+def test_lora_dropout_in_train_mode_touches_only_the_slots():
+    model, reference = wrap(tiny_base("gpt2"), lora_dropout=0.5, lora_rank=8)
+    randomize_adapter(model)
+    inputs, width = _block(model)
+    model.eval()
+    dropouts = [m for name, m in model.named_modules() if name.endswith(".lora_dropout")]
+    assert len(dropouts) == sum(isinstance(m, GatedLoRA) for m in model.modules())
+    for module in dropouts:  # LoRA dropout alone in train mode (PEFT's module name), the base stays in eval mode
+        module.train()
+    first, second = model(**inputs), model(**inputs)
+    assert torch.equal(first[:, :width], second[:, :width])
+    assert torch.equal(first[:, :width], _reference_logits(model, reference, inputs)[:, :width])
+    assert not torch.equal(first[:, width:], second[:, width:])
+
+
+def test_slot_inputs_follow_the_mode():
+    u_target, u_previous = torch.tensor([0.1, 0.2, 0.3]), torch.tensor([0.7, 0.1, 0.2])
+    first = torch.tensor([True, False, False])
+    expected = {
+        "one_hot": [0.1, 0.2, 0.3],
+        "categorical": [0.5, 0.1, 0.2],  # C-PTP's slot sees the previous u; the first slot sees none
+        "independent": [0.5, 0.5, 0.5],
+    }
+    for mode, values in expected.items():
+        model = ptp.PTPModel(tiny_base("llama"), mode=mode, lora_rank=2)
+        assert model.slot_auxiliaries(u_target, u_previous, first).tolist() == pytest.approx(values)
+
+
+@pytest.mark.parametrize("kind", ["binary", "float_bits", "thermometer", "cosine", "interpolation", "mlp"])
+@torch.no_grad()
+def test_every_embedding_kind_runs_in_the_model(kind):
+    model, _ = wrap(tiny_base("qwen2"), embedding=kind, embedding_size=8, lora_rank=2)
+    inputs, width = _block(model)
+    logits = model(**inputs)
+    assert logits.shape == (2, inputs["input_ids"].shape[1], VOCAB) and torch.isfinite(logits).all()
+    inputs["auxiliaries"] = torch.rand(inputs["auxiliaries"].shape, generator=torch.Generator().manual_seed(9))
+    assert not torch.equal(model(**inputs)[:, width:], logits[:, width:]), "slot outputs must depend on u"
+
+
+# --------------------------------------------------------------------------------------- save and load
+def _save(tmp_path, arch="llama", **options):
+    model, _ = wrap(tiny_base(arch), lora_rank=4, **options)
+    randomize_adapter(model, seed=5)
+    directory = tmp_path / "adapter"
+    model.save_pretrained(directory)
+    return model, directory
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_save_and_load_round_trip_gives_identical_generation(tmp_path, arch):
+    options = dict(
+        mode="categorical",
+        embedding="cosine",
+        embedding_size=6,
+        window_length=5,
+        sampling=SamplingConfig(temperature=0.9, top_k=40),
+        acceptance_histogram=[0.3, 0.3, 0.2, 0.1, 0.05, 0.05],
+    )
+    model, directory = _save(tmp_path, arch, **options)
+    files = sorted(p.name for p in directory.iterdir())
+    assert set(PTP_FILES) <= set(files)
+    assert not [f for f in files if f.endswith(PICKLE_SUFFIXES)], f"pickles in the adapter: {files}"
+    assert not [p.name for p in tmp_path.iterdir() if p.name != "adapter"], "the save left staging files"
+    saved = json.loads((directory / "ptp_config.json").read_text())
+    assert saved["mode"] == "categorical" and saved["embedding"] == "cosine" and saved["window_length"] == 5
+    assert saved["sampling"] == {"do_sample": True, "temperature": 0.9, "top_k": 40, "top_p": None}
+    assert saved["acceptance_histogram"] == options["acceptance_histogram"]
+
+    loaded = ptp.PTPModel.from_pretrained(tiny_base(arch), directory)
+    assert loaded.config.to_dict() == model.config.to_dict()
+    ids, mask = left_padded([5, 2, 4], seed=6)
+    a = model.generate(ids, mask, max_new_tokens=16, seed=11, temperature=1.2)
+    b = loaded.generate(ids, mask, max_new_tokens=16, seed=11, temperature=1.2)
+    assert torch.equal(a.sequences, b.sequences) and torch.equal(a.lengths, b.lengths)
+    assert (a.num_calls, a.accept_lengths) == (b.num_calls, b.accept_lengths)
+    inputs, _ = _block(model)
+    with torch.no_grad():
+        assert torch.equal(model(**inputs), loaded(**inputs)), "the drafter's slot outputs must survive the trip"
+
+
+def test_load_from_a_base_model_path_and_into_another_dtype(tmp_path):
+    base = tiny_base("gpt2")
+    base.save_pretrained(tmp_path / "base")
+    model, directory = _save(tmp_path, "gpt2")
+    loaded = ptp.PTPModel.from_pretrained(tmp_path / "base", directory)
+    inputs, _ = _block(model)
+    with torch.no_grad():
+        assert torch.equal(model(**inputs), loaded(**inputs))
+    half = ptp.PTPModel.from_pretrained(tiny_base("gpt2"), directory, dtype=torch.bfloat16)
+    assert half.dtype == torch.bfloat16
+    with torch.no_grad():
+        assert torch.isfinite(half(**inputs)).all()
+
+
+def test_saving_over_an_existing_adapter_replaces_it(tmp_path):
+    model, directory = _save(tmp_path, window_length=3)
+    (directory / "stale.txt").write_text("from an older save")
+    model.config.window_length = 7
+    model.save_pretrained(directory)
+    assert not (directory / "stale.txt").exists()
+    assert PTPConfig.load(directory).window_length == 7
+    assert [p.name for p in tmp_path.iterdir()] == ["adapter"]
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+@torch.no_grad()
+def test_the_adapter_loads_in_peft_as_an_ordinary_lora(tmp_path, arch):
+    from peft import PeftModel
+
+    model, directory = _save(tmp_path, arch)
+    peft_model = PeftModel.from_pretrained(tiny_base(arch), str(directory)).eval()
+    ids, mask = left_padded([5, 3], seed=7)
+    model._gate.mask = torch.ones_like(ids, dtype=torch.bool)  # the adapter on at every position
+    try:
+        ours = model.base_model(input_ids=ids, attention_mask=mask).logits
+    finally:
+        model._gate.mask = None
+    theirs = peft_model(input_ids=ids, attention_mask=mask).logits
+    assert torch.allclose(ours, theirs, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------------- errors on load
+@pytest.mark.parametrize(
+    "other, message",
+    [
+        (dict(arch="llama", hidden=48), "hidden_size"),
+        (dict(arch="llama", vocab=128), "vocab_size"),
+        (dict(arch="qwen2"), "model_type"),
+        (dict(arch="mistral"), "model_type"),
+    ],
+)
+def test_an_adapter_for_another_base_is_refused(tmp_path, other, message):
+    _, directory = _save(tmp_path, "llama")
+    with pytest.raises(ValueError, match=message):
+        ptp.PTPModel.from_pretrained(tiny_base(**other), directory)
+
+
+@pytest.mark.parametrize(
+    "other, message",
+    [(dict(arch="gpt2"), "does not fit"), (dict(arch="llama", hidden=48), "shape")],
+)
+def test_without_the_recorded_base_facts_the_weights_still_refuse_a_wrong_base(tmp_path, other, message):
+    _, directory = _save(tmp_path, "llama")
+    config = json.loads((directory / "ptp_config.json").read_text())
+    config["base_model"] = {}
+    (directory / "ptp_config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=message):
+        ptp.PTPModel.from_pretrained(tiny_base(**other), directory)
+
+
+@pytest.mark.parametrize("name", PTP_FILES)
+def test_a_missing_file_is_an_error(tmp_path, name):
+    _, directory = _save(tmp_path)
+    (directory / name).unlink()
+    with pytest.raises(FileNotFoundError, match=name):
+        ptp.PTPModel.from_pretrained(tiny_base("llama"), directory)
+
+
+def test_a_missing_directory_is_an_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        ptp.PTPModel.from_pretrained(tiny_base("llama"), tmp_path / "nowhere")
+
+
+@pytest.mark.parametrize("name", ["adapter_model.safetensors", "auxiliary_embedding.safetensors"])
+@pytest.mark.parametrize("keep", [0.5, 0.0, 8 / 10**9])
+def test_a_truncated_weights_file_is_an_error(tmp_path, name, keep):
+    _, directory = _save(tmp_path)
+    path = directory / name
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)] if keep > 1e-6 else data[:8])
+    with pytest.raises(ValueError, match="corrupt"):
+        ptp.PTPModel.from_pretrained(tiny_base("llama"), directory)
+
+
+@pytest.mark.parametrize("name", ["ptp_config.json", "adapter_config.json"])
+@pytest.mark.parametrize("text", ["{not json", "\x00\xff\xfe", "[1, 2, 3]", ""])
+def test_a_garbage_json_file_is_an_error(tmp_path, name, text):
+    _, directory = _save(tmp_path)
+    (directory / name).write_bytes(text.encode("latin-1"))
+    with pytest.raises(ValueError, match=name):
+        ptp.PTPModel.from_pretrained(tiny_base("llama"), directory)
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (dict(format_version=99), "format_version"),
+        (dict(unexpected_key=1), "unknown keys"),
+        (dict(mode="telepathic"), "mode"),
+        (dict(lora_rank=2), "r=4"),
+        (dict(lora_alpha=1.0), "lora_alpha"),
+        (dict(embedding="interpolation"), "does not fit"),
+        (dict(acceptance_histogram=[1.0]), "acceptance_histogram"),
+    ],
+)
+def test_an_inconsistent_ptp_config_is_an_error(tmp_path, edit, message):
+    _, directory = _save(tmp_path)
+    config = json.loads((directory / "ptp_config.json").read_text())
+    config.update(edit)
+    (directory / "ptp_config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=message):
+        ptp.PTPModel.from_pretrained(tiny_base("llama"), directory)
+
+
+def test_weights_of_another_rank_are_an_error(tmp_path):
+    _, directory = _save(tmp_path)
+    for name, key in (("ptp_config.json", "lora_rank"), ("adapter_config.json", "r")):
+        config = json.loads((directory / name).read_text())
+        config[key] = 2
+        (directory / name).write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="shape"):
+        ptp.PTPModel.from_pretrained(tiny_base("llama"), directory)
+
+
+# ---------------------------------------------------------------------------------- construction errors
+def test_bad_construction_is_an_error():
+    with pytest.raises(TypeError, match="PreTrainedModel"):
+        ptp.PTPModel(torch.nn.Linear(3, 3))
+    with pytest.raises(TypeError, match="language-model head"):
+        ptp.PTPModel(LlamaModel(tiny_base("llama").config))
+    with pytest.raises(TypeError, match="unknown PTP option"):
+        ptp.PTPModel(tiny_base("llama"), windows=3)
+    with pytest.raises(ValueError, match="mode"):
+        ptp.PTPModel(tiny_base("llama"), mode="joint")
+    with pytest.raises(ValueError, match="matched no layer"):
+        ptp.PTPModel(tiny_base("llama"), target_modules=["no_such_proj"])
+    for name in ("window_length", "lora_rank", "embedding_size"):
+        with pytest.raises(ValueError, match=name):
+            PTPConfig(**{name: 0})
