@@ -25,7 +25,7 @@ def test_forward_cost_on_the_tiny_preset(tmp_path):
     assert [p["new_tokens"] for p in result["points"]] == [1, 2, 4]
     for point in result["points"]:
         assert point["causal_ms"] > 0 and point["bool_mask_ms"] > 0
-    assert result["points"][0]["causal_relative_to_one"] == 1.0
+    assert result["points"][0]["causal_relative"] == 1.0
     assert result["dtype"] == "bfloat16" and result["context"] == 32
     assert result["floor_ms"] > 0 and result["copy_bandwidth_gb_s"] > 0
     assert result["environment"]["torch"]

@@ -37,6 +37,8 @@ def test_summary_numbers():
     assert ptp["all"]["matches_ar"] is True
     assert (hf["all"]["matches_ar"], hf["all"]["matching_turns"], hf["all"]["compared_turns"]) == (False, 1, 2)
     assert hf["categories"]["math"]["matches_ar"] is True
+    assert hf["ar_mismatches"] == [{"question_id": 1, "turn": 0, "first_difference": 3, "tokens": 4, "ar_tokens": 4}]
+    assert ptp["ar_mismatches"] == []
     assert ptp["accept_histogram"] == [0, 3, 0, 1]
     assert ptp["draft_acceptance"] == {"calls": 2, "at_least": [0.5, 0.5], "conditional": [0.5, 1.0]}
     assert summary["methods"]["ar"]["draft_acceptance"] is None
@@ -62,6 +64,7 @@ def test_markdown_flags_an_unexpected_mismatch():
     }
     text = markdown(summary)
     assert "| hf | all | 2 | 6 |" in text and "no (1/2) UNEXPECTED" in text
+    assert "hf differs from ar: q1 turn 0 at token 3." in text
     sampled = summarize(_records(), greedy=False)
     sampled["environment"], sampled["config"] = summary["environment"], summary["config"]
     assert "UNEXPECTED" not in markdown(sampled)
@@ -74,3 +77,13 @@ def test_answer_line_has_spec_bench_fields():
     choice = line["choices"][0]
     assert choice["new_tokens"] == [4] and choice["wall_time"] == [1.0] and choice["accept_lengths"] == [1, 3]
     assert choice["turns"] == ["x"] and choice["decoding_steps"] == [2]
+
+
+def test_mismatches_list_the_first_differing_turn_of_each_question():
+    question = Question(7, "writing", ("a", "b"), chat=True)
+    ar = [QuestionRecord(question, [_turn([1, 2], 1.0, [1, 1]), _turn([3], 1.0, [1])])]
+    other = [QuestionRecord(question, [_turn([1, 5, 6], 1.0, [1, 1, 1]), _turn([4], 1.0, [1])])]
+    summary = summarize({"ar": ar, "ptp": other}, greedy=True)
+    entry = summary["methods"]["ptp"]
+    assert entry["ar_mismatches"] == [{"question_id": 7, "turn": 0, "first_difference": 1, "tokens": 3, "ar_tokens": 2}]
+    assert (entry["all"]["matching_turns"], entry["all"]["compared_turns"]) == (0, 2)

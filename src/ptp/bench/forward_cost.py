@@ -85,9 +85,10 @@ def forward_cost(
 ) -> dict:
     """Time one forward call of n new tokens after ``context`` cached tokens, for each n in ``new_tokens``.
 
-    Returns a dict with the preset, its shape, the bytes per call and the bandwidth floor in ms
-    (``floor_ms``), and ``points``: per n the median milliseconds with the causal mask (``causal_ms``) and with an
-    explicit boolean mask (``bool_mask_ms``), and ``causal_ms`` relative to n = 1.
+    Returns a dict with the preset, its shape, the bytes per call and the bandwidth floor in ms (``floor_ms``), and
+    ``points``: per n the median milliseconds with the causal mask (``causal_ms``) and with an explicit boolean mask
+    (``bool_mask_ms``), ``causal_ms`` relative to the first count (``causal_relative``), and on CUDA the GPU kernel
+    time of each (``causal_kernel_ms``, ``bool_mask_kernel_ms``; wall time minus these is host overhead).
     """
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     torch_dtype = resolve_dtype(dtype, device)
@@ -125,15 +126,27 @@ def forward_cost(
     return result
 
 
+def _kernel_ms(call, device: torch.device) -> float:
+    """The summed durations of the GPU work of one call, in ms: its cost without the host's launch overhead (what a
+    call captured in a CUDA graph would approach)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        call()
+        synchronize(device)
+    return sum(event.self_device_time_total for event in prof.key_averages()) / 1000
+
+
 def _sweep(model, context: int, new_tokens, repeats: int, warmup: int, device: torch.device) -> list[dict]:
+    """Median times of every (n, mask) call. The calls take turns round by round, so that a drift of the machine
+    over the sweep (clocks, other load) spreads over all points alike instead of tilting the curve."""
     vocab = model.config.vocab_size
     cache = DynamicCache()
     model(torch.randint(vocab, (1, context), device=device), past_key_values=cache, use_cache=True)
-    points = []
+    calls = {}
     for n in new_tokens:
         ids = torch.randint(vocab, (1, n), device=device)
         positions = torch.arange(context, context + n, device=device).unsqueeze(0)
-        point = {"new_tokens": n}
         for mask in MASKS:
             attention = _causal_block(context, n, device) if mask == "bool_mask" else None
 
@@ -141,13 +154,22 @@ def _sweep(model, context: int, new_tokens, repeats: int, warmup: int, device: t
                 model(ids, position_ids=positions, attention_mask=attention, past_key_values=cache, use_cache=True)
                 cache.crop(-n)  # the next call sees the same context again
 
-            for _ in range(warmup):
-                call()
-            synchronize(device)
-            point[f"{mask}_ms"] = 1000 * median([timed(call, device)[1] for _ in range(repeats)])
+            calls[n, mask] = call
+    times: dict[tuple[int, str], list[float]] = {key: [] for key in calls}
+    for round_ in range(warmup + repeats):
+        for key, call in calls.items():
+            _, seconds = timed(call, device)
+            if round_ >= warmup:
+                times[key].append(seconds)
+    points = []
+    for n in new_tokens:
+        point = {"new_tokens": n}
+        for mask in MASKS:
+            point[f"{mask}_ms"] = 1000 * median(times[n, mask])
+            if device.type == "cuda":
+                point[f"{mask}_kernel_ms"] = median([_kernel_ms(calls[n, mask], device) for _ in range(3)])
+        point["causal_relative"] = point["causal_ms"] / (1000 * median(times[new_tokens[0], "causal"]))
         points.append(point)
-    for point in points:
-        point["causal_relative_to_one"] = point["causal_ms"] / points[0]["causal_ms"]
     return points
 
 

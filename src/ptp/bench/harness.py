@@ -1,10 +1,10 @@
 """``ptp bench``: every method on the same base model, prompts, sampling, precision and device, in one run.
 
 The run has two phases. First everything that can fail is checked and loaded (method names, the prompt file, the
-adapters, the draft model's vocabulary, prompt lengths); only then does timing start. Each method then runs over all
-questions: a few untimed warm-up generations, and for every turn ``repeats`` timed generations between device
-synchronisations, of which the median counts. Turn t of question i uses the seed ``seed + 1000 * i + t`` for every
-method, so the engine methods share their auxiliaries.
+adapters, the draft model's vocabulary, prompt lengths); only then does timing start. Every method first runs a few
+untimed warm-up generations; then, question by question, each method in turn runs every turn ``repeats`` times
+between device synchronisations, and the median counts. Turn t of question i uses the seed ``seed + 1000 * i + t``
+for every method, so the engine methods share their auxiliaries.
 
 Outputs in ``out``: ``answers/<method>.jsonl`` (Spec-Bench's answer format), ``summary.json``, ``summary.md`` and
 the plots ``accept_histogram.png``, ``speedup_by_category.png``, ``draft_accuracy.png``.
@@ -13,6 +13,7 @@ the plots ``accept_histogram.png``, ``speedup_by_category.png``, ``draft_accurac
 from __future__ import annotations
 
 import json
+from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -162,23 +163,29 @@ def run_bench(config: BenchConfig) -> dict:
     out = Path(config.out)
     (out / "answers").mkdir(parents=True, exist_ok=True)
     model_id = Path(config.model).name or str(config.model)
-    records: dict[str, list[QuestionRecord]] = {}
-    total = len(prepared.methods) * len(prepared.questions)
-    with tqdm(total=total, desc="ptp bench", unit="question", disable=not config.progress) as bar:
+    records: dict[str, list[QuestionRecord]] = {m: [] for m in prepared.methods}
+    first = render_turn(prepared.models.tokenizer, prepared.questions[0], [], config.chat_template)
+    total = len(prepared.methods) * (config.warmup + len(prepared.questions))
+    with ExitStack() as stack, tqdm(total=total, desc="ptp bench", unit="run", disable=not config.progress) as bar:
+        answers = {
+            m: stack.enter_context(open(out / "answers" / f"{m}.jsonl", "w", encoding="utf-8"))
+            for m in prepared.methods
+        }
+        # Every method warms up before any is timed, and the methods then take turns question by question, so that
+        # a drift of the machine (clocks ramping up, other load) spreads over all of them alike.
         for method in prepared.methods:
-            bar.set_postfix_str(method)
-            runner = prepared.runners[method]
-            first = render_turn(prepared.models.tokenizer, prepared.questions[0], [], config.chat_template)
+            bar.set_postfix_str(f"warm-up {method}")
             for _ in range(config.warmup):
-                runner(first, config.seed)
-            records[method] = []
-            with open(out / "answers" / f"{method}.jsonl", "w", encoding="utf-8") as answers:
-                for index, question in enumerate(prepared.questions):
-                    record = _run_question(runner, question, index, prepared.models, config)
-                    records[method].append(record)
-                    answers.write(json.dumps(answer_line(method, model_id, record)) + "\n")
-                    answers.flush()
-                    bar.update(1)
+                prepared.runners[method](first, config.seed)
+                bar.update(1)
+        for index, question in enumerate(prepared.questions):
+            for method in prepared.methods:
+                bar.set_postfix_str(method)
+                record = _run_question(prepared.runners[method], question, index, prepared.models, config)
+                records[method].append(record)
+                answers[method].write(json.dumps(answer_line(method, model_id, record)) + "\n")
+                answers[method].flush()
+                bar.update(1)
     summary = summarize(records, greedy=not prepared.sampling.do_sample)
     summary["environment"] = environment(config.device)
     summary["config"] = {

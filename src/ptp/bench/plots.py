@@ -80,7 +80,7 @@ def forward_cost(results: list[dict], path: str | Path) -> Path:
         color = f"C{i}"
         points = result["points"]
         n = [p["new_tokens"] for p in points]
-        for key, style in (("causal_ms", "-o"), ("bool_mask_ms", "--s")):
+        for key, style in (("causal_ms", "-o"), ("bool_mask_ms", "--s"), ("causal_kernel_ms", "-.^")):
             if all(key in p for p in points):
                 label = f"{result['preset']} ({key.removesuffix('_ms').replace('_', ' ')})"
                 ax.plot(n, [p[key] for p in points], style, color=color, label=label, markersize=4)

@@ -118,6 +118,7 @@ def summarize(records: dict[str, list[QuestionRecord]], greedy: bool) -> dict:
         entry["expected_to_match_ar"] = greedy or method in ENGINE_METHODS
         entry["accept_histogram"] = accept_histogram(turns)
         entry["draft_acceptance"] = draft_acceptance(turns) if method in DRAFTING_METHODS else None
+        entry["ar_mismatches"] = mismatches(rows, records["ar"]) if "ar" in records else []
         methods[method] = entry
     for method, entry in methods.items():
         for scope, stats in [("all", entry["all"]), *entry["categories"].items()]:
@@ -149,6 +150,40 @@ def _agreement(records: dict[str, list[QuestionRecord]], method: str, scope: str
             compared += 1
             same += a.tokens == b.tokens
     return {"matches_ar": same == compared, "matching_turns": same, "compared_turns": compared}
+
+
+def mismatches(rows: list[QuestionRecord], ar_rows: list[QuestionRecord], most: int = 20) -> list[dict]:
+    """The first turn of each question whose tokens differ from ``ar``'s, with the index of the first differing
+    token (at most ``most`` entries). Later turns of that question are left out: their prompts hold the differing
+    answer, so they differ anyway.
+
+    A late first difference in a bf16 run points at rounding near a bin edge (METHOD.md section 6); a difference at
+    token 0 of every turn points at a bug.
+    """
+    found = []
+    for ours, theirs in zip(rows, ar_rows, strict=True):
+        for turn, (a, b) in enumerate(zip(ours.turns, theirs.turns, strict=True)):
+            if a.tokens == b.tokens:
+                continue
+            first = _first_difference(a.tokens, b.tokens)
+            found.append(
+                {
+                    "question_id": ours.question.question_id,
+                    "turn": turn,
+                    "first_difference": first,
+                    "tokens": len(a.tokens),
+                    "ar_tokens": len(b.tokens),
+                }
+            )
+            if len(found) == most:
+                return found
+            break
+    return found
+
+
+def _first_difference(a: list[int], b: list[int]) -> int:
+    shorter = min(len(a), len(b))
+    return next((i for i in range(shorter) if a[i] != b[i]), shorter)
 
 
 def _number(value, digits: int = 2) -> str:
@@ -184,6 +219,19 @@ def markdown(summary: dict) -> str:
                 f"{_number(s['tokens_per_s'], 1)} | {_number(s['speedup_over_ar'])} | "
                 f"{_number(s['speedup_over_hf'])} | {match} |"
             )
+    for method, entry in summary["methods"].items():
+        if entry["expected_to_match_ar"] and entry["ar_mismatches"]:
+            shown = ", ".join(
+                f"q{m['question_id']} turn {m['turn']} at token {m['first_difference']}"
+                for m in entry["ar_mismatches"][:5]
+            )
+            lines += ["", f"{method} differs from ar: {shown}."]
+    if config["dtype"] != "float32":
+        lines += [
+            "",
+            f"In {config['dtype']}, calls of other shapes round differently, so an auxiliary within about "
+            "1e-3 of a bin edge can pick another token (METHOD.md section 6); exactness holds in float32.",
+        ]
     lines += [
         "",
         "tau: tokens committed per forward call of the main model (prefill included). ar, ptp and independent share "
