@@ -103,7 +103,7 @@ def _add_bench(sub) -> None:
     p.add_argument("--max-questions", type=int, help="run at most this many questions")
     p.add_argument("--methods", help="comma-separated (default: every method whose inputs are given)")
     p.add_argument("--max-new-tokens", type=int, default=256)
-    p.add_argument("--sampling", default=None, help="'greedy' or 'T,k,p' (default: the adapter's configuration)")
+    p.add_argument("--sampling", help="'greedy' or 'T,k,p' (default: the adapter's configuration, else greedy)")
     p.add_argument("--repeats", type=int, default=3, help="timed runs per turn; the median counts")
     p.add_argument("--warmup", type=int, default=1, help="untimed runs per method before timing")
     p.add_argument("--seed", type=int, default=0)
