@@ -29,7 +29,6 @@ from ptp.decode.inputs import (
     check_sliding_window,
     prepare_auxiliaries,
     resolve_stop_tokens,
-    sampling_from_arguments,
 )
 from ptp.model.embeddings import NULL_AUXILIARY
 from ptp.sampling import SamplingConfig, pick, probabilities
@@ -139,8 +138,8 @@ def generate(
     attention_mask: torch.Tensor | None = None,
     *,
     max_new_tokens: int,
-    do_sample: bool | None = None,
-    temperature: float | None = None,
+    do_sample: bool = True,
+    temperature: float = 1.0,
     top_k: int | None = None,
     top_p: float | None = None,
     sampling: SamplingConfig | None = None,
@@ -159,8 +158,9 @@ def generate(
     Args:
         input_ids, attention_mask: ``[B, S]`` left-padded prompts (mask 1 on real tokens).
         max_new_tokens: new tokens per row at most.
-        do_sample, temperature, top_k, top_p: as in ``transformers``; those left None come from the sampling
-            configuration the drafter was trained for (``model.config.sampling``). Or pass ``sampling``.
+        do_sample, temperature, top_k, top_p: the sampling configuration, with the defaults of
+            :func:`ptp.sample_autoregressive` (top_k / top_p None: off). Or pass ``sampling`` instead, e.g.
+            ``model.config.sampling``, the configuration the drafter was trained for.
         eos_token_id, pad_token_id: a row stops after EOS and is padded with ``pad_token_id`` (default: the model's
             generation config; pad falls back to the first EOS id).
         auxiliaries: float ``[B, max_new_tokens]`` in [0, 1): u of each new token. Default: drawn uniformly on the
@@ -173,8 +173,8 @@ def generate(
         :class:`ptp.decode.inputs.GenerationOutput` with the tokens and the per-call statistics.
     """
     if sampling is None:
-        sampling = sampling_from_arguments(do_sample, temperature, top_k, top_p, model.config.sampling)
-    elif any(a is not None for a in (do_sample, temperature, top_k, top_p)):
+        sampling = SamplingConfig(do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p)
+    elif (do_sample, temperature, top_k, top_p) != (True, 1.0, None, None):
         raise ValueError("pass either sampling or do_sample/temperature/top_k/top_p, not both")
     device = model.device
     input_ids = input_ids.to(device)
@@ -186,14 +186,17 @@ def generate(
     u = prepare_auxiliaries(auxiliaries, seed, generator, batch, max_new_tokens, device)
     eos, pad = resolve_stop_tokens(eos_token_id, pad_token_id, model.base_model)
     eos = eos.to(device)
+    for name, value, least in (("max_draft_length", max_draft_length, 1), ("auxiliary_budget", auxiliary_budget, 0)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < least):
+            raise ValueError(f"{name} must be an integer >= {least} or None, got {value!r}")
     window = model.config.window_length
     pending_size = window if max_draft_length is None else max_draft_length
     budget = 2 * window if auxiliary_budget is None else auxiliary_budget
     if not use_drafter:
         pending_size, budget = 1, 0
-    if pending_size < 1 or budget < 0:
-        raise ValueError("max_draft_length must be >= 1 and auxiliary_budget >= 0")
+    # There are pending_size groups of at most pending_size slots: a larger budget would only add dead slots.
     pending_size = min(pending_size, max(budget, 1))
+    budget = min(budget, pending_size * pending_size)
 
     run = _Run(model, input_ids, mask, u, sampling, eos, pad if pad is not None else 0, max_new_tokens, pending_size,
                budget)  # fmt: skip
@@ -296,7 +299,9 @@ def _step(run: _Run, pending, pending_valid, confidence, accept_lengths, streame
     longest = torch.where(was_running, accepted, 0).max().view(1)
     stats = torch.cat([longest, run.running.any().view(1), count]).tolist()
     kept, alive, counts = stats[0] + 1, bool(stats[1]), stats[2:]
-    run.cache.crop(-(run.budget + size - kept))
+    dropped = run.budget + size - kept
+    if dropped:  # crop(0) empties a DynamicCache in transformers versions where crop takes the length to keep
+        run.cache.crop(-dropped)
     run.cache_valid = torch.cat([run.cache_valid, (offered & pending_valid)[:, :kept]], dim=1)
     for b, n in enumerate(counts):
         if n:

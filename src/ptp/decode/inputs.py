@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ptp.sampling import SamplingConfig, check_auxiliaries
+from ptp.sampling import check_auxiliaries
 
 
 @dataclass
@@ -51,22 +51,6 @@ class GenerationOutput:
     def rows(self) -> list[list[int]]:
         """The new tokens of each row as Python lists, cut at their length."""
         return [self.new_tokens[b, : int(n)].tolist() for b, n in enumerate(self.lengths)]
-
-
-def sampling_from_arguments(
-    do_sample: bool | None,
-    temperature: float | None,
-    top_k: int | None,
-    top_p: float | None,
-    default: SamplingConfig,
-) -> SamplingConfig:
-    """A SamplingConfig from ``transformers``-style arguments; arguments left as None come from ``default``."""
-    return SamplingConfig(
-        do_sample=default.do_sample if do_sample is None else do_sample,
-        temperature=default.temperature if temperature is None else temperature,
-        top_k=default.top_k if top_k is None else top_k,
-        top_p=default.top_p if top_p is None else top_p,
-    )
 
 
 def check_prompt(

@@ -1,0 +1,90 @@
+"""ptp.decode.budget: how a fixed number of auxiliary slots per call is split across acceptance hypotheses."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ptp.decode.budget import allocate, hypothesis_weights, layout, survival
+
+
+def _confidences(draw, batch: int, size: int) -> torch.Tensor:
+    """Rows like the engine's: 1 for the verified token, drafter confidences in [0, 1], then 0 for padding."""
+    rows = []
+    for _ in range(batch):
+        valid = draw(st.integers(1, size))
+        values = draw(st.lists(st.floats(0.0, 1.0), min_size=valid - 1, max_size=valid - 1))
+        rows.append([1.0] + values + [0.0] * (size - valid))
+    return torch.tensor(rows)
+
+
+@given(data=st.data(), batch=st.integers(1, 4), size=st.integers(1, 8))
+def test_hypothesis_weights_sum_to_one_and_follow_the_formula(data, batch, size):
+    confidence = _confidences(data.draw, batch, size)
+    weights = hypothesis_weights(confidence)
+    assert (weights >= 0).all()
+    assert torch.allclose(weights.sum(dim=1), torch.ones(batch), atol=1e-5)
+    row, d = data.draw(st.integers(0, batch - 1)), data.draw(st.integers(0, size - 1))
+    c = confidence[row].tolist() + [0.0]
+    expected = torch.tensor(c[1 : d + 1]).prod().item() * (1.0 - c[d + 1])
+    assert weights[row, d].item() == pytest.approx(expected, abs=1e-6)
+
+
+def test_a_padded_hypothesis_has_no_weight():
+    weights = hypothesis_weights(torch.tensor([[1.0, 0.8, 0.5, 0.0, 0.0]]))
+    assert weights[0].tolist() == pytest.approx([0.2, 0.4, 0.4, 0.0, 0.0])
+
+
+@given(data=st.data(), batch=st.integers(1, 4), groups=st.integers(1, 6), longest=st.integers(1, 6))
+def test_allocate_spends_exactly_the_budget_and_layout_gives_each_group_a_prefix(data, batch, groups, longest):
+    weights = hypothesis_weights(_confidences(data.draw, batch, groups))
+    curve = survival(data.draw(st.one_of(st.none(), _histograms(longest))), longest)
+    budget = data.draw(st.integers(0, groups * longest))
+    lengths = allocate(weights, curve, budget)
+    assert lengths.shape == (batch, groups)
+    assert (lengths >= 0).all() and (lengths <= longest).all()
+    assert (lengths.sum(dim=1) == budget).all()
+
+    group, index, start = layout(lengths, budget)
+    assert torch.equal(start, lengths.cumsum(dim=1) - lengths)
+    for b in range(batch):
+        expected_group = torch.repeat_interleave(torch.arange(groups), lengths[b])
+        expected_index = torch.cat([torch.arange(int(n)) for n in lengths[b]])
+        assert torch.equal(group[b], expected_group), "slots must be laid out group after group, in order of d"
+        assert torch.equal(index[b], expected_index), "each group must be a prefix 0..L-1 of its slots"
+
+
+def _histograms(longest: int):
+    return st.lists(st.floats(0.0, 1.0), min_size=longest + 1, max_size=longest + 1).filter(lambda h: sum(h) > 0)
+
+
+def test_allocate_gives_the_slots_to_the_likely_hypotheses():
+    weights = torch.tensor([[0.7, 0.3, 0.0, 0.0]])
+    curve = survival(None, 4)  # 1, 0.6, 0.36, 0.216
+    # worth: d=0: .7 .42 .252 .151; d=1: .3 .18 .108 .065 -> the best five: .7 .42 .3 .252 .18
+    assert allocate(weights, curve, 5).tolist() == [[3, 2, 0, 0]]
+    assert allocate(weights, curve, 8).tolist() == [[4, 4, 0, 0]]
+    assert allocate(weights, curve, 1).tolist() == [[1, 0, 0, 0]]
+    assert allocate(weights, curve, 0).tolist() == [[0, 0, 0, 0]]
+
+
+def test_allocate_is_per_row():
+    weights = torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+    assert allocate(weights, survival(None, 3), 3).tolist() == [[3, 0, 0], [0, 0, 3]]
+
+
+def test_survival_from_an_acceptance_histogram():
+    # Fractions of windows whose correct prefix was 0, 1, 2, 3: P(prefix >= n) = 1, .9, .7, .4
+    curve = survival([0.1, 0.2, 0.3, 0.4], 5)
+    assert curve[:3].tolist() == pytest.approx([1.0, 0.7 / 0.9, 0.4 / 0.9])
+    assert (curve[3:] > 0).all() and (curve[3:] < 1e-8).all(), "beyond the histogram: a tiny positive floor"
+    assert (curve[1:] < curve[:-1]).all(), "strictly decreasing, so that every group's slots form a prefix"
+
+
+def test_survival_without_a_histogram_is_geometric_and_never_zero():
+    assert survival(None, 4).tolist() == pytest.approx([1.0, 0.6, 0.36, 0.216])
+    never_correct = survival([1.0, 0.0, 0.0], 3)
+    assert never_correct[0].item() == 1.0 and (never_correct > 0).all()
+    assert (never_correct[1:] < never_correct[:-1]).all()

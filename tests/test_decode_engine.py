@@ -1,0 +1,478 @@
+"""ptp.decode.engine: the parallel decoder returns exactly what plain sampling with the same u's returns.
+
+The exactness sweep runs the engine and :func:`ptp.sample_autoregressive` on a copy of the base model taken before
+wrapping, over architectures, batch sizes, sampling configurations, EOS in the middle of a row, left-padded prompts
+of unequal length, budgets, draft and window lengths, drafter modes and adapter weights. A random drafter rarely
+gets a draft accepted, so a second sweep replaces the drafter by an oracle that proposes the reference's own tokens
+(some of them corrupted): that is what exercises multi-token acceptance, EOS inside an accepted run, the cut at
+``max_new_tokens`` and rows that accept different numbers of drafts in the same call.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import ptp
+from conftest import (
+    ARCHITECTURES,
+    EOS,
+    PAD,
+    VOCAB,
+    assert_same_tokens,
+    left_padded,
+    randomize_adapter,
+    tiny_base,
+    uniform,
+    wrap,
+    zero_adapter,
+)
+from ptp.decode import engine
+
+NEW = 24
+SAMPLINGS = {
+    "greedy": dict(do_sample=False),
+    "T0.7": dict(temperature=0.7),
+    "T1": dict(temperature=1.0),
+    "T1.5": dict(temperature=1.5),
+    "T0.7-k8-p0.9": dict(temperature=0.7, top_k=8, top_p=0.9),
+    "T1.5-k20": dict(temperature=1.5, top_k=20),
+    "T1-p0.8": dict(temperature=1.0, top_p=0.8),
+}
+#: Drafter and engine settings; the sweep cycles through them so that every one meets several architectures.
+SETTINGS = [
+    dict(mode="one_hot", embedding="binary", window_length=4, adapter="random"),
+    dict(mode="categorical", embedding="cosine", window_length=6, auxiliary_budget=5, max_draft_length=3),
+    dict(mode="independent", embedding="thermometer", window_length=3, auxiliary_budget=16, adapter="zero"),
+    dict(mode="one_hot", embedding="interpolation", window_length=8, auxiliary_budget=1, adapter="random"),
+    dict(mode="categorical", embedding="mlp", window_length=5, max_draft_length=1, adapter="zero"),
+    dict(mode="one_hot", embedding="float_bits", window_length=16, auxiliary_budget=12, max_draft_length=6),
+    dict(mode="independent", embedding="binary", window_length=2, adapter="random"),
+]
+PROMPT_LENGTHS = [7, 2, 5]
+
+
+def _wrapped(arch: str, setting: dict, seed: int = 0):
+    """``(model, reference, engine options)`` for one entry of SETTINGS."""
+    setting = dict(setting)
+    adapter = setting.pop("adapter", "random")
+    options = {k: setting.pop(k) for k in ("auxiliary_budget", "max_draft_length") if k in setting}
+    model, reference = wrap(tiny_base(arch, seed=seed), lora_rank=4, embedding_size=8, **setting)
+    if adapter == "random":
+        randomize_adapter(model, seed=seed + 1)
+    else:
+        zero_adapter(model)
+    return model, reference, options
+
+
+def _eos_in_the_middle(tokens: torch.Tensor) -> int:
+    """A token id whose first occurrence in some row is in the middle of it (so that the row stops there)."""
+    middle = range(tokens.shape[1] // 3, 2 * tokens.shape[1] // 3)
+    for column, row in itertools.product(middle, range(tokens.shape[0])):
+        token = int(tokens[row, column])
+        if token not in tokens[row, :column].tolist():
+            return token
+    return int(tokens[0, tokens.shape[1] // 2])
+
+
+def _reference_with_eos(reference, ids, mask, u, sampling: dict):
+    """The reference run with an EOS id that occurs mid-row; returns ``(output, eos)``."""
+    free = ptp.sample_autoregressive(
+        reference, ids, mask, auxiliaries=u, max_new_tokens=NEW, eos_token_id=[], **sampling
+    )
+    eos = _eos_in_the_middle(free.new_tokens)
+    out = ptp.sample_autoregressive(
+        reference, ids, mask, auxiliaries=u, max_new_tokens=NEW, eos_token_id=eos, **sampling
+    )
+    assert (out.lengths < NEW).any(), "the chosen EOS must stop a row early"
+    return out, eos
+
+
+def assert_well_formed(out: ptp.GenerationOutput, eos: list[int], pad: int, max_new_tokens: int = NEW) -> None:
+    """Invariants of every generation: lengths, statistics, EOS only at the end, padding after it."""
+    new = out.new_tokens
+    assert new.shape[1] == max_new_tokens
+    assert ((out.lengths >= 1) & (out.lengths <= max_new_tokens)).all()
+    assert ((new >= 0) & (new < VOCAB)).all()
+    for b, n in enumerate(out.lengths.tolist()):
+        row = new[b].tolist()
+        assert sum(out.accept_lengths[b]) == n, "the tokens committed per call must add up to the row's length"
+        assert all(k >= 1 for k in out.accept_lengths[b])
+        stops = [i for i, t in enumerate(row[:n]) if t in eos]
+        assert stops in ([], [n - 1]), f"row {b}: EOS must be the last token, if any ({stops}, length {n})"
+        assert stops or n == max_new_tokens, f"row {b} stopped early without an EOS"
+        assert row[n:] == [pad] * (max_new_tokens - n), f"row {b}: after its end only padding"
+    histogram = out.accept_histogram()
+    assert sum(n * c for n, c in enumerate(histogram)) == int(out.lengths.sum())
+    assert out.num_calls >= max(len(row) for row in out.accept_lengths)
+
+
+# ------------------------------------------------------------------------------- the exactness sweep
+@pytest.mark.parametrize("sampling_name", SAMPLINGS)
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_engine_equals_plain_sampling(arch, sampling_name):
+    sampling = SAMPLINGS[sampling_name]
+    case = ARCHITECTURES.index(arch) + list(SAMPLINGS).index(sampling_name)
+    seed = 100 + case
+    ids, mask = left_padded(PROMPT_LENGTHS, seed=seed)
+    u = uniform(len(PROMPT_LENGTHS), NEW, seed=seed)
+    for batch, setting in ((3, SETTINGS[case % len(SETTINGS)]), (1, SETTINGS[(case + 3) % len(SETTINGS)])):
+        model, reference, options = _wrapped(arch, setting, seed=seed)
+        rows = slice(0, batch) if batch == 3 else slice(1, 2)  # batch 1: the short, left-padded row
+        prompt, prompt_mask, aux = ids[rows], mask[rows], u[rows]
+        if batch == 1:
+            prompt, prompt_mask = prompt[:, -PROMPT_LENGTHS[1] :], prompt_mask[:, -PROMPT_LENGTHS[1] :]
+        expected, eos = _reference_with_eos(reference, prompt, prompt_mask, aux, sampling)
+        got = model.generate(prompt, prompt_mask, auxiliaries=aux, max_new_tokens=NEW, eos_token_id=eos,
+                             **sampling, **options)  # fmt: skip
+        assert_same_tokens(got, expected)
+        assert_well_formed(got, [eos], PAD)
+
+
+@pytest.mark.parametrize("sampling_name", ["greedy", "T1", "T0.7-k8-p0.9"])
+def test_engine_equals_plain_sampling_with_eager_attention(sampling_name):
+    sampling = SAMPLINGS[sampling_name]
+    base = tiny_base("llama", seed=7, attn_implementation="eager")
+    model, reference = wrap(base, window_length=4, lora_rank=4)
+    randomize_adapter(model, seed=7)
+    ids, mask = left_padded(PROMPT_LENGTHS, seed=7)
+    u = uniform(3, NEW, seed=7)
+    expected, eos = _reference_with_eos(reference, ids, mask, u, sampling)
+    got = model.generate(ids, mask, auxiliaries=u, max_new_tokens=NEW, eos_token_id=eos, **sampling)
+    assert_same_tokens(got, expected)
+
+
+# ------------------------------------------------------------------------------------- oracle drafter
+def _install_oracle(monkeypatch, truth: torch.Tensor, corruption: float, seed: int) -> None:
+    """Replace the drafter's read-out by one that knows the reference's tokens ``truth`` ``[B, max_new_tokens]``.
+
+    Each draft is the true token of the new-token index it predicts, replaced by a wrong one with probability
+    ``corruption``; confidences are random, so the budget's split across hypotheses varies from call to call.
+    """
+    generator = torch.Generator().manual_seed(seed)
+
+    def oracle(model, logits, u_target, targets, sampling):
+        batch, n = targets.shape
+        tokens = truth.gather(1, targets.clamp(max=truth.shape[1] - 1))
+        wrong = torch.rand(batch, n, generator=generator) < corruption
+        shifted = (tokens + torch.randint(1, VOCAB, (batch, n), generator=generator)) % VOCAB
+        confidence = 0.05 + 0.9 * torch.rand(batch, n, generator=generator)
+        return torch.where(wrong, shifted, tokens), confidence
+
+    monkeypatch.setattr(engine, "_drafts", oracle)
+
+
+ORACLE_RUNS = [  # (corruption, engine options)
+    (0.0, dict(auxiliary_budget=12, max_draft_length=6)),
+    (0.15, dict()),
+    (0.4, dict(auxiliary_budget=20, max_draft_length=10)),
+    (0.1, dict(auxiliary_budget=3, max_draft_length=3)),
+]
+
+
+@pytest.mark.parametrize("sampling_name", ["greedy", "T1", "T1.5", "T0.7-k8-p0.9"])
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_engine_equals_plain_sampling_when_drafts_are_accepted(monkeypatch, arch, sampling_name):
+    sampling = SAMPLINGS[sampling_name]
+    case = ARCHITECTURES.index(arch) * 4 + ["greedy", "T1", "T1.5", "T0.7-k8-p0.9"].index(sampling_name)
+    seed = 200 + case
+    ids, mask = left_padded(PROMPT_LENGTHS, seed=seed)
+    u = uniform(3, NEW, seed=seed)
+    setting = SETTINGS[case % len(SETTINGS)] | dict(window_length=5)
+    setting = {k: v for k, v in setting.items() if k not in ("auxiliary_budget", "max_draft_length")}
+    model, reference, _ = _wrapped(arch, setting, seed=seed)
+    expected, eos = _reference_with_eos(reference, ids, mask, u, sampling)
+    for corruption, options in ORACLE_RUNS:
+        _install_oracle(monkeypatch, expected.new_tokens, corruption, seed)
+        got = model.generate(ids, mask, auxiliaries=u, max_new_tokens=NEW, eos_token_id=eos, **sampling, **options)
+        assert_same_tokens(got, expected)
+        assert_well_formed(got, [eos], PAD)
+        if options.get("max_draft_length", 5) > 3 and corruption < 0.3:
+            assert got.tokens_per_call > 1.5, f"an oracle drafter must get drafts accepted ({got.accept_lengths})"
+        if corruption == 0.15:
+            assert len({tuple(row) for row in got.accept_lengths}) > 1, "rows must accept different numbers"
+
+
+@settings(max_examples=150)
+@given(data=st.data())
+def test_engine_equals_plain_sampling_on_random_cases(data):
+    """Randomised sweep: every knob at once, drafts from the drafter or from a corrupted oracle."""
+    draw = data.draw
+    arch = draw(st.sampled_from(ARCHITECTURES))
+    if draw(st.booleans()):
+        sampling = dict(do_sample=False)
+    else:
+        sampling = dict(
+            temperature=draw(st.sampled_from([0.3, 0.7, 1.0, 1.5, 2.5])),
+            top_k=draw(st.one_of(st.none(), st.integers(1, VOCAB + 10))),
+            top_p=draw(st.one_of(st.none(), st.floats(0.05, 1.0))),
+        )
+    lengths = draw(st.lists(st.integers(1, 9), min_size=1, max_size=3))
+    new = draw(st.integers(1, 30))
+    setting = dict(
+        mode=draw(st.sampled_from(["one_hot", "categorical", "independent"])),
+        embedding=draw(st.sampled_from(["binary", "float_bits", "thermometer", "cosine", "interpolation", "mlp"])),
+        window_length=draw(st.integers(1, 12)),
+        adapter=draw(st.sampled_from(["random", "zero"])),
+    )
+    options = dict(
+        auxiliary_budget=draw(st.one_of(st.none(), st.integers(0, 30))),
+        max_draft_length=draw(st.one_of(st.none(), st.integers(1, 12))),
+    )
+    seed = draw(st.integers(0, 2**16))
+    model, reference, _ = _wrapped(arch, setting, seed=seed)
+    ids, mask = left_padded(lengths, seed=seed)
+    u = uniform(len(lengths), new, seed=seed)
+    free = ptp.sample_autoregressive(reference, ids, mask, auxiliaries=u, max_new_tokens=new, eos_token_id=[],
+                                     **sampling)  # fmt: skip
+    eos = draw(st.sampled_from([[], [int(free.new_tokens[0, draw(st.integers(0, new - 1))])]]))
+    common = dict(auxiliaries=u, max_new_tokens=new, eos_token_id=eos, **sampling)
+    expected = ptp.sample_autoregressive(reference, ids, mask, **common)
+    corruption = draw(st.one_of(st.none(), st.sampled_from([0.0, 0.1, 0.5])))
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        if corruption is not None:
+            _install_oracle(monkeypatch, expected.new_tokens, corruption, seed)
+        got = model.generate(ids, mask, **common, **options)
+    assert_same_tokens(got, expected)
+    assert_well_formed(got, eos, PAD if eos else 0, max_new_tokens=new)
+
+
+def test_oracle_drafts_commit_an_eos_inside_a_run_and_stop_at_max_new_tokens(monkeypatch):
+    model, reference = wrap(tiny_base("llama", seed=3), window_length=8, lora_rank=4)
+    ids, mask = left_padded(PROMPT_LENGTHS, seed=3)
+    u = uniform(3, NEW, seed=3)
+    expected, eos = _reference_with_eos(reference, ids, mask, u, dict(temperature=0.9))
+    _install_oracle(monkeypatch, expected.new_tokens, 0.0, seed=3)
+    got = model.generate(ids, mask, auxiliaries=u, max_new_tokens=NEW, eos_token_id=eos, temperature=0.9,
+                         auxiliary_budget=24, max_draft_length=8)  # fmt: skip
+    assert_same_tokens(got, expected)
+    stopped = [b for b, n in enumerate(got.lengths.tolist()) if n < NEW]
+    ran_out = [b for b, n in enumerate(got.lengths.tolist()) if n == NEW]
+    assert stopped and ran_out
+    assert any(got.accept_lengths[b][-1] > 1 for b in stopped), "an EOS should arrive inside a multi-token commit"
+    # A perfect drafter offers whole groups; at the end of a row the offer exceeds the room left and is cut.
+    assert any(sum(got.accept_lengths[b][:-1]) + max(got.accept_lengths[b]) > NEW for b in ran_out)
+    assert got.num_calls < NEW // 2
+
+
+# ----------------------------------------------------------------- what the drafter sees in the engine
+def _fresh_slot_logits(model, prompt: list[int], committed: list[int], u_targets: torch.Tensor, slot_inputs):
+    """Slot logits of one row computed from scratch: the text so far, then a chain of slots after it."""
+    context = torch.tensor([prompt + committed])
+    width, slots = context.shape[1], u_targets.shape[0]
+    length = width + slots
+    allowed = torch.ones(length, length, dtype=torch.bool).tril()
+    return model(
+        torch.cat([context, torch.zeros(1, slots, dtype=torch.long)], dim=1),
+        position_ids=torch.cat([torch.arange(width), width - 1 + torch.arange(slots)]).unsqueeze(0),
+        attention_mask=allowed.view(1, 1, length, length),
+        auxiliaries=torch.cat([torch.full((width,), 0.5), slot_inputs]).unsqueeze(0),
+        auxiliary_mask=(torch.arange(length) >= width).unsqueeze(0),
+    )[0, width:]
+
+
+@pytest.mark.parametrize("mode", ["one_hot", "categorical"])
+@torch.no_grad()
+def test_the_live_groups_slots_see_exactly_the_committed_text_and_their_own_u(monkeypatch, mode):
+    """Whatever the packing of groups into one call, the drafts must be what the drafter computes on the committed
+    text alone (the positions, u inputs and visibility that training uses); exactness would not notice otherwise."""
+    model, reference, _ = _wrapped("llama", dict(mode=mode, embedding="binary", window_length=5), seed=15)
+    ids, mask = left_padded(PROMPT_LENGTHS, seed=15)
+    u = uniform(3, NEW, seed=15)
+    expected, eos = _reference_with_eos(reference, ids, mask, u, dict(temperature=1.0))
+    _install_oracle(monkeypatch, expected.new_tokens, 0.2, seed=15)
+    records, original = [], engine._next_pending
+
+    def recording(run, decided, slot_logits, targets, start, lengths):
+        records.append((run.running.clone(), slot_logits.clone(), targets.clone(), start.clone(), lengths.clone()))
+        return original(run, decided, slot_logits, targets, start, lengths)
+
+    monkeypatch.setattr(engine, "_next_pending", recording)
+    out = model.generate(ids, mask, auxiliaries=u, max_new_tokens=NEW, eos_token_id=eos, auxiliary_budget=9)
+    assert_same_tokens(out, expected)
+    spare = torch.full((3, 64), 0.5)
+    u_all = torch.cat([u, spare], dim=1)
+    checked = 0
+    for running, slot_logits, targets, start, lengths in records:
+        for b in torch.nonzero(running).flatten().tolist():
+            first, count = int(start[b]), int(lengths[b])
+            if count == 0:
+                continue
+            live = targets[b, first : first + count]  # new-token index each live slot predicts
+            assert torch.equal(live, live[0] + torch.arange(count))
+            slot_inputs = model.slot_auxiliaries(u_all[b, live], u_all[b, (live - 1).clamp(min=0)],
+                                                 torch.arange(count) == 0)  # fmt: skip
+            prompt = ids[b, mask[b].bool()].tolist()
+            fresh = _fresh_slot_logits(model, prompt, out.new_tokens[b, : int(live[0])].tolist(), live, slot_inputs)
+            torch.testing.assert_close(slot_logits[b, first : first + count], fresh, rtol=1e-4, atol=1e-4)
+            checked += 1
+    assert checked >= 10 and any(int(t[b, s[b]]) > 1 for _, _, t, s, _ in records for b in range(3))
+
+
+# ---------------------------------------------------------------------------------- plain AR mode
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_without_the_drafter_the_engine_is_plain_sampling_one_token_per_call(arch):
+    model, reference = wrap(tiny_base(arch, seed=4), window_length=4)
+    randomize_adapter(model)
+    ids, mask = left_padded(PROMPT_LENGTHS, seed=4)
+    u = uniform(3, NEW, seed=4)
+    expected, eos = _reference_with_eos(reference, ids, mask, u, dict(temperature=1.2, top_k=30))
+    got = model.generate(ids, mask, auxiliaries=u, max_new_tokens=NEW, eos_token_id=eos, temperature=1.2, top_k=30,
+                         use_drafter=False)  # fmt: skip
+    assert_same_tokens(got, expected)
+    assert all(n == 1 for row in got.accept_lengths for n in row)
+    assert got.num_calls == int(got.lengths.max()) == expected.num_calls
+    assert got.tokens_per_call == 1.0
+
+
+# ------------------------------------------------------------------------------- small and edge cases
+def test_one_new_token_and_an_eos_as_the_first_token():
+    model, reference = wrap(tiny_base("qwen2", seed=5), window_length=4)
+    ids, mask = left_padded(PROMPT_LENGTHS, seed=5)
+    u = uniform(3, 8, seed=5)
+    one = model.generate(ids, mask, auxiliaries=u[:, :1], max_new_tokens=1)
+    assert_same_tokens(one, ptp.sample_autoregressive(reference, ids, mask, auxiliaries=u[:, :1], max_new_tokens=1))
+    assert one.num_calls == 1 and one.lengths.tolist() == [1, 1, 1]
+    first = int(one.new_tokens[0, 0])
+    got = model.generate(ids, mask, auxiliaries=u, max_new_tokens=8, eos_token_id=first)
+    expected = ptp.sample_autoregressive(reference, ids, mask, auxiliaries=u, max_new_tokens=8, eos_token_id=first)
+    assert_same_tokens(got, expected)
+    assert got.lengths[0] == 1
+
+
+def test_several_eos_ids_and_an_explicit_pad_id():
+    model, reference = wrap(tiny_base("gpt_neox", seed=6), window_length=4)
+    ids, mask = left_padded(PROMPT_LENGTHS, seed=6)
+    u = uniform(3, NEW, seed=6)
+    free = ptp.sample_autoregressive(reference, ids, mask, auxiliaries=u, max_new_tokens=NEW, eos_token_id=[])
+    stops = [int(free.new_tokens[0, NEW // 2]), int(free.new_tokens[2, NEW // 3])]
+    options = dict(auxiliaries=u, max_new_tokens=NEW, eos_token_id=stops, pad_token_id=VOCAB - 1)
+    got = model.generate(ids, mask, **options)
+    assert_same_tokens(got, ptp.sample_autoregressive(reference, ids, mask, **options))
+    assert_well_formed(got, stops, VOCAB - 1)
+
+
+def test_the_eos_and_pad_ids_default_to_the_models_generation_config():
+    model, reference = wrap(tiny_base("mistral", seed=8), window_length=4)
+    ids, mask = left_padded(PROMPT_LENGTHS, seed=8)
+    u = uniform(3, NEW, seed=8) * 0.06  # small u's pick low ids, EOS (2) among them
+    got = model.generate(ids, mask, auxiliaries=u, max_new_tokens=NEW, temperature=1.5)
+    assert_same_tokens(got, ptp.sample_autoregressive(reference, ids, mask, auxiliaries=u, max_new_tokens=NEW,
+                                                      temperature=1.5))  # fmt: skip
+    assert (got.lengths < NEW).any(), "the model's EOS id should have stopped a row"
+    assert_well_formed(got, [EOS], PAD)
+
+
+def test_the_seed_path_is_deterministic_and_draws_u_on_the_cpu():
+    model, _ = wrap(tiny_base("llama", seed=9), window_length=4)
+    ids, mask = left_padded(PROMPT_LENGTHS, seed=9)
+    a = model.generate(ids, mask, max_new_tokens=NEW, seed=1234)
+    b = model.generate(ids, mask, max_new_tokens=NEW, seed=1234)
+    assert torch.equal(a.sequences, b.sequences) and a.accept_lengths == b.accept_lengths
+    u = torch.rand(3, NEW, generator=torch.Generator().manual_seed(1234))
+    assert torch.equal(model.generate(ids, mask, max_new_tokens=NEW, auxiliaries=u).sequences, a.sequences)
+    c = model.generate(ids, mask, max_new_tokens=NEW, generator=torch.Generator().manual_seed(1234))
+    assert torch.equal(c.sequences, a.sequences)
+    assert not torch.equal(model.generate(ids, mask, max_new_tokens=NEW, seed=4321).sequences, a.sequences)
+
+
+def test_the_sampling_argument_and_the_drafters_own_configuration():
+    model, reference = wrap(tiny_base("llama", seed=10), window_length=4,
+                            sampling=ptp.SamplingConfig(temperature=0.6, top_k=5))  # fmt: skip
+    ids, mask = left_padded(PROMPT_LENGTHS, seed=10)
+    u = uniform(3, NEW, seed=10)
+    trained = model.generate(ids, mask, auxiliaries=u, max_new_tokens=NEW, sampling=model.config.sampling)
+    expected = ptp.sample_autoregressive(reference, ids, mask, auxiliaries=u, max_new_tokens=NEW, temperature=0.6,
+                                         top_k=5)  # fmt: skip
+    assert_same_tokens(trained, expected)
+    # Like sample_autoregressive, generate's own defaults are plain sampling (T = 1, no top-k / top-p).
+    plain = model.generate(ids, mask, auxiliaries=u, max_new_tokens=NEW)
+    assert_same_tokens(plain, ptp.sample_autoregressive(reference, ids, mask, auxiliaries=u, max_new_tokens=NEW))
+
+
+# --------------------------------------------------------------------------------------- streamer
+class RecordingStreamer:
+    """The protocol of transformers' TextStreamer: put(prompt), put(tokens) per call, end()."""
+
+    def __init__(self):
+        self.puts: list[list[int]] = []
+        self.ended = 0
+
+    def put(self, value: torch.Tensor) -> None:
+        assert self.ended == 0, "put after end"
+        self.puts.append(value.reshape(-1).tolist())
+
+    def end(self) -> None:
+        self.ended += 1
+
+
+@pytest.mark.parametrize("use_drafter", [True, False])
+def test_a_streamer_receives_the_prompt_then_exactly_the_output_tokens(monkeypatch, use_drafter):
+    model, reference = wrap(tiny_base("gpt2", seed=11), window_length=5)
+    ids, mask = left_padded([6], seed=11)
+    u = uniform(1, NEW, seed=11)
+    expected, eos = _reference_with_eos(reference, ids, mask, u, dict(temperature=0.8))
+    _install_oracle(monkeypatch, expected.new_tokens, 0.2, seed=11)
+    streamer = RecordingStreamer()
+    got = model.generate(ids, mask, auxiliaries=u, max_new_tokens=NEW, eos_token_id=eos, temperature=0.8,
+                         streamer=streamer, use_drafter=use_drafter)  # fmt: skip
+    assert_same_tokens(got, expected)
+    assert streamer.puts[0] == ids[0].tolist() and streamer.ended == 1
+    assert list(itertools.chain(*streamer.puts[1:])) == got.rows()[0]
+    assert [len(p) for p in streamer.puts[1:]] == got.accept_lengths[0]
+
+
+def test_transformers_text_streamer_prints_the_generated_text(capsys):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast, TextStreamer
+
+    words = Tokenizer(models.WordLevel({f"w{i}": i for i in range(VOCAB)}, unk_token="w0"))
+    words.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=words)
+    model, _ = wrap(tiny_base("llama", seed=12), window_length=4)
+    ids, _ = left_padded([5], seed=12)
+    out = model.generate(ids, max_new_tokens=NEW, seed=12, streamer=TextStreamer(tokenizer, skip_prompt=True))
+    assert capsys.readouterr().out == tokenizer.decode(out.rows()[0]) + "\n"
+
+
+# ------------------------------------------------------------------------------------ 16-bit on CPU
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_half_precision_runs_on_the_cpu_and_returns_valid_tokens(monkeypatch, arch, dtype):
+    """Exactness is not required in 16 bits (a u near a bin edge may flip); well-formed output is."""
+    model, reference = wrap(tiny_base(arch, seed=13, dtype=dtype), window_length=4, lora_rank=4)
+    randomize_adapter(model, seed=13)
+    assert model.dtype == dtype
+    ids, mask = left_padded(PROMPT_LENGTHS, seed=13)
+    u = uniform(3, NEW, seed=13)
+    expected, eos = _reference_with_eos(reference, ids, mask, u, dict(temperature=0.9, top_p=0.95))
+    for oracle in (False, True):
+        if oracle:
+            _install_oracle(monkeypatch, expected.new_tokens, 0.1, seed=13)
+        got = model.generate(ids, mask, auxiliaries=u, max_new_tokens=NEW, eos_token_id=eos, temperature=0.9,
+                             top_p=0.95)  # fmt: skip
+        assert_well_formed(got, [eos], PAD)
+        agree = (got.new_tokens == expected.new_tokens).float().mean().item()
+        assert agree > 0.5, f"16-bit output should mostly agree with the 16-bit reference ({agree:.2f})"
+
+
+# -------------------------------------------------------------------------------------------- GPU
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_engine_on_cuda(monkeypatch, dtype):
+    model, reference = wrap(tiny_base("llama", seed=14, dtype=dtype).cuda(), window_length=4)
+    randomize_adapter(model, seed=14)
+    ids, mask = left_padded(PROMPT_LENGTHS, seed=14)
+    u = uniform(3, NEW, seed=14)
+    expected, eos = _reference_with_eos(reference, ids.cuda(), mask.cuda(), u, dict(temperature=0.9))
+    _install_oracle(monkeypatch, expected.new_tokens.cpu(), 0.1, seed=14)
+    got = model.generate(ids.cuda(), mask.cuda(), auxiliaries=u.cuda(), max_new_tokens=NEW, eos_token_id=eos,
+                         temperature=0.9)  # fmt: skip
+    assert got.sequences.is_cuda
+    assert_well_formed(got, [eos], PAD)
+    if dtype == torch.float32:
+        assert_same_tokens(got, expected)
