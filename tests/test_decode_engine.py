@@ -157,11 +157,11 @@ def _install_oracle(monkeypatch, truth: torch.Tensor, corruption: float, seed: i
 
     def oracle(model, logits, u_target, targets, sampling):
         batch, n = targets.shape
-        tokens = truth.gather(1, targets.clamp(max=truth.shape[1] - 1))
+        tokens = truth.gather(1, targets.cpu().clamp(max=truth.shape[1] - 1))
         wrong = torch.rand(batch, n, generator=generator) < corruption
         shifted = (tokens + torch.randint(1, VOCAB, (batch, n), generator=generator)) % VOCAB
         confidence = 0.05 + 0.9 * torch.rand(batch, n, generator=generator)
-        return torch.where(wrong, shifted, tokens), confidence
+        return torch.where(wrong, shifted, tokens).to(logits.device), confidence.to(logits.device)
 
     monkeypatch.setattr(engine, "_drafts", oracle)
 
@@ -462,17 +462,21 @@ def test_half_precision_runs_on_the_cpu_and_returns_valid_tokens(monkeypatch, ar
 
 # -------------------------------------------------------------------------------------------- GPU
 @pytest.mark.gpu
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_engine_on_cuda(monkeypatch, dtype):
-    model, reference = wrap(tiny_base("llama", seed=14, dtype=dtype).cuda(), window_length=4)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_engine_on_cuda(monkeypatch, arch, dtype):
+    """On a GPU: exact in float32 with the drafter and with an oracle, well-formed in 16 bits."""
+    model, reference = wrap(tiny_base(arch, seed=14, dtype=dtype).cuda(), window_length=4)
     randomize_adapter(model, seed=14)
-    ids, mask = left_padded(PROMPT_LENGTHS, seed=14)
+    ids, mask = (t.cuda() for t in left_padded(PROMPT_LENGTHS, seed=14))
     u = uniform(3, NEW, seed=14)
-    expected, eos = _reference_with_eos(reference, ids.cuda(), mask.cuda(), u, dict(temperature=0.9))
-    _install_oracle(monkeypatch, expected.new_tokens.cpu(), 0.1, seed=14)
-    got = model.generate(ids.cuda(), mask.cuda(), auxiliaries=u.cuda(), max_new_tokens=NEW, eos_token_id=eos,
-                         temperature=0.9)  # fmt: skip
-    assert got.sequences.is_cuda
-    assert_well_formed(got, [eos], PAD)
-    if dtype == torch.float32:
-        assert_same_tokens(got, expected)
+    expected, eos = _reference_with_eos(reference, ids, mask, u, dict(temperature=0.9, top_k=40))
+    for oracle in (False, True):
+        if oracle:
+            _install_oracle(monkeypatch, expected.new_tokens.cpu(), 0.1, seed=14)
+        got = model.generate(ids, mask, auxiliaries=u.cuda(), max_new_tokens=NEW, eos_token_id=eos, temperature=0.9,
+                             top_k=40)  # fmt: skip
+        assert got.sequences.is_cuda
+        assert_well_formed(got, [eos], PAD)
+        if dtype == torch.float32:
+            assert_same_tokens(got, expected)
