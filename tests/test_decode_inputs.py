@@ -93,9 +93,17 @@ def test_auxiliaries_at_the_ends_of_the_range_are_accepted_alike(models, value):
     assert torch.equal(largest.sequences, fast.sequences)
 
 
-def test_auxiliaries_and_a_seed_together_are_refused(models):
+@pytest.mark.parametrize(
+    "sources",
+    [
+        dict(auxiliaries=uniform(2, NEW), seed=3),
+        dict(auxiliaries=uniform(2, NEW), generator=torch.Generator()),
+        dict(seed=3, generator=torch.Generator()),
+    ],
+)
+def test_two_sources_of_auxiliaries_are_refused(models, sources):
     with pytest.raises(ValueError, match="not both"):
-        models[0].generate(*PROMPT, max_new_tokens=NEW, auxiliaries=uniform(2, NEW), seed=3)
+        models[0].generate(*PROMPT, max_new_tokens=NEW, **sources)
 
 
 @pytest.mark.parametrize("entry", ENTRIES)

@@ -107,6 +107,8 @@ def prepare_auxiliaries(
         if seed is not None or generator is not None:
             raise ValueError("pass either auxiliaries or a seed/generator, not both")
         return check_auxiliaries(auxiliaries, (batch, max_new_tokens)).to(device)
+    if seed is not None and generator is not None:
+        raise ValueError("pass either a seed or a generator, not both")
     if generator is None:
         generator = torch.Generator()
         if seed is None:
