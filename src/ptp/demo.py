@@ -48,7 +48,12 @@ def run_prompt(model, tokenizer, prompt: str, max_new_tokens: int, seed: int) ->
     """Decode ``prompt`` with plain AR and with PTP from the same auxiliaries; time both."""
     ids = tokenizer(prompt, return_tensors="pt").input_ids.to(model.device)
     u = torch.rand((1, max_new_tokens), generator=torch.Generator().manual_seed(seed))
-    common = dict(max_new_tokens=max_new_tokens, auxiliaries=u, eos_token_id=tokenizer.eos_token_id)
+    common = dict(
+        max_new_tokens=max_new_tokens,
+        auxiliaries=u,
+        sampling=model.config.sampling,  # the configuration the drafter was trained for
+        eos_token_id=tokenizer.eos_token_id,
+    )
     start = time.perf_counter()
     ar = model.generate(ids, use_drafter=False, **common)
     ar_seconds = time.perf_counter() - start
