@@ -1,0 +1,266 @@
+"""Pregeneration: teacher completions sampled with the configuration S that inference will use (METHOD.md 4.1).
+
+Prompts are split into shards of ``prompts_per_shard``; each shard's completions come from a generator seeded by
+``(seed, shard)``, so a shard's content does not depend on which shards were generated before it. A shard is written
+atomically and then recorded in ``metadata.json``; rerunning the same command after a kill verifies the recorded
+shards, regenerates any that are missing or corrupt, and continues with the next one: at most one shard of work is
+lost, and the result is the same as an uninterrupted run. Sampling goes through :func:`ptp.sample_autoregressive`,
+whose tokens are ``Pick(u, S(logits))`` of the project's one sampling module.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from ptp.data.dataset import (
+    FORMAT_VERSION,
+    METADATA,
+    Document,
+    describe_model,
+    describe_tokenizer,
+    read_metadata,
+    read_shard,
+    write_metadata,
+    write_shard,
+)
+from ptp.decode.reference import sample_autoregressive
+from ptp.sampling import SamplingConfig
+
+
+@dataclass
+class PregenerateConfig:
+    """How completions are sampled and stored."""
+
+    n_per_prompt: int = 32
+    """Completions sampled per prompt (the paper: 32)."""
+    max_new_tokens: int = 512
+    """Length limit of each completion; a completion also ends at EOS (included)."""
+    sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(temperature=0.7, top_k=50, top_p=0.95))
+    """S: the sampling configuration inference will use; recorded in the metadata and used for the training bins."""
+    batch_size: int = 64
+    """Sequences per generation call."""
+    prompts_per_shard: int = 64
+    """Prompts per shard: the unit of work a killed run may lose."""
+    seed: int = 0
+    """Seed of the auxiliaries; shard s draws from a generator seeded by (seed, s)."""
+    skip_long_prompts: bool = False
+    """Skip prompts with prompt + max_new_tokens beyond the model's context (default: refuse them)."""
+    eos_token_id: int | list[int] | None = None
+    """Where completions stop (default: the tokenizer's EOS, else the model's generation config)."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.sampling, dict):
+            self.sampling = SamplingConfig.from_dict(self.sampling)
+        for name in ("n_per_prompt", "max_new_tokens", "batch_size", "prompts_per_shard"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+
+
+def context_length(model) -> int | None:
+    """The longest sequence the model's position embeddings allow (None: unbounded)."""
+    config = getattr(model, "base_model", model).config
+    for name in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+        value = getattr(config, name, None)
+        if isinstance(value, int):
+            return value
+    return None
+
+
+def pregenerate(
+    model,
+    prompts: list[list[int]],
+    out: str | Path,
+    config: PregenerateConfig | None = None,
+    *,
+    tokenizer=None,
+    progress: bool = True,
+) -> Path:
+    """Sample ``n_per_prompt`` completions of every prompt with the teacher and write them to ``out``.
+
+    Args:
+        model: the teacher, a Hugging Face causal LM (or a :class:`ptp.PTPModel`, sampled with its adapter off).
+        prompts: token ids per prompt (:func:`ptp.data.encode_prompts`).
+        out: the data directory; created, or resumed if it holds an unfinished run with the same arguments.
+        tokenizer: recorded in the metadata (so that training can check it) and the default EOS.
+    Returns:
+        ``out`` as a Path.
+    """
+    config = config or PregenerateConfig()
+    out = Path(out)
+    if not prompts:
+        raise ValueError("no prompts to pregenerate from")
+    limit = context_length(model)
+    kept = list(range(len(prompts)))
+    if limit is not None:
+        long = [i for i, p in enumerate(prompts) if len(p) + config.max_new_tokens > limit]
+        if long and not config.skip_long_prompts:
+            first = long[0]
+            raise ValueError(
+                f"{len(long)} prompt(s) do not fit the model's context of {limit} tokens with max_new_tokens="
+                f"{config.max_new_tokens} (prompt {first} has {len(prompts[first])} tokens); shorten them, lower "
+                "max_new_tokens, or skip them (--skip-long-prompts)"
+            )
+        skipped = set(long)
+        kept = [i for i in kept if i not in skipped]
+        if not kept:
+            raise ValueError(f"every prompt is longer than the model's context of {limit} tokens allows")
+    eos = config.eos_token_id
+    if eos is None and tokenizer is not None:
+        eos = tokenizer.eos_token_id
+
+    identity = {
+        "format_version": FORMAT_VERSION,
+        "kind": "pregenerated",
+        "sampling": config.sampling.to_dict(),
+        "model": describe_model(model),
+        "tokenizer": describe_tokenizer(tokenizer),
+        "generation": {
+            **{k: v for k, v in asdict(config).items() if k not in ("sampling", "batch_size", "eos_token_id")},
+            "eos_token_id": eos,
+            "num_prompts": len(kept),
+            "skipped_prompts": len(prompts) - len(kept),
+            "prompts_sha256": hashlib.sha256(json.dumps([prompts[i] for i in kept]).encode()).hexdigest(),
+        },
+    }
+    shards = _prepare_directory(out, identity)
+    per_shard = config.prompts_per_shard
+    num_shards = -(-len(kept) // per_shard)
+    done = {e["index"] for e in shards}
+    bar = _progress(num_shards, len(done), progress)
+    for index in range(num_shards):
+        if index in done:
+            continue
+        chunk = kept[index * per_shard : (index + 1) * per_shard]
+        documents = _generate_shard(model, prompts, chunk, config, eos, seed=(config.seed, index))
+        entry = write_shard(out, index, documents)
+        shards.append({"index": index, "prompts": [index * per_shard, index * per_shard + len(chunk)], **entry})
+        shards.sort(key=lambda e: e["index"])
+        write_metadata(out, {**identity, "shards": shards, "complete": False})
+        bar.update(1)
+    bar.close()
+    write_metadata(out, {**identity, "shards": shards, "complete": True})
+    return out
+
+
+def write_text_dataset(
+    documents: list[list[int]], out: str | Path, *, tokenizer=None, documents_per_shard: int = 1024
+) -> Path:
+    """Store raw-text documents (token ids) as a data directory of kind ``text``.
+
+    Raw text has no sampling configuration: training must be given one, and targets outside its kept set are
+    handled by the trainer's ``out_of_set`` rule. The first token of each document is its context ("prompt").
+    """
+    out = Path(out)
+    documents = [d for d in documents if len(d) >= 2]
+    if not documents:
+        raise ValueError("no document with at least two tokens")
+    identity = {
+        "format_version": FORMAT_VERSION,
+        "kind": "text",
+        "sampling": None,
+        "model": None,
+        "tokenizer": describe_tokenizer(tokenizer),
+        "generation": {"num_documents": len(documents)},
+    }
+    shards = _prepare_directory(out, identity)
+    done = {e["index"] for e in shards}
+    for index, start in enumerate(range(0, len(documents), documents_per_shard)):
+        if index in done:
+            continue
+        chunk = documents[start : start + documents_per_shard]
+        docs = [Document(torch.tensor(d, dtype=torch.int64), 1, start + i) for i, d in enumerate(chunk)]
+        shards.append({"index": index, **write_shard(out, index, docs)})
+        write_metadata(out, {**identity, "shards": shards, "complete": False})
+    write_metadata(out, {**identity, "shards": shards, "complete": True})
+    return out
+
+
+def _prepare_directory(out: Path, identity: dict) -> list[dict]:
+    """Create ``out`` or reopen an unfinished run with the same identity; returns the intact recorded shards."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out} exists and is not a directory")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ValueError(f"cannot create the data directory {out}: {error}") from error
+    if not os.access(out, os.W_OK):
+        raise ValueError(f"the data directory {out} is not writable")
+    if not (out / METADATA).is_file():
+        if any(not p.name.startswith(".") for p in out.iterdir()):
+            raise ValueError(f"{out} is not empty and holds no {METADATA}; choose a new output directory")
+        return []
+    metadata = read_metadata(out)
+    differs = [k for k in identity if k != "model" and metadata.get(k) != identity[k]]
+    model = metadata.get("model") or {}
+    if identity["model"] and model.get("fingerprint") != identity["model"]["fingerprint"]:
+        differs.append("model")
+    if differs:
+        raise ValueError(
+            f"{out} holds data from another run (it differs in: {', '.join(differs)}); resume with the same "
+            "arguments or choose a new output directory"
+        )
+    intact = []
+    for entry in metadata["shards"]:
+        try:
+            read_shard(out, entry)
+            intact.append(entry)
+        except ValueError:
+            continue  # regenerated below: shards are deterministic given (seed, index)
+    for stale in out.glob(".shard-*"):
+        stale.unlink(missing_ok=True)
+    return intact
+
+
+def _generate_shard(model, prompts, chunk, config: PregenerateConfig, eos, seed) -> list[Document]:
+    rows = [(i, r) for i in chunk for r in range(config.n_per_prompt)]
+    generator = torch.Generator().manual_seed(seed[0] * 1_000_003 + seed[1])
+    u = torch.rand((len(rows), config.max_new_tokens), generator=generator)
+    # Similar lengths share a batch so that little compute goes to padding; the u of a row does not depend on it.
+    order = sorted(range(len(rows)), key=lambda r: len(prompts[rows[r][0]]))
+    completions: dict[int, torch.Tensor] = {}
+    s = config.sampling
+    for start in range(0, len(order), config.batch_size):
+        batch = order[start : start + config.batch_size]
+        ids, mask = left_pad([prompts[rows[r][0]] for r in batch])
+        result = sample_autoregressive(
+            model,
+            ids,
+            mask,
+            auxiliaries=u[batch],
+            max_new_tokens=config.max_new_tokens,
+            do_sample=s.do_sample,
+            temperature=s.temperature,
+            top_k=s.top_k,
+            top_p=s.top_p,
+            eos_token_id=eos,
+        )
+        for b, row in enumerate(batch):
+            completions[row] = result.new_tokens[b, : int(result.lengths[b])].cpu()
+    return [
+        Document(torch.cat([torch.tensor(prompts[i], dtype=torch.int64), completions[r]]), len(prompts[i]), i)
+        for r, (i, _) in enumerate(rows)
+    ]
+
+
+def left_pad(sequences: list[list[int]], pad: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """``[B, S]`` left-padded ids and their bool mask."""
+    width = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), width), pad, dtype=torch.int64)
+    mask = torch.zeros((len(sequences), width), dtype=torch.bool)
+    for b, seq in enumerate(sequences):
+        ids[b, width - len(seq) :] = torch.tensor(seq, dtype=torch.int64)
+        mask[b, width - len(seq) :] = True
+    return ids, mask
+
+
+def _progress(total: int, initial: int, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc="pregenerate", unit="shard", disable=not enabled)

@@ -1,0 +1,242 @@
+"""The typed configuration of a distillation run, loadable from a JSON file plus ``key=value`` overrides."""
+
+from __future__ import annotations
+
+import json
+import types
+import typing
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+from ptp.model.config import MODES
+from ptp.model.embeddings import EMBEDDING_KINDS
+from ptp.sampling import SamplingConfig
+
+LOSSES = ("cross_entropy", "forward_kl", "reverse_kl")
+OUT_OF_SET = ("stop", "error")
+PRECISIONS = ("auto", "float32", "bf16")
+
+
+@dataclass
+class DistillConfig:
+    """Everything that defines a distillation run (METHOD.md section 4)."""
+
+    # ----------------------------------------------------------------------------------------------- inputs
+    model: str = ""
+    """Base model (teacher): a directory or a name ``AutoModelForCausalLM`` loads."""
+    data: str = ""
+    """Data directory written by ``ptp pregenerate`` (or :func:`ptp.data.write_text_dataset`)."""
+    out: str = ""
+    """Adapter directory to write; ``PTPModel.from_pretrained(model, out)`` loads it."""
+    run_dir: str | None = None
+    """Checkpoints, metrics log and resolved config; default: ``<out>.run`` next to the adapter."""
+    # ---------------------------------------------------------------------------------------------- drafter
+    mode: str = "one_hot"
+    """``one_hot`` (O-PTP), ``categorical`` (C-PTP) or ``independent`` (the baseline: constant u)."""
+    embedding: str = "binary"
+    """How u becomes an input vector (see :mod:`ptp.model.embeddings`)."""
+    embedding_size: int = 24
+    """Features of the u embedding."""
+    window_length: int = 16
+    """N: auxiliary slots per window."""
+    lora_rank: int = 32
+    """Rank of the gated LoRA adapter."""
+    lora_alpha: float = 64.0
+    """LoRA scaling numerator."""
+    lora_dropout: float = 0.0
+    """Dropout on the LoRA input."""
+    target_modules: str | list[str] = "all-linear"
+    """Modules that get the adapter."""
+    # ------------------------------------------------------------------------------------------- objective
+    loss: str | None = None
+    """``cross_entropy`` (O-PTP and the baseline; also valid for C-PTP), ``forward_kl`` or ``reverse_kl``
+    (C-PTP only). None: cross_entropy, or forward_kl for C-PTP."""
+    position_decay: float = 1.0
+    """gamma: slot j of a window has loss weight gamma^j (1: all equal)."""
+    beta: float = 1.0
+    """u = left + (right - left) * Beta(beta, beta) in training; beta < 1 favours bin edges. Evaluation: uniform."""
+    sampling: dict | None = None
+    """The sampling configuration S of the bins (``SamplingConfig`` fields). None: the data's. Must equal the
+    data's unless ``allow_foreign_data``; required for raw text."""
+    out_of_set: str = "stop"
+    """A target outside the kept set of S (possible only for raw or foreign data): ``stop`` ends its window there
+    (the slot and the rest of the window do not train), ``error`` refuses the batch."""
+    allow_foreign_data: bool = False
+    """Train on data from another model or tokenizer, or sampled with another S (like raw text)."""
+    # ----------------------------------------------------------------------------------------------- batches
+    row_length: int | None = None
+    """Tokens per packed row. None: the model's context, at most 2048."""
+    windows_per_row: int = 64
+    """Windows sampled per row; all share the row's one teacher pass."""
+    batch_size: int = 4
+    """Rows per micro-batch per process."""
+    gradient_accumulation: int = 1
+    """Micro-batches per optimizer step."""
+    # -------------------------------------------------------------------------------------------- optimizer
+    max_steps: int = 1000
+    """Optimizer steps."""
+    learning_rate: float = 5e-4
+    """Peak AdamW learning rate."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    warmup_steps: int = 50
+    """Linear warm-up steps; then cosine decay to ``min_lr_ratio`` of the peak."""
+    min_lr_ratio: float = 0.1
+    """Final learning rate as a fraction of the peak."""
+    max_grad_norm: float = 1.0
+    """Gradient clipping (0: off)."""
+    # ------------------------------------------------------------------------------------- evaluation, logs
+    eval_fraction: float = 0.05
+    """Fraction of prompts held out for evaluation (0: evaluate on training rows)."""
+    eval_interval: int = 200
+    """Evaluate every this many steps (0: only at the end); must not exceed max_steps."""
+    eval_rows: int = 64
+    """Held-out rows used per evaluation at most."""
+    log_interval: int = 10
+    """Write training metrics every this many steps."""
+    checkpoint_interval: int = 500
+    """Save a resumable checkpoint every this many steps (0: only at the end)."""
+    keep_checkpoints: int = 2
+    """Checkpoints kept in the run directory (older ones are deleted)."""
+    resume: bool = False
+    """Continue from the latest checkpoint in the run directory (same data order, optimizer and RNG state)."""
+    # -------------------------------------------------------------------------------------------- execution
+    seed: int = 0
+    """Seed of the adapter initialisation, the data order, the windows and the auxiliaries."""
+    precision: str = "auto"
+    """``float32``, ``bf16`` (bf16 base weights and autocast; CUDA), or ``auto`` (bf16 on CUDA, else float32)."""
+    device: str | None = None
+    """``cpu``, ``cuda``; None: whatever ``accelerate`` chooses."""
+    progress: bool = True
+    """Show a progress bar (main process only)."""
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.embedding not in EMBEDDING_KINDS:
+            raise ValueError(f"embedding must be one of {EMBEDDING_KINDS}, got {self.embedding!r}")
+        if self.loss is not None and self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
+        if self.mode != "categorical" and self.loss not in (None, "cross_entropy"):
+            raise ValueError(f"loss {self.loss!r} needs mode 'categorical'; {self.mode!r} trains with cross_entropy")
+        if self.out_of_set not in OUT_OF_SET:
+            raise ValueError(f"out_of_set must be one of {OUT_OF_SET}, got {self.out_of_set!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        positive = (
+            "window_length",
+            "windows_per_row",
+            "batch_size",
+            "gradient_accumulation",
+            "max_steps",
+            "log_interval",
+            "eval_rows",
+            "keep_checkpoints",
+            "embedding_size",
+            "lora_rank",
+        )
+        for name in positive:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        for name in ("warmup_steps", "eval_interval", "checkpoint_interval", "seed"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+        if self.eval_interval > self.max_steps:
+            raise ValueError(
+                f"eval_interval ({self.eval_interval}) is beyond the run (max_steps={self.max_steps}): no evaluation "
+                "would happen before the end; lower it or set 0 (evaluate only at the end)"
+            )
+        if self.checkpoint_interval > self.max_steps:
+            raise ValueError(
+                f"checkpoint_interval ({self.checkpoint_interval}) is beyond the run (max_steps={self.max_steps}); "
+                "lower it or set 0 (checkpoint only at the end)"
+            )
+        if self.warmup_steps >= self.max_steps and self.max_steps > 1:
+            raise ValueError(f"warmup_steps ({self.warmup_steps}) must be below max_steps ({self.max_steps})")
+        if not self.beta > 0:
+            raise ValueError(f"beta must be > 0, got {self.beta!r}")
+        if not 0 < self.position_decay <= 1:
+            raise ValueError(f"position_decay must be in (0, 1], got {self.position_decay!r}")
+        if not self.learning_rate > 0 or not 0 <= self.min_lr_ratio <= 1:
+            raise ValueError("learning_rate must be > 0 and min_lr_ratio in [0, 1]")
+        if self.row_length is not None and self.row_length < 2:
+            raise ValueError(f"row_length must be >= 2, got {self.row_length!r}")
+        if self.sampling is not None:
+            self.sampling_config()  # validates
+
+    @property
+    def objective(self) -> str:
+        """The loss actually used."""
+        return self.loss or ("forward_kl" if self.mode == "categorical" else "cross_entropy")
+
+    def sampling_config(self) -> SamplingConfig | None:
+        if self.sampling is None:
+            return None
+        if isinstance(self.sampling, SamplingConfig):
+            return self.sampling
+        return SamplingConfig.from_dict(self.sampling)
+
+    def run_path(self) -> Path:
+        if self.run_dir:
+            return Path(self.run_dir)
+        out = Path(self.out)
+        return out.with_name(out.name + ".run")
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        if isinstance(self.sampling, SamplingConfig):
+            data["sampling"] = self.sampling.to_dict()
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> DistillConfig:
+        unknown = set(data) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown distillation config keys: {sorted(unknown)}")
+        return cls(**data)
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, overrides: dict | None = None) -> DistillConfig:
+        """A config from a JSON file (optional) with ``overrides`` (field -> value) applied on top."""
+        data: dict = {}
+        if path is not None:
+            path = Path(path)
+            if not path.is_file():
+                raise FileNotFoundError(f"config file {path} does not exist")
+            try:
+                data = json.loads(path.read_text())
+            except json.JSONDecodeError as error:
+                raise ValueError(f"config file {path} is not valid JSON: {error}") from error
+            if not isinstance(data, dict):
+                raise ValueError(f"config file {path} must hold a JSON object")
+        data.update(overrides or {})
+        return cls.from_dict(data)
+
+
+def parse_overrides(items: list[str], cls=DistillConfig) -> dict:
+    """``["key=value", ...]`` to a dict typed by the dataclass fields (values are JSON, or plain strings)."""
+    names = {f.name: f for f in fields(cls)}
+    hints = typing.get_type_hints(cls)
+    result = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or key not in names:
+            raise ValueError(f"override {item!r}: expected key=value with key one of {sorted(names)}")
+        result[key] = _parse_value(text, hints[key])
+    return result
+
+
+def _parse_value(text: str, hint):
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        value = text
+    accepted = typing.get_args(hint) if isinstance(hint, types.UnionType) or typing.get_origin(hint) else (hint,)
+    if str in accepted and not isinstance(value, str) and value is not None and not isinstance(value, (list, dict)):
+        value = text
+    if float in accepted and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    return value

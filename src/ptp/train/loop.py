@@ -1,0 +1,516 @@
+"""The training loops: plain functions over the Python API.
+
+:func:`distill` trains a PTP drafter on a data directory: each micro-batch is a set of packed rows, one teacher pass
+(no gradient, adapter off) and one pass over the auxiliary slots of many windows per row (adapter on); only the
+adapter and the u embedding train. It runs on a CPU, one GPU, or many through ``accelerate launch`` (DDP): every
+process takes its own rows of each step, gradients are averaged by DDP. Everything random in a step (window starts,
+auxiliaries, LoRA dropout) derives from ``(seed, step, process)``, and the data order from ``(seed, epoch)``, so a
+resumed run continues exactly as an uninterrupted one.
+
+:func:`train_autoregressive` is the plain next-token objective on packed rows (used to train small teachers).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ptp.data.dataset import Dataset, load_dataset
+from ptp.data.packing import PackedRows, document_mask, pack_documents, split_by_prompt
+from ptp.data.pregenerate import context_length
+from ptp.model.config import PTPConfig
+from ptp.model.ptp import PTPModel
+from ptp.sampling import SamplingConfig
+from ptp.train.checkpoint import (
+    ADAPTER,
+    check_resumable,
+    check_writable,
+    list_checkpoints,
+    load_checkpoint,
+    remove_stale,
+    save_checkpoint,
+)
+from ptp.train.config import DistillConfig
+from ptp.train.losses import (
+    cross_entropy_loss,
+    draft_tokens,
+    forward_kl_loss,
+    next_token_loss,
+    reverse_kl_loss,
+    slot_weights,
+    summarize,
+    window_metrics,
+)
+from ptp.train.teacher import WindowBatch, run_windows
+from ptp.train.windows import evaluation_starts, sample_window_starts
+
+METRICS_LOG = "metrics.jsonl"
+RUN_CONFIG = "config.json"
+DEFAULT_ROW_LENGTH = 2048
+#: DistillConfig fields that are PTPConfig fields: they define the drafter.
+DRAFTER_FIELDS = ("mode", "embedding", "embedding_size", "window_length", "lora_rank", "lora_alpha", "lora_dropout",
+                  "target_modules")  # fmt: skip
+
+
+@dataclass
+class DistillResult:
+    """What :func:`distill` produced."""
+
+    adapter: Path
+    """The adapter directory (``PTPModel.from_pretrained(base, adapter)``)."""
+    run_dir: Path
+    """Checkpoints, ``metrics.jsonl`` and the resolved ``config.json``."""
+    steps: int
+    """Optimizer steps done in total."""
+    evaluation: dict
+    """The final evaluation: ``correct_prefix``, ``histogram``, ``accuracy`` per position, ``loss``, ``windows``."""
+    model: PTPModel
+    """The trained model (on the training device)."""
+
+
+# ----------------------------------------------------------------------------------------------------- helpers
+def warmup_cosine(warmup_steps: int, max_steps: int, min_ratio: float):
+    """Learning-rate multiplier: linear warm-up, then cosine decay to ``min_ratio``."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, max_steps - warmup_steps)
+        return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+    return factor
+
+
+def stream_rows(num_rows: int, seed: int, start: int, count: int) -> list[int]:
+    """Rows ``start .. start + count - 1`` of the data stream: epoch e is a permutation seeded by ``(seed, e)``."""
+    rows = []
+    for position in range(start, start + count):
+        epoch, offset = divmod(position, num_rows)
+        rows.append(_epoch_order(num_rows, seed, epoch)[offset])
+    return rows
+
+
+@functools.lru_cache(maxsize=4)
+def _epoch_order(num_rows: int, seed: int, epoch: int) -> list[int]:
+    return torch.randperm(num_rows, generator=torch.Generator().manual_seed(seed * 7919 + epoch)).tolist()
+
+
+def step_seed(seed: int, step: int, process: int) -> int:
+    return (seed * 1_000_003 + step) * 1009 + process
+
+
+def _set_lora_dropout(model: nn.Module, training: bool) -> None:
+    """Train mode for LoRA dropout only: the base stays in eval mode, so the teacher pass is the base model's."""
+    model.eval()
+    if training:
+        for name, module in model.named_modules():
+            if "lora_dropout" in name:
+                module.train()
+
+
+def _autocast(device: torch.device, bf16: bool):
+    if not bf16:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+def window_loss(batch: WindowBatch, objective: str, sampling: SamplingConfig, decay: float) -> torch.Tensor:
+    """The training loss of a batch of windows (``objective``: cross_entropy, forward_kl or reverse_kl)."""
+    weights = slot_weights(batch.valid, batch.windows.window_length, decay)
+    if objective == "cross_entropy":
+        return cross_entropy_loss(batch.logits, batch.tokens, weights)
+    temperature = sampling.temperature if sampling.do_sample else 1.0
+    divergence = forward_kl_loss if objective == "forward_kl" else reverse_kl_loss
+    return divergence(batch.logits, batch.teacher_logits, weights, temperature)
+
+
+def batch_metrics(batch: WindowBatch, mode: str, sampling: SamplingConfig) -> dict:
+    """:func:`window_metrics` of a batch, with drafts made as the decoder makes them."""
+    drafts = draft_tokens(batch.logits.detach(), batch.u, mode, sampling)
+    exists = batch.windows.starts >= 0
+    return window_metrics(drafts == batch.tokens, batch.valid, exists, batch.windows.window_length)
+
+
+def _add(total: dict | None, sums: dict) -> dict:
+    if total is None:
+        return {k: v.detach().clone() for k, v in sums.items()}
+    return {k: total[k] + sums[k].detach() for k in total}
+
+
+def _reduce(accelerator, sums: dict) -> dict:
+    if accelerator is None or accelerator.num_processes == 1:
+        return sums
+    return {k: accelerator.reduce(v, reduction="sum") for k, v in sums.items()}
+
+
+# -------------------------------------------------------------------------------------------------- evaluation
+@torch.no_grad()
+def evaluate(
+    model: PTPModel,
+    rows: PackedRows,
+    sampling: SamplingConfig,
+    *,
+    windows_per_row: int = 64,
+    batch_size: int = 4,
+    objective: str = "cross_entropy",
+    decay: float = 1.0,
+    out_of_set: str = "stop",
+    seed: int = 0,
+    bf16: bool = False,
+    accelerator=None,
+) -> dict:
+    """Correct prefix, its histogram, accuracy per position and loss on fixed windows with uniform auxiliaries.
+
+    The windows and u's depend only on ``seed`` and the rows, so evaluations along a run are comparable. Under
+    ``accelerate`` each process takes every ``num_processes``-th batch and the sums are added across processes.
+    """
+    training = any(m.training for m in model.modules())
+    _set_lora_dropout(model, False)
+    device = model.device
+    rank, world = (accelerator.process_index, accelerator.num_processes) if accelerator else (0, 1)
+    total, loss_sum, batches = None, torch.zeros((), device=device), torch.zeros((), device=device)
+    window_length = model.config.window_length
+    empty = window_metrics(
+        torch.zeros(1, window_length, dtype=torch.bool, device=device),
+        torch.zeros(1, window_length, dtype=torch.bool, device=device),
+        torch.zeros(1, 1, dtype=torch.bool, device=device),
+        window_length,
+    )
+    for number, start in enumerate(range(0, len(rows), batch_size)):
+        if number % world != rank:
+            continue
+        chunk = rows.select(range(start, min(start + batch_size, len(rows)))).to(device)
+        starts = evaluation_starts(chunk, windows_per_row, seed + number)
+        generator = torch.Generator(device).manual_seed(seed * 31 + number)
+        with _autocast(device, bf16):
+            batch = run_windows(
+                model,
+                chunk,
+                starts,
+                sampling,
+                generator=generator,
+                out_of_set=out_of_set,
+                teacher_targets=objective != "cross_entropy",
+            )
+            loss_sum += window_loss(batch, objective, sampling, decay).float()
+        batches += 1
+        total = _add(total, batch_metrics(batch, model.config.mode, sampling))
+    total = _reduce(accelerator, {**(total or empty), "loss": loss_sum, "batches": batches})
+    _set_lora_dropout(model, training)
+    summary = summarize(total)
+    summary["loss"] = float(total["loss"]) / max(float(total["batches"]), 1.0)
+    return summary
+
+
+# ----------------------------------------------------------------------------------------------------- distill
+def resolve_sampling(config: DistillConfig, dataset: Dataset) -> SamplingConfig:
+    """S for the bins: the data's, or the config's (which must equal the data's unless foreign data are allowed)."""
+    asked, recorded = config.sampling_config(), dataset.sampling
+    if asked is None and recorded is None:
+        raise ValueError(f"{dataset.path} is raw text without a sampling configuration; set `sampling` in the config")
+    if asked is None:
+        return recorded
+    if not config.allow_foreign_data:
+        dataset.check_sampling(asked)
+    return asked
+
+
+def _load_base(config: DistillConfig, base_model, device: torch.device, bf16: bool):
+    from transformers import AutoModelForCausalLM
+
+    dtype = torch.bfloat16 if bf16 else torch.float32
+    if base_model is None:
+        if not config.model:
+            raise ValueError("no base model: set `model` in the config (or pass base_model)")
+        try:
+            base_model = AutoModelForCausalLM.from_pretrained(config.model, dtype=dtype)
+        except OSError as error:
+            raise ValueError(f"cannot load the base model {config.model!r}: {error}") from error
+    return base_model.to(device=device, dtype=dtype)
+
+
+def _make_accelerator(config: DistillConfig):
+    from accelerate import Accelerator
+
+    if config.device is not None and config.device not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'cpu', 'cuda' or None, got {config.device!r}")
+    if config.device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was asked for but CUDA is not available")
+    return Accelerator(cpu=config.device == "cpu")
+
+
+def distill(
+    config: DistillConfig,
+    *,
+    base_model=None,
+    tokenizer=None,
+    dataset: Dataset | None = None,
+) -> DistillResult:
+    """Train a PTP drafter by distillation from its frozen base (METHOD.md section 4); see :class:`DistillConfig`.
+
+    Args:
+        config: the run.
+        base_model: the teacher as an object (default: loaded from ``config.model``); it is modified in place.
+        tokenizer: if given, checked against the tokenizer recorded in the data.
+        dataset: a loaded data directory (default: ``load_dataset(config.data)``).
+    """
+    accelerator = _make_accelerator(config)
+    device, main = accelerator.device, accelerator.is_main_process
+    rank, world = accelerator.process_index, accelerator.num_processes
+    bf16 = config.precision == "bf16" or (config.precision == "auto" and device.type == "cuda")
+    if not config.out:
+        raise ValueError("no output directory: set `out` in the config")
+    out, run_dir = Path(config.out), config.run_path()
+    if main:
+        check_writable(out.parent, "adapter")
+        check_writable(run_dir, "run directory")
+        remove_stale(run_dir)
+
+    if dataset is None:
+        if not config.data:
+            raise ValueError("no data: set `data` in the config (a directory written by `ptp pregenerate`)")
+        dataset = load_dataset(config.data)
+    sampling = resolve_sampling(config, dataset)
+    base = _load_base(config, base_model, device, bf16)
+    if not config.allow_foreign_data:
+        dataset.check_model(base)
+        dataset.check_tokenizer(tokenizer)
+
+    limit = context_length(base)
+    row_length = config.row_length or min(DEFAULT_ROW_LENGTH, limit or DEFAULT_ROW_LENGTH)
+    if limit is not None and row_length > limit:
+        raise ValueError(f"row_length {row_length} exceeds the base model's context of {limit} positions")
+    train_docs, eval_docs = split_by_prompt(dataset.documents, config.eval_fraction, config.seed)
+    train_rows, packing = pack_documents(train_docs, row_length)
+    if len(train_rows) == 0 or not bool(train_rows.targets.any()):
+        raise ValueError(f"{dataset.path}: no document has a completion token within row_length={row_length}")
+    eval_rows = pack_documents(eval_docs, row_length)[0] if eval_docs else train_rows
+    if len(eval_rows) == 0:
+        eval_rows = train_rows
+    eval_rows = eval_rows.select(range(min(config.eval_rows, len(eval_rows))))
+    if not bool(eval_rows.targets.any()):
+        raise ValueError("the evaluation rows hold no completion token; use more data or another eval_fraction")
+
+    torch.manual_seed(config.seed)
+    start_step, resume_state = 0, None
+    checkpoints = list_checkpoints(run_dir)
+    if config.resume:
+        if not checkpoints:
+            raise ValueError(f"nothing to resume: {run_dir} holds no checkpoint")
+        resume_state = load_checkpoint(checkpoints[-1])
+        check_resumable(resume_state["config"], config.to_dict())
+        model = PTPModel.from_pretrained(base, checkpoints[-1] / ADAPTER)
+        start_step = resume_state["step"]
+    else:
+        if checkpoints:
+            raise ValueError(f"{run_dir} already holds checkpoints of a run: pass resume, or choose another run_dir")
+        model = PTPModel(base, PTPConfig(sampling=sampling, **{name: getattr(config, name) for name in DRAFTER_FIELDS}))
+    model.auxiliary_embedding.to(device)
+    _set_lora_dropout(model, True)
+    optimizer = torch.optim.AdamW(
+        model.trainable_parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, warmup_cosine(config.warmup_steps, config.max_steps, config.min_lr_ratio)
+    )
+    if resume_state is not None:
+        optimizer.load_state_dict(resume_state["optimizer"])
+        scheduler.load_state_dict(resume_state["scheduler"])
+    forward = accelerator.prepare_model(model) if world > 1 else model
+
+    log = MetricsLog(run_dir / METRICS_LOG, truncate_after=start_step) if main else None
+    if main and not config.resume:
+        record = {
+            "config": config.to_dict(),
+            "sampling": sampling.to_dict(),
+            "packing": packing,
+            "row_length": row_length,
+            "eval_rows": len(eval_rows),
+            "processes": world,
+        }
+        (run_dir / RUN_CONFIG).write_text(json.dumps(record, indent=1) + "\n")
+    bar = _progress(config.max_steps, start_step, config.progress and main)
+    evaluate_args = dict(
+        windows_per_row=config.windows_per_row,
+        batch_size=config.batch_size,
+        objective=config.objective,
+        decay=config.position_decay,
+        out_of_set=config.out_of_set,
+        seed=config.seed,
+        bf16=bf16,
+        accelerator=accelerator,
+    )
+
+    def state() -> dict:
+        return {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "config": config.to_dict()}
+
+    total, losses, tokens, clock = None, [], torch.zeros((), device=device), time.perf_counter()
+    evaluation: dict | None = None
+    per_step = config.batch_size * config.gradient_accumulation * world
+    divergence = config.objective != "cross_entropy"
+    for step in range(start_step, config.max_steps):
+        torch.manual_seed(step_seed(config.seed, step, rank))  # LoRA dropout
+        generator = torch.Generator(device).manual_seed(step_seed(config.seed, step, rank))
+        for micro in range(config.gradient_accumulation):
+            position = (step * config.gradient_accumulation + micro) * world + rank
+            rows = train_rows.select(
+                stream_rows(len(train_rows), config.seed, position * config.batch_size, config.batch_size)
+            ).to(device)
+            starts = sample_window_starts(rows, config.windows_per_row, generator)
+            last = micro == config.gradient_accumulation - 1
+            with contextlib.nullcontext() if last or world == 1 else accelerator.no_sync(forward):
+                with _autocast(device, bf16):
+                    batch = run_windows(
+                        model,
+                        rows,
+                        starts,
+                        sampling,
+                        beta=config.beta,
+                        generator=generator,
+                        out_of_set=config.out_of_set,
+                        teacher_targets=divergence,
+                        forward=forward,
+                    )
+                    loss = window_loss(batch, config.objective, sampling, config.position_decay)
+                (loss / config.gradient_accumulation).backward()
+            losses.append(loss.detach().float())
+            tokens += (rows.document >= 0).sum()
+            total = _add(total, {**batch_metrics(batch, config.mode, sampling), "out_of_set": batch.out_of_set.float()})
+        if config.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(model.trainable_parameters(), config.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        done = step + 1
+
+        if done % config.log_interval == 0 or done == config.max_steps:
+            sums = _reduce(
+                accelerator,
+                {
+                    **total,
+                    "loss": torch.stack(losses).sum(),
+                    "batches": torch.tensor(float(len(losses)), device=device),
+                    "tokens": tokens.float(),
+                },
+            )
+            elapsed = time.perf_counter() - clock
+            summary = summarize(sums)
+            record = {
+                "step": done,
+                "split": "train",
+                "loss": float(sums["loss"]) / float(sums["batches"]),
+                "correct_prefix": summary["correct_prefix"],
+                "accuracy": summary["accuracy"],
+                "lr": scheduler.get_last_lr()[0],
+                "tokens_per_s": float(sums["tokens"]) / elapsed,
+                "out_of_set": int(sums["out_of_set"]),
+                "rows_seen": done * per_step,
+            }
+            if log:
+                log.write(record)
+            bar.set_postfix(loss=f"{record['loss']:.3f}", prefix=f"{record['correct_prefix']:.2f}")
+            total, losses, tokens, clock = None, [], torch.zeros((), device=device), time.perf_counter()
+        bar.update(1)
+
+        if done == config.max_steps or (config.eval_interval and done % config.eval_interval == 0):
+            evaluation = evaluate(model, eval_rows, sampling, **evaluate_args)
+            if log:
+                log.write({"step": done, "split": "eval", **evaluation})
+            clock = time.perf_counter()
+        if done == config.max_steps or (config.checkpoint_interval and done % config.checkpoint_interval == 0):
+            if main:
+                save_checkpoint(run_dir, done, model, state(), config.keep_checkpoints)
+            accelerator.wait_for_everyone()
+    bar.close()
+
+    if evaluation is None:  # resumed after the last step: nothing trained, evaluate what there is
+        evaluation = evaluate(model, eval_rows, sampling, **evaluate_args)
+    if evaluation["windows"] == 0:
+        raise ValueError("the evaluation rows hold no window; use more data or a larger eval_fraction")
+    model.config.acceptance_histogram = evaluation["histogram"]
+    model.config.sampling = sampling
+    if main:
+        model.save_pretrained(out)
+    accelerator.wait_for_everyone()
+    return DistillResult(out, run_dir, config.max_steps, evaluation, model)
+
+
+class MetricsLog:
+    """Append-only JSONL log; on resume, records after the checkpoint's step (from the killed run) are dropped."""
+
+    def __init__(self, path: Path, truncate_after: int | None = None):
+        self.path = path
+        if truncate_after is not None and path.is_file():
+            kept = [
+                line
+                for line in path.read_text().splitlines()
+                if line.strip() and json.loads(line).get("step", 0) <= truncate_after
+            ]
+            path.write_text("".join(line + "\n" for line in kept))
+
+    def write(self, record: dict) -> None:
+        with self.path.open("a") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+
+def _progress(total: int, initial: int, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc="distill", unit="step", disable=not enabled)
+
+
+# -------------------------------------------------------------------------------------------------- autoregressive
+def train_autoregressive(
+    model,
+    rows: PackedRows,
+    *,
+    steps: int,
+    batch_size: int = 8,
+    learning_rate: float = 3e-3,
+    warmup_steps: int = 20,
+    weight_decay: float = 0.0,
+    max_grad_norm: float = 1.0,
+    seed: int = 0,
+    progress: bool = False,
+) -> list[float]:
+    """Plain next-token training of a causal LM on packed rows (documents isolated); all parameters train.
+
+    Returns the loss of every step (one host sync per step, for the record).
+    """
+    if steps < 1 or len(rows) == 0:
+        raise ValueError("train_autoregressive needs steps >= 1 and at least one row")
+    device = model.device
+    model.train()
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(parameters, lr=learning_rate, weight_decay=weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(min(warmup_steps, steps - 1), steps, 0.1))
+    mask_kind = model.config._attn_implementation
+    losses = []
+    bar = _progress(steps, 0, progress)
+    for step in range(steps):
+        batch = rows.select(stream_rows(len(rows), seed, step * batch_size, batch_size)).to(device)
+        allowed = document_mask(batch.document)
+        if mask_kind == "eager":
+            allowed = torch.where(allowed, 0.0, torch.finfo(model.dtype).min).to(model.dtype)
+        logits = model(input_ids=batch.tokens, attention_mask=allowed, position_ids=batch.positions).logits
+        loss = next_token_loss(logits, batch.tokens, batch.document)
+        loss.backward()
+        if max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(parameters, max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(float(loss.detach()))
+        bar.update(1)
+        bar.set_postfix(loss=f"{losses[-1]:.3f}")
+    bar.close()
+    model.eval()
+    return losses

@@ -1,0 +1,119 @@
+"""Losses and metrics of PTP training: pure tensor functions, no host synchronisation (METHOD.md 4.5-4.6).
+
+Slot tensors are ``[B, A]`` with A = W * N (W windows of N slots per row); ``weights`` are per-slot loss weights,
+zero on slots that do not train. Every loss is the weighted mean over slots.
+
+* O-PTP (and the independent baseline): cross-entropy of the slot's logits against the teacher's token.
+* C-PTP: a divergence between the teacher's distribution and the drafter's, both at the temperature of S and before
+  top-k / top-p (those act on both alike afterwards, and would make reverse KL infinite): forward KL
+  (teacher || drafter) or reverse KL (drafter || teacher). Cross-entropy on the teacher's token is also valid.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ptp.sampling import SamplingConfig, pick
+
+
+def position_weights(window_length: int, decay: float, device=None) -> torch.Tensor:
+    """``gamma^j`` for slot j = 0..N-1 of a window: float32 ``[N]``."""
+    return decay ** torch.arange(window_length, dtype=torch.float32, device=device)
+
+
+def slot_weights(valid: torch.Tensor, window_length: int, decay: float = 1.0) -> torch.Tensor:
+    """Per-slot loss weights ``[B, A]``: gamma^j on valid slots, 0 elsewhere."""
+    per_slot = position_weights(window_length, decay, valid.device).repeat(valid.shape[1] // window_length)
+    return valid.float() * per_slot
+
+
+def _weighted_mean(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    # clamp: a batch without a valid slot gives loss 0 (with a gradient of 0), not NaN.
+    return (values * weights).sum() / weights.sum().clamp(min=1e-8)
+
+
+def cross_entropy_loss(logits: torch.Tensor, tokens: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Weighted cross-entropy of logits ``[..., V]`` against tokens ``[...]``."""
+    per_slot = F.cross_entropy(logits.flatten(0, -2).float(), tokens.flatten(), reduction="none")
+    return _weighted_mean(per_slot.view(tokens.shape), weights)
+
+
+def forward_kl_loss(
+    logits: torch.Tensor, teacher_logits: torch.Tensor, weights: torch.Tensor, temperature: float = 1.0
+) -> torch.Tensor:
+    """Weighted KL(teacher || drafter) of ``[..., V]`` logits at ``temperature``."""
+    student = F.log_softmax(logits.float() / temperature, dim=-1)
+    teacher = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
+    return _weighted_mean(_kl(teacher, student), weights)
+
+
+def reverse_kl_loss(
+    logits: torch.Tensor, teacher_logits: torch.Tensor, weights: torch.Tensor, temperature: float = 1.0
+) -> torch.Tensor:
+    """Weighted KL(drafter || teacher) of ``[..., V]`` logits at ``temperature``."""
+    student = F.log_softmax(logits.float() / temperature, dim=-1)
+    teacher = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
+    return _weighted_mean(_kl(student, teacher), weights)
+
+
+def _kl(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
+    """KL(p || q) over the last axis, from log-probabilities."""
+    return (log_p.exp() * (log_p - log_q)).sum(dim=-1)
+
+
+def next_token_loss(logits: torch.Tensor, tokens: torch.Tensor, document: torch.Tensor) -> torch.Tensor:
+    """Plain autoregressive loss on packed rows: position k predicts token k + 1 of the same document.
+
+    Args:
+        logits: ``[B, L, V]``; tokens, document: ``[B, L]`` (:class:`ptp.data.PackedRows`).
+    """
+    same = (document[:, 1:] == document[:, :-1]) & (document[:, 1:] >= 0)
+    return cross_entropy_loss(logits[:, :-1], tokens[:, 1:], same.float())
+
+
+def draft_tokens(logits: torch.Tensor, u: torch.Tensor, mode: str, sampling: SamplingConfig) -> torch.Tensor:
+    """The token a slot drafts, as the decoder does: C-PTP picks with the slot's own u, the others take the argmax."""
+    if mode == "categorical":
+        return pick(u, logits, sampling)
+    return logits.argmax(dim=-1)
+
+
+def window_metrics(correct: torch.Tensor, valid: torch.Tensor, exists: torch.Tensor, window_length: int) -> dict:
+    """Sums over windows, ready to be added up across batches and processes.
+
+    Args:
+        correct: bool ``[B, A]`` the slot's draft equals the teacher's token.
+        valid: bool ``[B, A]`` the slot has a target (a window cut short by its document's end or an out-of-set
+            token counts the missing slots as wrong: its correct prefix stops there).
+        exists: bool ``[B, W]`` the window exists.
+    Returns:
+        ``windows`` (count), ``prefix`` (sum of correct prefixes), ``histogram`` ``[N + 1]`` (windows per correct
+        prefix), ``position_correct`` and ``position_count`` ``[N]`` (accuracy per slot over valid slots).
+    """
+    batch = correct.shape[0]
+    n = window_length
+    hit = (correct & valid).view(batch, -1, n)
+    prefix = hit.long().cumprod(dim=-1).sum(dim=-1)  # [B, W]
+    histogram = torch.zeros(n + 1, dtype=torch.float32, device=correct.device)
+    histogram.index_add_(0, prefix[exists], torch.ones_like(prefix[exists], dtype=torch.float32))
+    return {
+        "windows": exists.float().sum(),
+        "prefix": (prefix * exists).float().sum(),
+        "histogram": histogram,
+        "position_correct": hit.float().sum(dim=(0, 1)),
+        "position_count": valid.view(batch, -1, n).float().sum(dim=(0, 1)),
+    }
+
+
+def summarize(sums: dict) -> dict:
+    """Plain numbers from summed :func:`window_metrics`: mean correct prefix, normalised histogram, accuracies."""
+    windows = float(sums["windows"])
+    histogram = (sums["histogram"] / max(windows, 1.0)).tolist()
+    accuracy = (sums["position_correct"] / sums["position_count"].clamp(min=1.0)).tolist()
+    return {
+        "correct_prefix": float(sums["prefix"]) / max(windows, 1.0),
+        "histogram": histogram,
+        "accuracy": accuracy,
+        "windows": int(windows),
+    }

@@ -1,0 +1,163 @@
+"""One teacher pass per batch, then the auxiliary slots of all its windows in a second pass (METHOD.md 4.2-4.4).
+
+1. The packed rows run through the frozen base with the adapter off (no gradient). This gives the KV cache the
+   slots attend to and, for every token, its bin ``[F(t-1), F(t))`` under the data's sampling configuration S,
+   computed by :func:`ptp.sampling.bins` (the project's one implementation of S).
+2. Each slot gets an auxiliary u inside the bin of the token it predicts (Beta(beta, beta) within the bin;
+   beta = 1 for evaluation), mapped to the slot's input by :meth:`ptp.PTPModel.slot_auxiliaries`, the same mapping
+   the decoder uses.
+3. One pass over all slots, with the teacher cache as context, gives the drafter's logits.
+
+A target with an empty bin (a token outside the kept set of S, possible for raw text or data from another model)
+ends its window: that slot and the later slots of the window do not train, since no u can select it. With
+``out_of_set="error"`` it raises instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from transformers import DynamicCache
+
+from ptp.data.packing import PackedRows, document_mask
+from ptp.model.embeddings import NULL_AUXILIARY
+from ptp.sampling import SamplingConfig, bins, sample_in_bins
+from ptp.train.windows import Windows, first_in_window, layout_windows, previous_in_window
+
+#: Elements of one chunk of the ``[positions, V]`` work in the bin computation (bounds its memory).
+BIN_CHUNK_ELEMENTS = 1 << 26
+
+
+@dataclass
+class TeacherPass:
+    """The teacher's view of a batch of packed rows."""
+
+    logits: torch.Tensor
+    """``[B, L, V]``: logits at row index k predict the token at k + 1."""
+    cache: DynamicCache
+    """The rows' KV cache (the context of every slot)."""
+    left: torch.Tensor
+    """float32 ``[B, L]``: left edge of the bin of the token at each row index under S (0 at index 0)."""
+    right: torch.Tensor
+    """float32 ``[B, L]``: right edge (equal to ``left`` where the token is outside the kept set, and at 0)."""
+
+
+@dataclass
+class WindowBatch:
+    """Everything a loss or a metric needs about the slots of one batch (A slots per row)."""
+
+    logits: torch.Tensor
+    """``[B, A, V]`` drafter logits of the slots."""
+    tokens: torch.Tensor
+    """int64 ``[B, A]``: the teacher's token at each slot's target."""
+    valid: torch.Tensor
+    """bool ``[B, A]``: the slot trains (in its document, and no out-of-set target at or before it)."""
+    u: torch.Tensor
+    """float32 ``[B, A]``: each slot's target auxiliary (inside the target's bin where valid)."""
+    windows: Windows
+    teacher_logits: torch.Tensor | None
+    """``[B, A, V]`` the teacher's logits for each slot's target (only when requested: C-PTP divergences)."""
+    out_of_set: torch.Tensor
+    """int64 scalar: in-document targets whose bin is empty under S."""
+
+
+@torch.no_grad()
+def teacher_pass(model, rows: PackedRows, sampling: SamplingConfig) -> TeacherPass:
+    """The frozen base over packed rows (documents isolated), and the bins of all tokens under ``sampling``."""
+    cache = DynamicCache()
+    logits = model(
+        rows.tokens, position_ids=rows.positions, attention_mask=document_mask(rows.document), past_key_values=cache
+    )
+    batch, length, vocab = logits.shape
+    flat_logits = logits[:, :-1].reshape(-1, vocab)
+    flat_tokens = rows.tokens[:, 1:].reshape(-1)
+    step = max(1, BIN_CHUNK_ELEMENTS // vocab)
+    edges = [
+        bins(flat_logits[i : i + step], flat_tokens[i : i + step], sampling) for i in range(0, len(flat_tokens), step)
+    ]
+    left = torch.cat([e[0] for e in edges]).view(batch, length - 1)
+    right = torch.cat([e[1] for e in edges]).view(batch, length - 1)
+    zero = left.new_zeros(batch, 1)
+    return TeacherPass(logits, cache, torch.cat([zero, left], dim=1), torch.cat([zero, right], dim=1))
+
+
+def window_auxiliaries(
+    teacher: TeacherPass,
+    windows: Windows,
+    *,
+    beta: float = 1.0,
+    generator: torch.Generator | None = None,
+    out_of_set: str = "stop",
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Auxiliaries of the slots, sampled inside their targets' bins.
+
+    Returns:
+        ``u`` float32 ``[B, A]`` (:data:`NULL_AUXILIARY` on slots that do not train), ``valid`` bool ``[B, A]``, and
+        the number of in-document targets outside the kept set (int64 scalar).
+    """
+    left = teacher.left.gather(1, windows.targets)
+    right = teacher.right.gather(1, windows.targets)
+    in_document = windows.in_document
+    empty = in_document & ~(right > left)
+    if out_of_set == "error" and bool(empty.any()):
+        raise ValueError(
+            f"{int(empty.sum())} target token(s) lie outside the kept set of the sampling configuration (empty bins); "
+            "the data were not sampled with it. Use out_of_set='stop' or a wider sampling configuration."
+        )
+    batch, slots = in_document.shape
+    n = windows.window_length
+    kept = (in_document & ~empty).view(batch, -1, n).long().cumprod(dim=-1).view(batch, slots).bool()
+    u = sample_in_bins(torch.where(kept, left, 0.0), torch.where(kept, right, 1.0), beta, generator)
+    return torch.where(kept, u, NULL_AUXILIARY), kept, empty.sum()
+
+
+def slot_logits(model, windows: Windows, u: torch.Tensor, cache: DynamicCache, forward=None) -> torch.Tensor:
+    """The drafter's logits ``[B, A, V]`` for slots with target auxiliaries ``u`` ``[B, A]``.
+
+    ``model`` is the :class:`ptp.PTPModel`; ``forward`` the module to call (e.g. its DDP wrapper; default: model).
+    The slots' keys are appended to ``cache``.
+    """
+    n = windows.window_length
+    inputs = model.slot_auxiliaries(
+        u, previous_in_window(u, n, NULL_AUXILIARY), first_in_window(tuple(u.shape), n, u.device)
+    )
+    mask = torch.ones(u.shape, dtype=torch.bool, device=u.device)
+    return (forward or model)(
+        torch.zeros(u.shape, dtype=torch.int64, device=u.device),
+        position_ids=windows.positions,
+        attention_mask=windows.attention,
+        auxiliaries=inputs,
+        auxiliary_mask=mask,
+        past_key_values=cache,
+    )
+
+
+def run_windows(
+    model,
+    rows: PackedRows,
+    starts: torch.Tensor,
+    sampling: SamplingConfig,
+    *,
+    beta: float = 1.0,
+    generator: torch.Generator | None = None,
+    out_of_set: str = "stop",
+    teacher_targets: bool = False,
+    forward=None,
+) -> WindowBatch:
+    """Teacher pass, auxiliaries and slot pass for windows starting at ``starts`` ``[B, W]``.
+
+    Args:
+        model: the :class:`ptp.PTPModel`; ``forward``: the module that runs the slot pass (default: model).
+        teacher_targets: also return the teacher's logits at each slot's target (for the C-PTP divergences).
+    """
+    windows = layout_windows(rows, starts, model.config.window_length)
+    teacher = teacher_pass(model, rows, sampling)
+    u, valid, empty = window_auxiliaries(teacher, windows, beta=beta, generator=generator, out_of_set=out_of_set)
+    logits = slot_logits(model, windows, u, teacher.cache, forward)
+    targets = None
+    if teacher_targets:
+        index = (windows.targets - 1).clamp(min=0)
+        targets = teacher.logits.gather(1, index.unsqueeze(-1).expand(-1, -1, teacher.logits.shape[-1]))
+    tokens = rows.tokens.gather(1, windows.targets)
+    return WindowBatch(logits, tokens, valid, u, windows, targets, empty)
