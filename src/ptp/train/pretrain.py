@@ -1,0 +1,215 @@
+"""Plain next-token pretraining of a causal LM from a config: how the project makes its own small teachers.
+
+``pretrain(config)`` reads text (the standard-library corpus, text files, or JSONL ``{"text"}``), trains a byte-level
+BPE tokenizer unless one is given, builds a Hugging Face model from an architecture config (Llama by default) or
+continues a checkpoint, runs :func:`ptp.train.loop.train_autoregressive` on rows cut from the text, reports the
+held-out loss, and saves a normal model directory (safetensors, plus the tokenizer) that ``AutoModelForCausalLM``
+and ``AutoTokenizer`` load.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from ptp.data.packing import PackedRows
+from ptp.train.checkpoint import check_writable
+
+ARCHITECTURES = ("llama", "qwen2", "mistral", "gpt2")
+
+
+@dataclass
+class PretrainConfig:
+    """A pretraining run (``ptp train --objective ar``)."""
+
+    data: str = "stdlib"
+    """``stdlib`` (the running interpreter's standard library, training split), a text file, a directory of
+    ``*.py``/``*.txt``/``*.md`` files, or a JSONL file of ``{"text": ...}``."""
+    out: str = ""
+    """Model directory to write."""
+    init_from: str | None = None
+    """Continue training this model directory instead of building a fresh model (its tokenizer is used)."""
+    tokenizer: str | None = None
+    """Tokenizer directory; None: train a byte-level BPE on the training text."""
+    vocab_size: int = 8192
+    """Vocabulary of the BPE trained when no tokenizer is given."""
+    architecture: str = "llama"
+    """Model family of a fresh model: llama, qwen2, mistral or gpt2."""
+    hidden_size: int = 384
+    num_layers: int = 6
+    num_heads: int = 6
+    num_kv_heads: int = 2
+    intermediate_size: int = 1024
+    context: int = 1024
+    """max_position_embeddings of a fresh model."""
+    row_length: int = 512
+    """Tokens per training row; text is cut into chunks of this length."""
+    batch_size: int = 32
+    steps: int = 1000
+    learning_rate: float = 3e-3
+    warmup_steps: int = 100
+    weight_decay: float = 0.1
+    held_out_fraction: float = 0.05
+    """Of the text (by module for ``stdlib``, by file otherwise) kept out of training for the held-out loss."""
+    seed: int = 0
+    precision: str = "auto"
+    """``float32`` or ``bf16`` (autocast; CUDA); ``auto``: bf16 on CUDA, else float32."""
+    device: str | None = None
+    """``cpu`` or ``cuda``; None: CUDA when available."""
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.architecture not in ARCHITECTURES:
+            raise ValueError(f"architecture must be one of {ARCHITECTURES}, got {self.architecture!r}")
+        if self.precision not in ("auto", "float32", "bf16"):
+            raise ValueError(f"precision must be auto, float32 or bf16, got {self.precision!r}")
+        for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "row_length", "batch_size", "steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.row_length > self.context:
+            raise ValueError(f"row_length {self.row_length} exceeds the model context {self.context}")
+
+
+def read_text_corpus(data: str, held_out_fraction: float) -> tuple[list[str], list[str]]:
+    """(train texts, held-out texts) from ``data`` (see :attr:`PretrainConfig.data`)."""
+    from ptp.data.stdlib import stdlib_corpus
+
+    if data == "stdlib":
+        return stdlib_corpus(held_out_fraction)
+    path = Path(data)
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.suffix in (".py", ".txt", ".md") and p.is_file())
+        texts = [p.read_text(encoding="utf-8", errors="replace") for p in files]
+    elif path.is_file() and path.suffix == ".jsonl":
+        texts = []
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if line.strip():
+                record = json.loads(line)
+                if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+                    raise ValueError(f"{path}:{number}: expected a JSON object with a string 'text'")
+                texts.append(record["text"])
+    elif path.is_file():
+        texts = [path.read_text(encoding="utf-8", errors="replace")]
+    else:
+        raise FileNotFoundError(f"training text {data} does not exist")
+    texts = [t for t in texts if t.strip()]
+    if not texts:
+        raise ValueError(f"no text found in {data}")
+    held = max(1, round(held_out_fraction * len(texts))) if len(texts) > 1 and held_out_fraction > 0 else 0
+    return texts[held:], texts[:held]
+
+
+def text_rows(token_lists: list[list[int]], row_length: int, eos: int | None) -> PackedRows:
+    """Documents (EOS-terminated) laid end to end and cut into rows of ``row_length`` tokens; each row is one
+    attention span (position ids restart per row), and every token of it is a training target."""
+    stream = []
+    for tokens in token_lists:
+        stream.extend(tokens + ([eos] if eos is not None else []))
+    count = len(stream) // row_length
+    if count == 0:
+        raise ValueError(f"the text holds {len(stream)} tokens, fewer than one row of {row_length}")
+    tokens = torch.tensor(stream[: count * row_length], dtype=torch.int64).view(count, row_length)
+    positions = torch.arange(row_length).expand(count, -1).contiguous()
+    return PackedRows(tokens, torch.zeros_like(tokens), positions, torch.ones_like(tokens, dtype=torch.bool))
+
+
+def build_model(config: PretrainConfig, vocab_size: int, special: dict):
+    """A fresh randomly initialised causal LM of the configured family and size."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    shared = dict(vocab_size=vocab_size, tie_word_embeddings=True, **special)
+    if config.architecture == "gpt2":
+        model_config = AutoConfig.for_model(
+            "gpt2", n_embd=config.hidden_size, n_layer=config.num_layers, n_head=config.num_heads,
+            n_inner=config.intermediate_size, n_positions=config.context, **shared,
+        )  # fmt: skip
+    else:
+        model_config = AutoConfig.for_model(
+            config.architecture, hidden_size=config.hidden_size, num_hidden_layers=config.num_layers,
+            num_attention_heads=config.num_heads, num_key_value_heads=config.num_kv_heads,
+            intermediate_size=config.intermediate_size, max_position_embeddings=config.context, **shared,
+        )  # fmt: skip
+    torch.manual_seed(config.seed)
+    return AutoModelForCausalLM.from_config(model_config, dtype=torch.float32)
+
+
+@torch.no_grad()
+def held_out_loss(model, rows: PackedRows, batch_size: int, bf16: bool) -> float:
+    """Mean next-token loss over rows (nats per token)."""
+    from ptp.train.losses import next_token_loss
+
+    total, count = 0.0, 0
+    for start in range(0, len(rows), batch_size):
+        batch = rows.select(list(range(start, min(start + batch_size, len(rows))))).to(model.device)
+        with torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=bf16):
+            logits = model(input_ids=batch.tokens, position_ids=batch.positions).logits
+        n = batch.tokens.shape[0] * (batch.tokens.shape[1] - 1)
+        total += float(next_token_loss(logits.float(), batch.tokens, batch.document)) * n
+        count += n
+    return total / max(count, 1)
+
+
+def pretrain(config: PretrainConfig) -> dict:
+    """Run the pretraining; returns the run's summary (also written to ``<out>/training_summary.json``)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from ptp.data.tokenizer import train_bpe
+    from ptp.train.loop import train_autoregressive
+
+    out = check_writable(config.out, "model output directory")
+    device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    bf16 = config.precision == "bf16" or (config.precision == "auto" and device.type == "cuda")
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True  # float32 runs use TF32 tensor cores
+    train_texts, held_texts = read_text_corpus(config.data, config.held_out_fraction)
+    if config.init_from is not None:
+        tokenizer = AutoTokenizer.from_pretrained(config.tokenizer or config.init_from)
+        model = AutoModelForCausalLM.from_pretrained(config.init_from, dtype=torch.float32)
+    else:
+        if config.tokenizer is not None:
+            tokenizer = AutoTokenizer.from_pretrained(config.tokenizer)
+        else:
+            tokenizer = train_bpe(train_texts, config.vocab_size)
+        special = {
+            "bos_token_id": tokenizer.bos_token_id,
+            "eos_token_id": tokenizer.eos_token_id,
+            "pad_token_id": tokenizer.pad_token_id,
+        }
+        model = build_model(config, len(tokenizer), special)
+    model.to(device)
+    encode = lambda texts: tokenizer(texts, add_special_tokens=False).input_ids if texts else []
+    rows = text_rows(encode(train_texts), config.row_length, tokenizer.eos_token_id)
+    held_rows = text_rows(encode(held_texts), config.row_length, tokenizer.eos_token_id) if held_texts else None
+    started = time.perf_counter()
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+        losses = train_autoregressive(
+            model, rows, steps=config.steps, batch_size=config.batch_size, learning_rate=config.learning_rate,
+            warmup_steps=config.warmup_steps, weight_decay=config.weight_decay, seed=config.seed,
+            progress=config.progress,
+        )  # fmt: skip
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    seconds = time.perf_counter() - started
+    held = held_out_loss(model, held_rows, config.batch_size, bf16) if held_rows is not None else None
+    model.save_pretrained(str(out))
+    tokenizer.save_pretrained(str(out))
+    summary = {
+        "config": asdict(config),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "train_rows": len(rows),
+        "train_tokens_seen": config.steps * config.batch_size * config.row_length,
+        "final_train_loss": sum(losses[-20:]) / len(losses[-20:]),
+        "held_out_loss": held,
+        "held_out_perplexity": math.exp(min(held, 700.0)) if held is not None else None,
+        "loss_curve": [round(sum(losses[i : i + 50]) / len(losses[i : i + 50]), 4) for i in range(0, len(losses), 50)],
+        "training_seconds": seconds,
+        "tokens_per_second": config.steps * config.batch_size * config.row_length / seconds,
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+    }
+    (out / "training_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
