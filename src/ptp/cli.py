@@ -174,11 +174,97 @@ def _cmd_bench_forward(args) -> int:
     return 0
 
 
+def _add_pregenerate(sub) -> None:
+    p = sub.add_parser("pregenerate", help="sample teacher completions of prompts: the data `ptp distill` trains on")
+    p.add_argument("--model", required=True, help="teacher: a model directory or name")
+    p.add_argument("--prompts", required=True, help="JSONL ({prompt|messages|turns|input_ids}) or text, file or dir")
+    p.add_argument("--out", required=True, help="data directory (rerun the same command to resume)")
+    p.add_argument("--tokenizer", help="tokenizer directory (default: the model's)")
+    p.add_argument("--n-per-prompt", type=int, default=32)
+    p.add_argument("--max-new-tokens", type=int, default=512)
+    p.add_argument("--temperature", type=float, default=0.7)
+    p.add_argument("--top-k", type=int, default=50, help="0: off")
+    p.add_argument("--top-p", type=float, default=0.95, help="1: off")
+    p.add_argument("--greedy", action="store_true", help="greedy decoding instead of sampling")
+    p.add_argument("--batch-size", type=int, default=64, help="sequences per generation call")
+    p.add_argument("--prompts-per-shard", type=int, default=64)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--skip-long-prompts", action="store_true", help="skip prompts that do not fit the context")
+    p.add_argument("--split", choices=("line", "paragraph", "file"), default="line", help="text files: one prompt per")
+    p.add_argument("--raw", action="store_true", help="store the texts as raw training documents; generate nothing")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32")
+
+
+def _cmd_pregenerate(args) -> int:
+    import json
+
+    from ptp.data.pregeneration import PregenerateConfig, pregenerate_from_paths
+    from ptp.sampling import SamplingConfig
+
+    top_k, top_p = args.top_k or None, None if args.top_p >= 1 else args.top_p
+    try:
+        sampling = SamplingConfig(temperature=args.temperature, top_k=top_k, top_p=top_p)
+        config = PregenerateConfig(
+            n_per_prompt=args.n_per_prompt,
+            max_new_tokens=args.max_new_tokens,
+            sampling=SamplingConfig.greedy() if args.greedy else sampling,
+            batch_size=args.batch_size,
+            prompts_per_shard=args.prompts_per_shard,
+            seed=args.seed,
+            skip_long_prompts=args.skip_long_prompts,
+        )
+        options = dict(tokenizer=args.tokenizer, split=args.split, raw=args.raw, device=args.device)
+        dtype = getattr(torch, args.dtype)
+        out = pregenerate_from_paths(args.model, args.prompts, args.out, config, dtype=dtype, **options)
+    except (ValueError, FileNotFoundError) as error:
+        raise SystemExit(f"ptp pregenerate: {error}") from error
+    print(json.dumps({"data": str(out)}))
+    return 0
+
+
+def _add_distill(sub) -> None:
+    p = sub.add_parser("distill", help="train a PTP drafter on pregenerated data (also under `accelerate launch`)")
+    p.add_argument("--model", help="base model (teacher): a directory or name")
+    p.add_argument("--data", help="data directory from `ptp pregenerate`")
+    p.add_argument("--out", help="adapter directory to write")
+    p.add_argument("--config", help="JSON file with DistillConfig fields (flags and --set override it)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any DistillConfig field")
+    p.add_argument("--mode", choices=("one_hot", "categorical", "independent"))
+    p.add_argument("--window-length", type=int)
+    p.add_argument("--max-steps", type=int)
+    p.add_argument("--device", choices=("cpu", "cuda"))
+    p.add_argument("--resume", action="store_true", help="continue from the run's latest checkpoint")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def _cmd_distill(args) -> int:
+    import json
+
+    from ptp.train import DistillConfig, distill
+    from ptp.train.config import parse_overrides
+
+    names = ("model", "data", "out", "mode", "device", "window_length", "max_steps")
+    overrides = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+    overrides.update({"resume": True} if args.resume else {})
+    overrides.update({"progress": False} if args.no_progress else {})
+    try:
+        overrides.update(parse_overrides(args.set))
+        result = distill(DistillConfig.load(args.config, overrides))
+    except (ValueError, FileNotFoundError) as error:
+        raise SystemExit(f"ptp distill: {error}") from error
+    if result.main_process:
+        print(json.dumps({"adapter": str(result.adapter), "run_dir": str(result.run_dir), **result.evaluation}))
+    return 0
+
+
 COMMANDS = {
     "generate": (_add_generate, _cmd_generate),
     "bench": (_add_bench, _cmd_bench),
     "bench-forward": (_add_bench_forward, _cmd_bench_forward),
     "demo": (_add_demo, _cmd_demo),
+    "pregenerate": (_add_pregenerate, _cmd_pregenerate),
+    "distill": (_add_distill, _cmd_distill),
 }
 
 

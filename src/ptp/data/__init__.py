@@ -6,7 +6,7 @@ records the sampling configuration, the model and the tokenizer) -> ``load_datas
 
 from ptp.data.dataset import Dataset, Document, load_dataset, model_fingerprint, tokenizer_fingerprint
 from ptp.data.packing import PackedRows, document_mask, pack_documents, split_by_prompt
-from ptp.data.pregenerate import PregenerateConfig, pregenerate, write_text_dataset
+from ptp.data.pregeneration import PregenerateConfig, pregenerate, write_text_dataset
 from ptp.data.prompts import Prompt, encode_prompts, read_prompts
 
 __all__ = [

@@ -149,6 +149,44 @@ def pregenerate(
     return out
 
 
+def pregenerate_from_paths(
+    model: str,
+    prompts: str | Path,
+    out: str | Path,
+    config: PregenerateConfig | None = None,
+    *,
+    tokenizer: str | None = None,
+    split: str = "line",
+    raw: bool = False,
+    device: str | None = None,
+    dtype: torch.dtype = torch.float32,
+    progress: bool = True,
+) -> Path:
+    """What ``ptp pregenerate`` does: load the teacher and the tokenizer, read and encode the prompts, sample.
+
+    With ``raw``, the prompt files are stored as raw-text documents instead (:func:`write_text_dataset`), with
+    the tokenizer's EOS appended; no model is run.
+    """
+    from transformers import AutoModelForCausalLM
+
+    from ptp.data.prompts import encode_prompts, load_tokenizer, read_prompts
+
+    records = read_prompts(prompts, split=split)
+    needs_tokenizer = any(p.input_ids is None for p in records)
+    loaded = load_tokenizer(tokenizer or model, required=needs_tokenizer or tokenizer is not None)
+    if raw:
+        eos = [] if loaded is None or loaded.eos_token_id is None else [loaded.eos_token_id]
+        return write_text_dataset([ids + eos for ids in encode_prompts(records, loaded)], out, tokenizer=loaded)
+    try:
+        teacher = AutoModelForCausalLM.from_pretrained(model, dtype=dtype)
+    except OSError as error:
+        raise ValueError(f"cannot load the model {model!r}: {error}") from error
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    teacher = teacher.to(device).eval()
+    encoded = encode_prompts(records, loaded, vocab_size=teacher.get_output_embeddings().weight.shape[0])
+    return pregenerate(teacher, encoded, out, config, tokenizer=loaded, progress=progress)
+
+
 def write_text_dataset(
     documents: list[list[int]], out: str | Path, *, tokenizer=None, documents_per_shard: int = 1024
 ) -> Path:

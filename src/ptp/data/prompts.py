@@ -122,6 +122,22 @@ def _prompt_from_record(record, where: str) -> Prompt:
     return Prompt(input_ids=tuple(value))
 
 
+def load_tokenizer(path: str | Path | None, required: bool = False):
+    """``AutoTokenizer.from_pretrained(path)``, or None where ``path`` holds no tokenizer (unless ``required``)."""
+    from transformers import AutoTokenizer
+
+    if path is None:
+        if required:
+            raise ValueError("a tokenizer is needed (text prompts) but none was given")
+        return None
+    try:
+        return AutoTokenizer.from_pretrained(str(path))
+    except (OSError, ValueError) as error:
+        if required:
+            raise ValueError(f"cannot load a tokenizer from {path}: {error}") from error
+        return None
+
+
 def encode_prompts(prompts: list[Prompt], tokenizer=None, vocab_size: int | None = None) -> list[list[int]]:
     """Token ids of each prompt.
 

@@ -25,7 +25,8 @@ from torch import nn
 
 from ptp.data.dataset import Dataset, load_dataset
 from ptp.data.packing import PackedRows, document_mask, pack_documents, split_by_prompt
-from ptp.data.pregenerate import context_length
+from ptp.data.pregeneration import context_length
+from ptp.data.prompts import load_tokenizer
 from ptp.model.config import PTPConfig
 from ptp.model.ptp import PTPModel
 from ptp.sampling import SamplingConfig
@@ -74,6 +75,8 @@ class DistillResult:
     """The final evaluation: ``correct_prefix``, ``histogram``, ``accuracy`` per position, ``loss``, ``windows``."""
     model: PTPModel
     """The trained model (on the training device)."""
+    main_process: bool = True
+    """Whether this is the main process (under ``accelerate`` / ``torchrun`` every process gets a result)."""
 
 
 # ----------------------------------------------------------------------------------------------------- helpers
@@ -279,6 +282,8 @@ def distill(
             raise ValueError("no data: set `data` in the config (a directory written by `ptp pregenerate`)")
         dataset = load_dataset(config.data)
     sampling = resolve_sampling(config, dataset)
+    if tokenizer is None and base_model is None:
+        tokenizer = load_tokenizer(config.model)  # only to check it against the data's
     base = _load_base(config, base_model, device, bf16)
     if not config.allow_foreign_data:
         dataset.check_model(base)
@@ -440,7 +445,7 @@ def distill(
     if main:
         model.save_pretrained(out)
     accelerator.wait_for_everyone()
-    return DistillResult(out, run_dir, config.max_steps, evaluation, model)
+    return DistillResult(out, run_dir, config.max_steps, evaluation, model, main)
 
 
 class MetricsLog:

@@ -1,0 +1,102 @@
+"""``ptp pregenerate`` and ``ptp distill`` end to end, in-process and as DDP over two CPU processes (gloo)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+import ptp
+from bench_support import char_tokenizer, tiny_llama
+from ptp.cli import main
+from ptp.data import load_dataset
+
+SETTINGS = "window_length=4 lora_rank=4 windows_per_row=6 batch_size=2 row_length=64 warmup_steps=1 log_interval=1"
+SETTINGS += " eval_rows=4 checkpoint_interval=2 eval_interval=2"
+TRAIN = [a for s in SETTINGS.split() for a in ("--set", s)] + ["--max-steps", "4", "--device", "cpu", "--no-progress"]
+
+
+def _distill(model_dir, data_dir, out, *extra):
+    """``ptp distill`` arguments (temporary paths hold no spaces)."""
+    return f"distill --model {model_dir} --data {data_dir} --out {out}".split() + TRAIN + list(extra)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("model")
+    tokenizer = char_tokenizer()
+    tiny_llama(len(tokenizer)).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def data_dir(model_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    prompts = root / "prompts.jsonl"
+    rows = [{"prompt": f"def f{i}(x):"} for i in range(6)] + [{"turns": ["Write a poem.", "Shorter."]}]
+    prompts.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    options = "--n-per-prompt 2 --max-new-tokens 16 --prompts-per-shard 3 --device cpu"
+    main(f"pregenerate --model {model_dir} --prompts {prompts} --out {root / 'data'} {options}".split())
+    return root / "data"
+
+
+def test_pregenerate_records_the_tokenizer_and_the_sampling_configuration(data_dir):
+    data = load_dataset(data_dir)
+    assert len(data.documents) == 14 and data.sampling == ptp.SamplingConfig(temperature=0.7, top_k=50, top_p=0.95)
+    assert data.metadata["tokenizer"]["fingerprint"] and len(data.metadata["shards"]) == 3
+
+
+def test_distill_writes_an_adapter_and_prints_its_evaluation(model_dir, data_dir, tmp_path, capsys):
+    config = tmp_path / "run.json"
+    config.write_text(json.dumps({"lora_alpha": 8.0, "seed": 3}))
+    main(_distill(model_dir, data_dir, tmp_path / "adapter", "--config", str(config)))
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert printed["adapter"] == str(tmp_path / "adapter") and len(printed["histogram"]) == 5
+    model = ptp.PTPModel.from_pretrained(str(model_dir), tmp_path / "adapter")
+    assert model.config.lora_alpha == 8.0 and model.config.acceptance_histogram == pytest.approx(printed["histogram"])
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--data", "{tmp}/none"], "does not exist"),
+        (["--set", "eval_interval=99"], "beyond the run"),
+        (["--set", "nonsense=1"], "expected key=value"),
+    ],
+)
+def test_distill_errors_are_one_line_messages(model_dir, data_dir, tmp_path, extra, message):
+    extra = [a.replace("{tmp}", str(tmp_path)) for a in extra]
+    with pytest.raises(SystemExit, match=message):
+        main(_distill(model_dir, data_dir, tmp_path / "a", *extra))
+
+
+def test_pregenerate_errors_are_one_line_messages(model_dir, tmp_path):
+    (tmp_path / "empty.jsonl").write_text("")
+    with pytest.raises(SystemExit, match="ptp pregenerate: .* holds no prompts"):
+        main(f"pregenerate --model {model_dir} --prompts {tmp_path / 'empty.jsonl'} --out {tmp_path / 'd'}".split())
+
+
+def test_raw_text_through_the_command(model_dir, tmp_path):
+    (tmp_path / "corpus.txt").write_text("first document\n\nsecond one\n")
+    corpus, out = tmp_path / "corpus.txt", tmp_path / "raw"
+    main(f"pregenerate --model {model_dir} --prompts {corpus} --out {out} --raw --split paragraph".split())
+    tokenizer = char_tokenizer()
+    assert [tokenizer.decode(d.tokens) for d in load_dataset(out).documents] == ["first document</s>", "second one</s>"]
+
+
+def test_distill_runs_as_ddp_over_two_cpu_processes(model_dir, data_dir, tmp_path):
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "ptp.cli"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        launcher + _distill(model_dir, data_dir, tmp_path / "adapter"), capture_output=True, text=True, env=env
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert len([line for line in done.stdout.splitlines() if line.startswith("{")]) == 1  # the main process reports
+    assert json.loads((tmp_path / "adapter.run" / "config.json").read_text())["processes"] == 2
+    log = [json.loads(line) for line in (tmp_path / "adapter.run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["rows_seen"] for r in log if r["split"] == "train"] == [4, 8, 12, 16]  # 2 processes x 2 rows a step
+    assert ptp.PTPModel.from_pretrained(str(model_dir), tmp_path / "adapter").config.acceptance_histogram is not None

@@ -1,0 +1,68 @@
+"""The distillation config: validation with clear messages, JSON files and key=value overrides."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ptp.train import DistillConfig
+from ptp.train.config import parse_overrides
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"max_steps": 100, "eval_interval": 200}, "eval_interval .200. is beyond the run"),
+        (
+            {"max_steps": 100, "eval_interval": 0, "checkpoint_interval": 500},
+            "checkpoint_interval .500. is beyond the run",
+        ),
+        ({"mode": "one_hot", "loss": "forward_kl"}, "needs mode 'categorical'"),
+        ({"mode": "two_hot"}, "mode must be one of"),
+        ({"window_length": 0}, "window_length must be an integer >= 1"),
+        ({"beta": 0}, "beta must be > 0"),
+        ({"position_decay": 1.5}, "position_decay"),
+        ({"warmup_steps": 50, "max_steps": 20, "eval_interval": 0, "checkpoint_interval": 0}, "warmup_steps"),
+        ({"sampling": {"temperature": -1.0}}, "temperature"),
+        ({"out_of_set": "ignore"}, "out_of_set"),
+        ({"precision": "fp8"}, "precision"),
+    ],
+)
+def test_bad_configs_are_refused_with_a_clear_message(options, message):
+    with pytest.raises(ValueError, match=message):
+        DistillConfig(**options)
+
+
+def test_the_objective_follows_the_mode():
+    assert DistillConfig().objective == "cross_entropy"
+    assert DistillConfig(mode="categorical").objective == "forward_kl"
+    assert DistillConfig(mode="categorical", loss="reverse_kl").objective == "reverse_kl"
+
+
+def test_a_file_with_overrides(tmp_path):
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps({"model": "m", "window_length": 8, "learning_rate": 1e-4}))
+    overrides = parse_overrides(
+        [
+            "window-length=12",
+            "learning_rate=2",
+            'target_modules=["q_proj"]',
+            "out=/x/7",
+            'sampling={"temperature": 0.5}',
+            "run_dir=null",
+        ]
+    )
+    config = DistillConfig.load(path, overrides)
+    assert (config.model, config.window_length, config.learning_rate, config.out) == ("m", 12, 2.0, "/x/7")
+    assert config.target_modules == ["q_proj"] and config.sampling_config().temperature == 0.5
+    assert config.run_dir is None and config.run_path().name == "7.run"
+    with pytest.raises(ValueError, match="expected key=value"):
+        parse_overrides(["windows=3"])
+    with pytest.raises(ValueError, match="unknown distillation config keys"):
+        DistillConfig.load(None, {"nonsense": 1})
+    with pytest.raises(FileNotFoundError):
+        DistillConfig.load(tmp_path / "missing.json")
+    path.write_text("[1]")
+    with pytest.raises(ValueError, match="must hold a JSON object"):
+        DistillConfig.load(path)

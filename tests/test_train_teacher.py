@@ -1,0 +1,84 @@
+"""The teacher pass: bins under the data's S through ptp.sampling, auxiliaries inside them, out-of-set targets."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import ptp
+from conftest import tiny_base
+from ptp.data import pack_documents
+from ptp.train.teacher import run_windows, teacher_pass, window_auxiliaries
+from ptp.train.windows import layout_windows
+from train_support import SAMPLING, documents, reference
+
+
+@pytest.fixture
+def model():
+    return ptp.PTPModel(tiny_base("llama"), window_length=4).eval()
+
+
+def _rows(*specs, length=24):
+    return pack_documents(documents(*specs), length)[0]
+
+
+def test_bins_are_those_of_ptp_sampling_for_each_documents_own_logits(model):
+    text = [5, 9, 14, 3, 22, 7, 30]
+    rows = _rows((text, 2), ([40, 41, 42], 1))
+    teacher = teacher_pass(model, rows, SAMPLING)
+    start = int((rows.tokens[0] == 5).nonzero()[0])
+    with torch.no_grad():
+        alone = model.base_model(input_ids=torch.tensor([text])).logits[0]
+    left, right = ptp.bins(alone[:-1], torch.tensor(text[1:]), SAMPLING)
+    torch.testing.assert_close(teacher.left[0, start + 1 : start + len(text)], left, rtol=0, atol=1e-6)
+    torch.testing.assert_close(teacher.right[0, start + 1 : start + len(text)], right, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("beta", [1.0, 0.3])
+def test_auxiliaries_lie_in_the_bins_and_pick_the_teachers_token(model, beta):
+    rows = pack_documents(_sampled_documents(model), 48)[0]
+    starts = torch.tensor([[2, 7, 12, 20]] * len(rows))
+    batch = run_windows(
+        model, rows, starts, SAMPLING, beta=beta, generator=torch.Generator().manual_seed(0), teacher_targets=True
+    )
+    assert batch.valid.any()
+    picked = ptp.pick(batch.u, batch.teacher_logits, SAMPLING)
+    assert torch.equal(picked[batch.valid], batch.tokens[batch.valid])
+
+
+def test_beta_below_one_puts_auxiliaries_near_the_bin_edges(model):
+    rows = pack_documents(_sampled_documents(model, count=8), 48)[0]
+    teacher = teacher_pass(model, rows, SAMPLING)
+    windows = layout_windows(rows, torch.arange(2, 42, 4).expand(len(rows), -1), 4)
+    spread = {}
+    for beta in (1.0, 0.2):
+        u, valid, _ = window_auxiliaries(teacher, windows, beta=beta, generator=torch.Generator().manual_seed(1))
+        left, right = teacher.left.gather(1, windows.targets), teacher.right.gather(1, windows.targets)
+        where = (u - left) / (right - left)
+        spread[beta] = (where[valid] - 0.5).abs().mean()
+    assert spread[1.0] == pytest.approx(0.25, abs=0.05) and spread[0.2] > 0.35
+
+
+def test_a_target_outside_the_kept_set_stops_its_window_or_is_an_error(model):
+    # Raw text under greedy S: a token other than the argmax has an empty bin. Two greedy tokens, then another one.
+    greedy = ptp.SamplingConfig.greedy()
+    text = [5]
+    with torch.no_grad():
+        for _ in range(3):
+            text.append(int(model.base_model(input_ids=torch.tensor([text])).logits[0, -1].argmax()))
+    text[3] = (text[3] + 1) % 96
+    rows = _rows((text + [50, 51], 1))
+    windows = layout_windows(rows, torch.tensor([[1]]), 4)  # predicts text[1], text[2], text[3], 50
+    teacher = teacher_pass(model, rows, greedy)
+    u, valid, empty = window_auxiliaries(teacher, windows, out_of_set="stop")
+    assert valid[0].tolist() == [True, True, False, False] and int(empty) >= 1
+    assert (u[0, 2:] == 0.5).all()
+    with pytest.raises(ValueError, match="outside the kept set"):
+        window_auxiliaries(teacher, windows, out_of_set="error")
+
+
+def _sampled_documents(model, count=4):
+    prompts = torch.randint(3, 96, (count, 3), generator=torch.Generator().manual_seed(2))
+    u = torch.rand(count, 40, generator=torch.Generator().manual_seed(3))
+    out = reference(model, prompts, auxiliaries=u, eos_token_id=[])
+    return documents(*((seq.tolist(), 3) for seq in out.sequences))
