@@ -79,8 +79,8 @@ class DistillConfig:
     """Peak AdamW learning rate."""
     weight_decay: float = 0.0
     """AdamW weight decay."""
-    warmup_steps: int = 50
-    """Linear warm-up steps; then cosine decay to ``min_lr_ratio`` of the peak."""
+    warmup_steps: int | None = None
+    """Linear warm-up steps, then cosine decay to ``min_lr_ratio`` of the peak. None: max_steps / 20, at most 100."""
     min_lr_ratio: float = 0.1
     """Final learning rate as a fraction of the peak."""
     max_grad_norm: float = 1.0
@@ -88,14 +88,14 @@ class DistillConfig:
     # ------------------------------------------------------------------------------------- evaluation, logs
     eval_fraction: float = 0.05
     """Fraction of prompts held out for evaluation (0: evaluate on training rows)."""
-    eval_interval: int = 200
-    """Evaluate every this many steps (0: only at the end); must not exceed max_steps."""
+    eval_interval: int | None = None
+    """Evaluate every this many steps (0: only at the end; None: max_steps / 5); must not exceed max_steps."""
     eval_rows: int = 64
     """Held-out rows used per evaluation at most."""
     log_interval: int = 10
     """Write training metrics every this many steps."""
-    checkpoint_interval: int = 500
-    """Save a resumable checkpoint every this many steps (0: only at the end)."""
+    checkpoint_interval: int | None = None
+    """Save a resumable checkpoint every this many steps (0: only at the end; None: max_steps / 4)."""
     keep_checkpoints: int = 2
     """Checkpoints kept in the run directory (older ones are deleted)."""
     resume: bool = False
@@ -139,6 +139,13 @@ class DistillConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        # Unset intervals follow the run's length, so that a short run needs no other setting.
+        if self.warmup_steps is None:
+            self.warmup_steps = min(100, self.max_steps // 20)
+        if self.eval_interval is None:
+            self.eval_interval = max(1, self.max_steps // 5)
+        if self.checkpoint_interval is None:
+            self.checkpoint_interval = max(1, self.max_steps // 4)
         for name in ("warmup_steps", "eval_interval", "checkpoint_interval", "seed"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
