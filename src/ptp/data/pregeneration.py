@@ -24,6 +24,7 @@ from ptp.data.dataset import (
     Document,
     describe_model,
     describe_tokenizer,
+    fingerprints_match,
     read_metadata,
     read_shard,
     write_metadata,
@@ -236,8 +237,8 @@ def _prepare_directory(out: Path, identity: dict) -> list[dict]:
         return []
     metadata = read_metadata(out)
     differs = [k for k in identity if k != "model" and metadata.get(k) != identity[k]]
-    model = metadata.get("model") or {}
-    if identity["model"] and model.get("fingerprint") != identity["model"]["fingerprint"]:
+    recorded = (metadata.get("model") or {}).get("fingerprint")
+    if identity["model"] and not fingerprints_match(recorded, identity["model"]["fingerprint"]):
         differs.append("model")
     if differs:
         raise ValueError(
