@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 import torch
 
@@ -258,8 +259,60 @@ def _cmd_distill(args) -> int:
     return 0
 
 
+def _add_train(sub) -> None:
+    from ptp.train.pretrain import PretrainConfig
+
+    p = sub.add_parser("train", help="train a causal LM on text (--objective ar: plain next-token pretraining)")
+    p.add_argument("--objective", choices=["ar"], default="ar")
+    p.add_argument("--config", help="JSON file of PretrainConfig fields; flags below override it")
+    parsers = {"int": int, "float": float}
+    for name, field in PretrainConfig.__dataclass_fields__.items():
+        if name != "progress":
+            kind = parsers.get(str(field.type), str)
+            p.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, help=f"default: {field.default}")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def _cmd_train(args) -> int:
+    import json
+
+    from ptp.train.pretrain import PretrainConfig, pretrain
+
+    values = json.loads(Path(args.config).read_text()) if args.config else {}
+    for name in PretrainConfig.__dataclass_fields__:
+        if getattr(args, name, None) is not None:
+            values[name] = getattr(args, name)
+    values["progress"] = not args.no_progress
+    summary = pretrain(PretrainConfig(**values))
+    print(json.dumps({k: v for k, v in summary.items() if k != "config"}))
+    return 0
+
+
+def _add_prompts(sub) -> None:
+    p = sub.add_parser("prompts", help="write JSONL prompts cut at random line boundaries of the stdlib corpus")
+    p.add_argument("--split", choices=["train", "held-out"], required=True)
+    p.add_argument("--count", type=int, required=True)
+    p.add_argument("--max-lines", type=int, default=40)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True)
+
+
+def _cmd_prompts(args) -> int:
+    import json
+
+    from ptp.data.stdlib import line_prompts, stdlib_corpus
+
+    train, held_out = stdlib_corpus()
+    prompts = line_prompts(train if args.split == "train" else held_out, args.count, args.seed, args.max_lines)
+    Path(args.out).write_text("".join(json.dumps({"prompt": p}) + "\n" for p in prompts))
+    print(f"wrote {len(prompts)} prompts to {args.out}")
+    return 0
+
+
 COMMANDS = {
     "generate": (_add_generate, _cmd_generate),
+    "prompts": (_add_prompts, _cmd_prompts),
+    "train": (_add_train, _cmd_train),
     "bench": (_add_bench, _cmd_bench),
     "bench-forward": (_add_bench_forward, _cmd_bench_forward),
     "demo": (_add_demo, _cmd_demo),

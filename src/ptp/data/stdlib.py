@@ -83,3 +83,23 @@ def stdlib_corpus(fraction: float = 0.05, root: str | Path | None = None) -> tup
     """(train texts, held-out texts) of the standard library."""
     train, held_out = split_modules(stdlib_files(root), fraction)
     return read_texts(train), read_texts(held_out)
+
+
+def line_prompts(texts: list[str], count: int, seed: int = 0, max_lines: int = 40) -> list[str]:
+    """``count`` prompts cut from ``texts`` at random line boundaries: a random file, a random line k >= 1 of it,
+    and the (at most ``max_lines``) lines before k. Deterministic for a seed."""
+    import random
+
+    rng = random.Random(seed)
+    candidates = [t.splitlines(keepends=True) for t in texts]
+    candidates = [lines for lines in candidates if len(lines) >= 2]
+    if not candidates:
+        raise ValueError("no text with at least two lines to cut prompts from")
+    prompts = []
+    while len(prompts) < count:
+        lines = rng.choice(candidates)
+        cut = rng.randrange(1, len(lines))
+        prompt = "".join(lines[max(0, cut - max_lines) : cut])
+        if prompt.strip():
+            prompts.append(prompt)
+    return prompts

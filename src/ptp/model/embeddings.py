@@ -67,7 +67,8 @@ class AuxiliaryEmbedding(nn.Module):
             raise ValueError(f"auxiliary embedding size must be >= 1, got {size}")
         self.kind = kind
         self.size = 32 if kind == "float_bits" else size
-        bias = torch.zeros(hidden_size) if init_mean is None else init_mean.detach().float().clone()
+        # Built on the CPU; the owner moves the module to the base model's device.
+        bias = torch.zeros(hidden_size) if init_mean is None else init_mean.detach().float().cpu().clone()
         if kind == "interpolation":
             self.table = nn.Parameter(torch.randn(self.size + 1, hidden_size) * init_std + bias)
         elif kind == "mlp":
