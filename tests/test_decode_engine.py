@@ -197,20 +197,24 @@ def test_engine_equals_plain_sampling_when_drafts_are_accepted(monkeypatch, arch
             assert len({tuple(row) for row in got.accept_lengths}) > 1, "rows must accept different numbers"
 
 
+def draw_sampling(draw) -> dict:
+    """A random sampling configuration (greedy half of the time) as ``generate`` keyword arguments."""
+    if draw(st.booleans()):
+        return dict(do_sample=False)
+    return dict(
+        temperature=draw(st.sampled_from([0.3, 0.7, 1.0, 1.5, 2.5])),
+        top_k=draw(st.one_of(st.none(), st.integers(1, VOCAB + 10))),
+        top_p=draw(st.one_of(st.none(), st.floats(0.05, 1.0))),
+    )
+
+
 @settings(max_examples=150)
 @given(data=st.data())
 def test_engine_equals_plain_sampling_on_random_cases(data):
     """Randomised sweep: every knob at once, drafts from the drafter or from a corrupted oracle."""
     draw = data.draw
     arch = draw(st.sampled_from(ARCHITECTURES))
-    if draw(st.booleans()):
-        sampling = dict(do_sample=False)
-    else:
-        sampling = dict(
-            temperature=draw(st.sampled_from([0.3, 0.7, 1.0, 1.5, 2.5])),
-            top_k=draw(st.one_of(st.none(), st.integers(1, VOCAB + 10))),
-            top_p=draw(st.one_of(st.none(), st.floats(0.05, 1.0))),
-        )
+    sampling = draw_sampling(draw)
     lengths = draw(st.lists(st.integers(1, 9), min_size=1, max_size=3))
     new = draw(st.integers(1, 30))
     setting = dict(
@@ -275,6 +279,39 @@ def _fresh_slot_logits(model, prompt: list[int], committed: list[int], u_targets
     )[0, width:]
 
 
+def record_live_groups(monkeypatch) -> list:
+    """Record what each step hands to ``_next_pending``: running rows, slot logits, targets, group starts, lengths."""
+    records, original = [], engine._next_pending
+
+    def recording(run, decided, slot_logits, targets, start, lengths):
+        records.append((run.running.clone(), slot_logits.clone(), targets.clone(), start.clone(), lengths.clone()))
+        return original(run, decided, slot_logits, targets, start, lengths)
+
+    monkeypatch.setattr(engine, "_next_pending", recording)
+    return records
+
+
+def assert_live_slots_match_fresh(drafter, records, ids, mask, u, out) -> None:
+    """Each recorded live group's logits equal the drafter run from scratch on the text committed before it."""
+    u_all = torch.cat([u, torch.full((u.shape[0], 64), 0.5)], dim=1)
+    checked = 0
+    for running, slot_logits, targets, start, lengths in records:
+        for b in torch.nonzero(running).flatten().tolist():
+            first, count = int(start[b]), int(lengths[b])
+            if count == 0:
+                continue
+            live = targets[b, first : first + count]  # new-token index each live slot predicts
+            assert torch.equal(live, live[0] + torch.arange(count))
+            slot_inputs = drafter.slot_auxiliaries(u_all[b, live], u_all[b, (live - 1).clamp(min=0)],
+                                                   torch.arange(count) == 0)  # fmt: skip
+            prompt = ids[b, mask[b].bool()].tolist()
+            fresh = _fresh_slot_logits(drafter, prompt, out.new_tokens[b, : int(live[0])].tolist(), live, slot_inputs)
+            torch.testing.assert_close(slot_logits[b, first : first + count], fresh, rtol=1e-4, atol=1e-4)
+            checked += 1
+    first_targets = [int(t[b, min(int(s[b]), t.shape[1] - 1)]) for _, _, t, s, _ in records for b in range(len(ids))]
+    assert checked >= 10 and max(first_targets) > 1
+
+
 @pytest.mark.parametrize("mode", ["one_hot", "categorical"])
 @torch.no_grad()
 def test_the_live_groups_slots_see_exactly_the_committed_text_and_their_own_u(monkeypatch, mode):
@@ -285,32 +322,10 @@ def test_the_live_groups_slots_see_exactly_the_committed_text_and_their_own_u(mo
     u = uniform(3, NEW, seed=15)
     expected, eos = _reference_with_eos(reference, ids, mask, u, dict(temperature=1.0))
     _install_oracle(monkeypatch, expected.new_tokens, 0.2, seed=15)
-    records, original = [], engine._next_pending
-
-    def recording(run, decided, slot_logits, targets, start, lengths):
-        records.append((run.running.clone(), slot_logits.clone(), targets.clone(), start.clone(), lengths.clone()))
-        return original(run, decided, slot_logits, targets, start, lengths)
-
-    monkeypatch.setattr(engine, "_next_pending", recording)
+    records = record_live_groups(monkeypatch)
     out = model.generate(ids, mask, auxiliaries=u, max_new_tokens=NEW, eos_token_id=eos, auxiliary_budget=9)
     assert_same_tokens(out, expected)
-    spare = torch.full((3, 64), 0.5)
-    u_all = torch.cat([u, spare], dim=1)
-    checked = 0
-    for running, slot_logits, targets, start, lengths in records:
-        for b in torch.nonzero(running).flatten().tolist():
-            first, count = int(start[b]), int(lengths[b])
-            if count == 0:
-                continue
-            live = targets[b, first : first + count]  # new-token index each live slot predicts
-            assert torch.equal(live, live[0] + torch.arange(count))
-            slot_inputs = model.slot_auxiliaries(u_all[b, live], u_all[b, (live - 1).clamp(min=0)],
-                                                 torch.arange(count) == 0)  # fmt: skip
-            prompt = ids[b, mask[b].bool()].tolist()
-            fresh = _fresh_slot_logits(model, prompt, out.new_tokens[b, : int(live[0])].tolist(), live, slot_inputs)
-            torch.testing.assert_close(slot_logits[b, first : first + count], fresh, rtol=1e-4, atol=1e-4)
-            checked += 1
-    assert checked >= 10 and any(int(t[b, s[b]]) > 1 for _, _, t, s, _ in records for b in range(3))
+    assert_live_slots_match_fresh(model, records, ids, mask, u, out)
 
 
 # ---------------------------------------------------------------------------------- plain AR mode

@@ -15,6 +15,10 @@ token the teacher has just decided, which replaces the drafter's guess). The slo
 The cache keeps only teacher KV: auxiliary slots are cropped after each call, and rows that accept fewer drafts than
 the longest row keep masked holes (``cache_valid``). Per row positions and u indices are tracked on the device; the
 only host synchronisation per step reads the commit counts (needed to crop the cache and to stop).
+
+A separate drafter (a smaller model with its own weights, METHOD.md section 3) changes only who computes what in
+the step: the teacher runs the block on its own cache and verifies, the drafter runs the same ``[block | slots]``
+on its own cache and proposes. Both caches hold the same committed tokens and are cropped alike.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from __future__ import annotations
 import torch
 from transformers import DynamicCache
 
+from ptp.data.pregeneration import context_length
 from ptp.decode.budget import allocate, hypothesis_weights, layout, survival
 from ptp.decode.inputs import (
     GenerationOutput,
@@ -31,6 +36,7 @@ from ptp.decode.inputs import (
     resolve_stop_tokens,
 )
 from ptp.model.embeddings import NULL_AUXILIARY
+from ptp.model.ptp import PTPModel, teacher_logits, use_mask_attention
 from ptp.sampling import SamplingConfig, pick, probabilities
 
 
@@ -81,10 +87,15 @@ def _drafts(model, logits: torch.Tensor, u_target: torch.Tensor, targets: torch.
 
 
 class _Run:
-    """The device state of one generation call (kept explicit, passed to the stages)."""
+    """The device state of one generation call (kept explicit, passed to the stages).
 
-    def __init__(self, model, prompt, mask, u, sampling, eos, pad, max_new_tokens, pending_size, budget):
-        self.model, self.sampling, self.eos = model, sampling, eos
+    ``model`` is the :class:`ptp.PTPModel` that drafts. ``verifier`` is a separate teacher (any causal LM with the
+    same vocabulary) with its own cache, or None when the model's frozen base verifies in the same pass.
+    """
+
+    def __init__(self, model, verifier, prompt, mask, u, sampling, eos, pad, max_new_tokens, pending_size, budget,
+                 max_positions):  # fmt: skip
+        self.model, self.verifier, self.sampling, self.eos = model, verifier, sampling, eos
         self.max_new_tokens, self.pending_size, self.budget = max_new_tokens, pending_size, budget
         device = prompt.device
         batch = prompt.shape[0]
@@ -96,16 +107,23 @@ class _Run:
         self.committed = torch.zeros(batch, dtype=torch.int64, device=device)
         self.running = torch.ones(batch, dtype=torch.bool, device=device)
         self.last_position = mask.long().sum(dim=1) - 1  # position id of the last committed token
-        self.max_position = (model.max_positions or 1 << 30) - 1
+        self.max_position = (max_positions or 1 << 30) - 1
+        # Both caches hold the KV of the same committed tokens (with the same holes), so one cache_valid serves both.
         self.cache = DynamicCache()
+        self.verifier_cache = DynamicCache() if verifier is not None else None
         self.cache_valid = torch.zeros(batch, 0, dtype=torch.bool, device=device)
         self.survival = survival(model.config.acceptance_histogram, pending_size, device)
         self.calls = 0
 
     def forward(self, block, block_valid, block_positions, parent, group, index, targets):
-        """One pass over ``[block | slots]``; returns block logits ``[B, P, V]`` and slot logits ``[B, A, V]``."""
+        """One step's pass over ``[block | slots]``; returns block logits ``[B, P, V]`` and slot logits ``[B, A, V]``.
+
+        With a separate verifier the teacher runs the block alone on its cache and the drafter runs the whole
+        ``[block | slots]`` on its own cache, with the same positions, visibility and u's; without one, a single
+        pass of the model does both (adapter off on the block, on on the slots).
+        """
         model = self.model
-        alen = group.shape[1]
+        blen, alen = block.shape[1], group.shape[1]
         positions = block_positions
         ids, aux_mask, aux_in = block, None, None
         if alen:
@@ -116,19 +134,30 @@ class _Run:
             positions = torch.cat([block_positions, slot_positions], dim=1)
             ids = torch.cat([block, torch.zeros_like(group)], dim=1)
             aux_mask = torch.zeros_like(ids, dtype=torch.bool)
-            aux_mask[:, block.shape[1] :] = True
+            aux_mask[:, blen:] = True
             aux_in = torch.cat([torch.full_like(block, NULL_AUXILIARY, dtype=torch.float32), slot_inputs], dim=1)
         allowed = visibility(self.cache_valid, block_valid, parent, group, index)
-        logits = model(
-            ids,
-            position_ids=positions.clamp(max=self.max_position),
-            attention_mask=allowed,
-            auxiliaries=aux_in,
-            auxiliary_mask=aux_mask,
-            past_key_values=self.cache,
-        )
+        positions = positions.clamp(max=self.max_position)
         self.calls += 1
-        return logits[:, : block.shape[1]], logits[:, block.shape[1] :]
+        block_logits = None
+        if self.verifier is not None:
+            # Block queries see no slot: the block's rows and the cache + block columns are the teacher's own mask.
+            block_logits = teacher_logits(self.verifier, block, position_ids=positions[:, :blen],
+                                          attention_mask=allowed[:, :, :blen, : allowed.shape[-1] - alen],
+                                          past_key_values=self.verifier_cache)  # fmt: skip
+            if not alen:  # no slots (plain decoding): the drafter has nothing to do
+                return block_logits, block_logits[:, :0]
+        logits = model(ids, position_ids=positions, attention_mask=allowed, auxiliaries=aux_in, auxiliary_mask=aux_mask,
+                       past_key_values=self.cache)  # fmt: skip
+        return (logits[:, :blen] if block_logits is None else block_logits), logits[:, blen:]
+
+    def crop(self, slots: int, rejected: int) -> None:
+        """Drop the last ``slots`` auxiliary slots and the ``rejected`` block tokens before them from the caches."""
+        # crop(0) empties a DynamicCache in transformers versions where crop takes the length to keep
+        if slots + rejected and (self.verifier is None or self.budget):
+            self.cache.crop(-(slots + rejected))
+        if rejected and self.verifier_cache is not None:
+            self.verifier_cache.crop(-rejected)
 
 
 @torch.no_grad()
@@ -152,10 +181,13 @@ def generate(
     use_drafter: bool = True,
     auxiliary_budget: int | None = None,
     max_draft_length: int | None = None,
+    drafter: PTPModel | None = None,
 ) -> GenerationOutput:
     """Generate with a :class:`ptp.PTPModel`; the output equals plain sampling with the same auxiliaries.
 
     Args:
+        model: the teacher. A :class:`ptp.PTPModel` drafts itself (gated adapter) unless ``drafter`` is given; with
+            a ``drafter`` it may be any causal LM (a PTPModel verifies through its frozen base).
         input_ids, attention_mask: ``[B, S]`` left-padded prompts (mask 1 on real tokens).
         max_new_tokens: new tokens per row at most.
         do_sample, temperature, top_k, top_p: the sampling configuration, with the defaults of
@@ -169,6 +201,11 @@ def generate(
         use_drafter: False runs the same engine as plain autoregressive decoding (one token per call).
         auxiliary_budget: auxiliary slots per call (default: twice the window length).
         max_draft_length: the longest group of slots, hence pending drafts + 1 (default: the window length).
+        drafter: a separate drafter (METHOD.md section 3): a :class:`ptp.PTPModel` around its own causal LM with the
+            teacher's vocabulary, which reads the context itself with its own cache. Each step the teacher verifies
+            the pending block and the drafter runs ``[block | slots]`` with the same positions, masks and u's; the
+            output is still exactly the teacher's plain sampling. ``num_calls`` counts steps (one teacher and one
+            drafter pass each).
     Returns:
         :class:`ptp.decode.inputs.GenerationOutput` with the tokens and the per-call statistics.
     """
@@ -176,15 +213,26 @@ def generate(
         sampling = SamplingConfig(do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p)
     elif (do_sample, temperature, top_k, top_p) != (True, 1.0, None, None):
         raise ValueError("pass either sampling or do_sample/temperature/top_k/top_p, not both")
+    verifier = None
+    if drafter is not None:
+        verifier = model.base_model if isinstance(model, PTPModel) else model
+        _check_separate_drafter(verifier, drafter)
+        model = drafter
+    elif not isinstance(model, PTPModel):
+        raise TypeError(f"model must be a PTPModel, or pass a drafter; got {type(model).__name__}")
+    teacher = model.base_model if verifier is None else verifier
     device = model.device
     input_ids = input_ids.to(device)
-    mask = check_prompt(input_ids, attention_mask, max_new_tokens, model.max_positions)
-    check_sliding_window(model.base_model.config, input_ids.shape[1] + max_new_tokens)
+    limits = [n for n in (model.max_positions, context_length(teacher)) if n is not None]
+    max_positions = min(limits) if limits else None
+    mask = check_prompt(input_ids, attention_mask, max_new_tokens, max_positions)
+    for network in {id(m): m for m in (model.base_model, teacher)}.values():
+        check_sliding_window(network.config, input_ids.shape[1] + max_new_tokens)
     batch, width = input_ids.shape
     if streamer is not None and batch != 1:
         raise ValueError("a streamer needs batch size 1")
     u = prepare_auxiliaries(auxiliaries, seed, generator, batch, max_new_tokens, device)
-    eos, pad = resolve_stop_tokens(eos_token_id, pad_token_id, model.base_model)
+    eos, pad = resolve_stop_tokens(eos_token_id, pad_token_id, teacher)
     eos = eos.to(device)
     for name, value, least in (("max_draft_length", max_draft_length, 1), ("auxiliary_budget", auxiliary_budget, 0)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < least):
@@ -198,8 +246,8 @@ def generate(
     pending_size = min(pending_size, max(budget, 1))
     budget = min(budget, pending_size * pending_size)
 
-    run = _Run(model, input_ids, mask, u, sampling, eos, pad if pad is not None else 0, max_new_tokens, pending_size,
-               budget)  # fmt: skip
+    run = _Run(model, verifier, input_ids, mask, u, sampling, eos, pad if pad is not None else 0, max_new_tokens,
+               pending_size, budget, max_positions)  # fmt: skip
     accept_lengths: list[list[int]] = [[] for _ in range(batch)]
     if streamer is not None:
         streamer.put(input_ids.cpu())
@@ -222,6 +270,23 @@ def generate(
     )
 
 
+def _check_separate_drafter(teacher, drafter) -> None:
+    """A separate drafter must be a PTPModel on the teacher's device whose vocabulary is the teacher's."""
+    if not isinstance(drafter, PTPModel):
+        raise TypeError(f"drafter must be a PTPModel, got {type(drafter).__name__}")
+    if teacher.get_output_embeddings() is None:
+        raise TypeError(f"{type(teacher).__name__} has no language-model head; pass a *ForCausalLM teacher")
+    ours, theirs = (
+        drafter.base_model.get_output_embeddings().weight.shape[0],
+        teacher.get_output_embeddings().weight.shape[0],
+    )
+    if ours != theirs:
+        raise ValueError(f"the drafter's vocabulary ({ours} tokens) differs from the teacher's ({theirs})")
+    if drafter.device != teacher.device:
+        raise ValueError(f"the drafter is on {drafter.device}, the teacher on {teacher.device}")
+    use_mask_attention(teacher)
+
+
 def _prefill(run: _Run, prompt: torch.Tensor, mask: torch.Tensor):
     """The prompt through the teacher, and one group of slots after its last token (whose hypothesis is certain)."""
     batch, width = prompt.shape
@@ -232,8 +297,7 @@ def _prefill(run: _Run, prompt: torch.Tensor, mask: torch.Tensor):
     group = torch.zeros_like(index)
     parent = torch.full_like(index, width - 1)
     block_logits, slot_logits = run.forward(prompt, mask, positions, parent, group, index, targets=index)
-    if slots:
-        run.cache.crop(-slots)
+    run.crop(slots, 0)
     run.cache_valid = mask
     first = pick(run.u[:, 0], block_logits[:, -1], run.sampling)
     run.new[:, 0] = first
@@ -299,9 +363,7 @@ def _step(run: _Run, pending, pending_valid, confidence, accept_lengths, streame
     longest = torch.where(was_running, accepted, 0).max().view(1)
     stats = torch.cat([longest, run.running.any().view(1), count]).tolist()
     kept, alive, counts = stats[0] + 1, bool(stats[1]), stats[2:]
-    dropped = run.budget + size - kept
-    if dropped:  # crop(0) empties a DynamicCache in transformers versions where crop takes the length to keep
-        run.cache.crop(-dropped)
+    run.crop(run.budget, size - kept)
     run.cache_valid = torch.cat([run.cache_valid, (offered & pending_valid)[:, :kept]], dim=1)
     for b, n in enumerate(counts):
         if n:

@@ -35,6 +35,9 @@ class PTPConfig:
     """Dropout on the LoRA input during training."""
     target_modules: str | list[str] = "all-linear"
     """Modules that get the adapter: PEFT's ``all-linear`` or a list of module names."""
+    train_base: bool = False
+    """The base model's own weights train too (a separate drafter, METHOD.md section 3); they are saved with the
+    adapter (in ``base/``) and loaded from there. False: the base is frozen (it is the teacher)."""
     sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(temperature=0.7, top_k=50, top_p=0.95))
     """The sampling configuration the drafter was trained for (the default of ``generate``)."""
     acceptance_histogram: list[float] | None = None
@@ -53,6 +56,8 @@ class PTPConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        if not isinstance(self.train_base, bool):
+            raise ValueError(f"train_base must be true or false, got {self.train_base!r}")
         if not 0.0 <= self.lora_dropout < 1.0:
             raise ValueError(f"lora_dropout must be in [0, 1), got {self.lora_dropout!r}")
         if self.acceptance_histogram is not None and len(self.acceptance_histogram) != self.window_length + 1:

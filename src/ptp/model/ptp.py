@@ -70,11 +70,9 @@ class PTPModel(nn.Module):
         config.base_model = base_info
         self.config = config
 
-        # Custom masks reach the attention as-is only with SDPA or eager attention.
-        if base_model.config._attn_implementation not in ("sdpa", "eager"):
-            base_model.set_attn_implementation("sdpa")
+        use_mask_attention(base_model)
         for parameter in base_model.parameters():
-            parameter.requires_grad_(False)
+            parameter.requires_grad_(config.train_base)
         self._gate = lora.Gate()
         self._targets = lora.target_names(base_model, config.target_modules)
         if not self._targets:
@@ -130,12 +128,7 @@ class PTPModel(nn.Module):
 
     def attention_bias(self, allowed: torch.Tensor) -> torch.Tensor:
         """A bool ``[B, 1, Q, K]`` visibility mask in the form the base model's attention takes."""
-        if self.base_model.config._attn_implementation == "eager":
-            lowest = torch.finfo(self.dtype).min
-            return torch.where(allowed, torch.zeros((), dtype=self.dtype), torch.tensor(lowest, dtype=self.dtype)).to(
-                allowed.device
-            )
-        return allowed
+        return attention_bias(self.base_model, allowed)
 
     def forward(
         self,
@@ -255,6 +248,38 @@ class PTPModel(nn.Module):
         model.auxiliary_embedding.to(model.device)
         model.eval()
         return model
+
+
+def use_mask_attention(model: PreTrainedModel) -> None:
+    """Switch ``model`` to SDPA attention unless it uses SDPA or eager: only these take custom masks as they are."""
+    if model.config._attn_implementation not in ("sdpa", "eager"):
+        model.set_attn_implementation("sdpa")
+
+
+def attention_bias(model: PreTrainedModel, allowed: torch.Tensor) -> torch.Tensor:
+    """A bool ``[B, 1, Q, K]`` visibility mask in the form ``model``'s attention takes (additive for eager)."""
+    if model.config._attn_implementation == "eager":
+        lowest = torch.tensor(torch.finfo(model.dtype).min, dtype=model.dtype)
+        return torch.where(allowed, torch.zeros((), dtype=model.dtype), lowest).to(allowed.device)
+    return allowed
+
+
+def teacher_logits(model, input_ids: torch.Tensor, *, position_ids, attention_mask, past_key_values=None):
+    """Logits ``[B, L, V]`` of a teacher over token ids under a bool ``[B, 1, L, K]`` mask.
+
+    ``model`` is a :class:`PTPModel` (its frozen base, adapter off) or any causal LM (e.g. the teacher of a separate
+    drafter, prepared by :func:`use_mask_attention`); the block's keys are appended to ``past_key_values``.
+    """
+    if isinstance(model, PTPModel):
+        return model(input_ids, position_ids=position_ids, attention_mask=attention_mask,
+                     past_key_values=past_key_values)  # fmt: skip
+    return model(
+        input_ids=input_ids,
+        position_ids=position_ids,
+        attention_mask=attention_bias(model, attention_mask),
+        past_key_values=past_key_values,
+        use_cache=past_key_values is not None,
+    ).logits
 
 
 def _check_fits(recorded: dict, actual: dict) -> None:
