@@ -227,6 +227,8 @@ def _cmd_pregenerate(args) -> int:
 def _add_distill(sub) -> None:
     p = sub.add_parser("distill", help="train a PTP drafter on pregenerated data (also under `accelerate launch`)")
     p.add_argument("--model", help="base model (teacher): a directory or name")
+    p.add_argument("--drafter-model", help="a separate, smaller drafter model with the teacher's vocabulary")
+    p.add_argument("--train-drafter-base", action="store_true", help="the separate drafter's own weights train too")
     p.add_argument("--data", help="data directory from `ptp pregenerate`")
     p.add_argument("--out", help="adapter directory to write")
     p.add_argument("--config", help="JSON file with DistillConfig fields (flags and --set override it)")
@@ -245,8 +247,9 @@ def _cmd_distill(args) -> int:
     from ptp.train import DistillConfig, distill
     from ptp.train.config import parse_overrides
 
-    names = ("model", "data", "out", "mode", "device", "window_length", "max_steps")
+    names = ("model", "drafter_model", "data", "out", "mode", "device", "window_length", "max_steps")
     overrides = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+    overrides.update({"train_drafter_base": True} if args.train_drafter_base else {})
     overrides.update({"resume": True} if args.resume else {})
     overrides.update({"progress": False} if args.no_progress else {})
     try:

@@ -36,7 +36,7 @@ from ptp.decode.inputs import (
     resolve_stop_tokens,
 )
 from ptp.model.embeddings import NULL_AUXILIARY
-from ptp.model.ptp import PTPModel, teacher_logits, use_mask_attention
+from ptp.model.ptp import PTPModel, check_drafter, teacher_logits
 from ptp.sampling import SamplingConfig, pick, probabilities
 
 
@@ -216,7 +216,7 @@ def generate(
     verifier = None
     if drafter is not None:
         verifier = model.base_model if isinstance(model, PTPModel) else model
-        _check_separate_drafter(verifier, drafter)
+        check_drafter(verifier, drafter)
         model = drafter
     elif not isinstance(model, PTPModel):
         raise TypeError(f"model must be a PTPModel, or pass a drafter; got {type(model).__name__}")
@@ -268,23 +268,6 @@ def generate(
         num_calls=run.calls,
         accept_lengths=accept_lengths,
     )
-
-
-def _check_separate_drafter(teacher, drafter) -> None:
-    """A separate drafter must be a PTPModel on the teacher's device whose vocabulary is the teacher's."""
-    if not isinstance(drafter, PTPModel):
-        raise TypeError(f"drafter must be a PTPModel, got {type(drafter).__name__}")
-    if teacher.get_output_embeddings() is None:
-        raise TypeError(f"{type(teacher).__name__} has no language-model head; pass a *ForCausalLM teacher")
-    ours, theirs = (
-        drafter.base_model.get_output_embeddings().weight.shape[0],
-        teacher.get_output_embeddings().weight.shape[0],
-    )
-    if ours != theirs:
-        raise ValueError(f"the drafter's vocabulary ({ours} tokens) differs from the teacher's ({theirs})")
-    if drafter.device != teacher.device:
-        raise ValueError(f"the drafter is on {drafter.device}, the teacher on {teacher.device}")
-    use_mask_attention(teacher)
 
 
 def _prefill(run: _Run, prompt: torch.Tensor, mask: torch.Tensor):

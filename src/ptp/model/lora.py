@@ -101,6 +101,15 @@ def adapter_state(model: nn.Module) -> dict[str, torch.Tensor]:
     }
 
 
+def base_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The state dict of ``model`` as it was before :func:`install`: no LoRA weights, original layer names."""
+    return {
+        name.replace(".base_layer.", "."): value
+        for name, value in model.state_dict().items()
+        if ".lora_A." not in name and ".lora_B." not in name
+    }
+
+
 def save_adapter(model: nn.Module, directory: Path, rank: int, alpha: float, dropout: float, names: list[str]) -> None:
     """Write PEFT's ``adapter_config.json`` and ``adapter_model.safetensors`` for the installed layers."""
     transposed = any(isinstance(m.base_layer, Conv1D) for m in model.modules() if isinstance(m, GatedLoRA))

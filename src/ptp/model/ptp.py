@@ -32,6 +32,8 @@ from ptp.model.embeddings import NULL_AUXILIARY, AuxiliaryEmbedding
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
 EMBEDDING_WEIGHTS = "auxiliary_embedding.safetensors"
+#: Subdirectory of an adapter directory holding the drafter's own base model when its weights were trained.
+BASE_DIRECTORY = "base"
 
 
 def describe_base(model: PreTrainedModel) -> dict:
@@ -181,8 +183,9 @@ class PTPModel(nn.Module):
     # ---------------------------------------------------------------------------------------- save and load
     def save_pretrained(self, directory: str | os.PathLike) -> None:
         """Write the adapter atomically: PEFT's ``adapter_config.json`` and ``adapter_model.safetensors``, the u
-        embedding (``auxiliary_embedding.safetensors``) and ``ptp_config.json``. A killed save leaves the previous
-        contents of ``directory`` (if any) untouched."""
+        embedding (``auxiliary_embedding.safetensors``) and ``ptp_config.json``; with ``train_base`` also the base
+        model (a plain Hugging Face model directory ``base/``). A killed save leaves the previous contents of
+        ``directory`` (if any) untouched."""
         target = Path(directory)
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
@@ -191,6 +194,10 @@ class PTPModel(nn.Module):
             lora.save_adapter(self.base_model, staging, c.lora_rank, c.lora_alpha, c.lora_dropout, self._targets)
             state = {k: v.detach().contiguous().cpu() for k, v in self.auxiliary_embedding.state_dict().items()}
             save_file(state, str(staging / EMBEDDING_WEIGHTS))
+            if c.train_base:
+                self.base_model.save_pretrained(
+                    str(staging / BASE_DIRECTORY), state_dict=lora.base_state(self.base_model)
+                )
             self.config.save(staging)
             _replace_directory(staging, target)
         except BaseException:
@@ -200,17 +207,31 @@ class PTPModel(nn.Module):
     @classmethod
     def from_pretrained(
         cls,
-        base_model: PreTrainedModel | str | os.PathLike,
+        base_model: PreTrainedModel | str | os.PathLike | None,
         adapter_path: str | os.PathLike,
         *,
         dtype: torch.dtype | None = None,
         device: str | torch.device | None = None,
     ) -> PTPModel:
-        """Load a trained drafter onto a base model (an object, or a path that ``AutoModelForCausalLM`` loads)."""
+        """Load a trained drafter onto a base model (an object, or a path that ``AutoModelForCausalLM`` loads).
+
+        A drafter whose base weights were trained (``train_base``) carries its base in ``base/``: pass
+        ``base_model=None``.
+        """
         adapter_path = Path(adapter_path)
         if not adapter_path.is_dir():
             raise FileNotFoundError(f"adapter directory {adapter_path} does not exist")
         config = PTPConfig.load(adapter_path)
+        if config.train_base:
+            if base_model is not None:
+                raise ValueError(
+                    f"{adapter_path} holds its own trained base model ({BASE_DIRECTORY}/); pass base_model=None"
+                )
+            base_model = adapter_path / BASE_DIRECTORY
+            if not (base_model / "config.json").is_file():
+                raise FileNotFoundError(f"{base_model} is missing: the drafter's trained base model is not there")
+        elif base_model is None:
+            raise ValueError(f"{adapter_path} is an adapter without a base model of its own: pass base_model")
         for name in (ADAPTER_CONFIG, ADAPTER_WEIGHTS, EMBEDDING_WEIGHTS):
             if not (adapter_path / name).is_file():
                 raise FileNotFoundError(f"{adapter_path / name} is missing: the adapter directory is incomplete")
@@ -280,6 +301,24 @@ def teacher_logits(model, input_ids: torch.Tensor, *, position_ids, attention_ma
         past_key_values=past_key_values,
         use_cache=past_key_values is not None,
     ).logits
+
+
+def check_drafter(teacher: PreTrainedModel, drafter: PTPModel) -> None:
+    """A separate drafter must be a PTPModel on the teacher's device whose vocabulary is the teacher's; the teacher
+    is switched to an attention that takes custom masks (:func:`use_mask_attention`)."""
+    if not isinstance(drafter, PTPModel):
+        raise TypeError(f"drafter must be a PTPModel, got {type(drafter).__name__}")
+    if teacher.get_output_embeddings() is None:
+        raise TypeError(f"{type(teacher).__name__} has no language-model head; pass a *ForCausalLM teacher")
+    ours, theirs = (
+        drafter.base_model.get_output_embeddings().weight.shape[0],
+        teacher.get_output_embeddings().weight.shape[0],
+    )
+    if ours != theirs:
+        raise ValueError(f"the drafter's vocabulary ({ours} tokens) differs from the teacher's ({theirs})")
+    if drafter.device != teacher.device:
+        raise ValueError(f"the drafter is on {drafter.device}, the teacher on {teacher.device}")
+    use_mask_attention(teacher)
 
 
 def _check_fits(recorded: dict, actual: dict) -> None:

@@ -31,6 +31,13 @@ class DistillConfig:
     run_dir: str | None = None
     """Checkpoints, metrics log and resolved config; default: ``<out>.run`` next to the adapter."""
     # ---------------------------------------------------------------------------------------------- drafter
+    drafter_model: str | None = None
+    """A separate drafter (METHOD.md section 3): a smaller causal LM with the teacher's vocabulary (a directory or
+    name) that reads the context itself; ``model`` is then only the teacher that gives the bins. None: the
+    teacher's own network drafts through its gated LoRA."""
+    train_drafter_base: bool = False
+    """With ``drafter_model``: its own weights train too (and are saved with the adapter), not only the LoRA and
+    the u embedding. A drafter trained from scratch needs it."""
     mode: str = "one_hot"
     """``one_hot`` (O-PTP), ``categorical`` (C-PTP) or ``independent`` (the baseline: constant u)."""
     embedding: str = "binary"
@@ -119,6 +126,8 @@ class DistillConfig:
             raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
         if self.mode != "categorical" and self.loss not in (None, "cross_entropy"):
             raise ValueError(f"loss {self.loss!r} needs mode 'categorical'; {self.mode!r} trains with cross_entropy")
+        if self.train_drafter_base and not self.drafter_model:
+            raise ValueError("train_drafter_base needs drafter_model (the teacher's own weights never train)")
         if self.out_of_set not in OUT_OF_SET:
             raise ValueError(f"out_of_set must be one of {OUT_OF_SET}, got {self.out_of_set!r}")
         if self.precision not in PRECISIONS:

@@ -7,6 +7,9 @@ process takes its own rows of each step, gradients are averaged by DDP. Everythi
 auxiliaries, LoRA dropout) derives from ``(seed, step, process)``, and the data order from ``(seed, epoch)``, so a
 resumed run continues exactly as an uninterrupted one.
 
+With ``drafter_model`` the drafter is a separate, smaller model: the teacher (``model``) only gives the bins, the
+drafter reads the rows itself and its own base weights may train too (``train_drafter_base``).
+
 :func:`train_autoregressive` is the plain next-token objective on packed rows (used to train small teachers).
 """
 
@@ -28,7 +31,7 @@ from ptp.data.packing import PackedRows, document_mask, pack_documents, split_by
 from ptp.data.pregeneration import context_length
 from ptp.data.prompts import load_tokenizer
 from ptp.model.config import PTPConfig
-from ptp.model.ptp import PTPModel
+from ptp.model.ptp import BASE_DIRECTORY, PTPModel, check_drafter
 from ptp.sampling import SamplingConfig
 from ptp.train.checkpoint import (
     ADAPTER,
@@ -169,8 +172,11 @@ def evaluate(
     seed: int = 0,
     bf16: bool = False,
     accelerator=None,
+    teacher=None,
 ) -> dict:
     """Correct prefix, its histogram, accuracy per position and loss on fixed windows with uniform auxiliaries.
+
+    ``teacher``: a separate teacher whose bins the drafter ``model`` predicts (None: the model's own base).
 
     The windows and u's depend only on ``seed`` and the rows, so evaluations along a run are comparable. Under
     ``accelerate`` each process takes every ``num_processes``-th batch and the sums are added across processes.
@@ -202,6 +208,7 @@ def evaluate(
                 generator=generator,
                 out_of_set=out_of_set,
                 teacher_targets=objective != "cross_entropy",
+                teacher=teacher,
             )
             loss_sum += window_loss(batch, objective, sampling, decay).float()
         batches += 1
@@ -226,17 +233,19 @@ def resolve_sampling(config: DistillConfig, dataset: Dataset) -> SamplingConfig:
     return asked
 
 
-def _load_base(config: DistillConfig, base_model, device: torch.device, bf16: bool):
+def _load_base(config: DistillConfig, base_model, device: torch.device, bf16: bool, name: str | None = None):
+    """``base_model`` (or the model named ``name``, default ``config.model``) on the device in the run's dtype."""
     from transformers import AutoModelForCausalLM
 
     dtype = torch.bfloat16 if bf16 else torch.float32
+    name = config.model if name is None else name
     if base_model is None:
-        if not config.model:
+        if not name:
             raise ValueError("no base model: set `model` in the config (or pass base_model)")
         try:
-            base_model = AutoModelForCausalLM.from_pretrained(config.model, dtype=dtype)
+            base_model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype)
         except OSError as error:
-            raise ValueError(f"cannot load the base model {config.model!r}: {error}") from error
+            raise ValueError(f"cannot load the model {name!r}: {error}") from error
     return base_model.to(device=device, dtype=dtype)
 
 
@@ -254,6 +263,7 @@ def distill(
     config: DistillConfig,
     *,
     base_model=None,
+    drafter_model=None,
     tokenizer=None,
     dataset: Dataset | None = None,
 ) -> DistillResult:
@@ -262,6 +272,8 @@ def distill(
     Args:
         config: the run.
         base_model: the teacher as an object (default: loaded from ``config.model``); it is modified in place.
+        drafter_model: the separate drafter's causal LM as an object (default: loaded from
+            ``config.drafter_model``, if set); it is modified in place.
         tokenizer: if given, checked against the tokenizer recorded in the data.
         dataset: a loaded data directory (default: ``load_dataset(config.data)``).
     """
@@ -288,8 +300,23 @@ def distill(
     if not config.allow_foreign_data:
         dataset.check_model(base)
         dataset.check_tokenizer(tokenizer)
+    separate = drafter_model is not None or bool(config.drafter_model)
+    if config.train_drafter_base and world > 1:
+        raise ValueError("train_drafter_base runs in one process only for now (its context pass is outside DDP)")
+    teacher, drafter_base = None, None
+    if separate:
+        teacher = base.eval()
+        # A resumed drafter whose own weights train continues from the checkpoint's weights, not the initial ones.
+        saved = list_checkpoints(run_dir)[-1:] if config.resume and config.train_drafter_base else []
+        if saved:
+            drafter_model = None
+        name = str(saved[0] / ADAPTER / BASE_DIRECTORY) if saved else config.drafter_model or ""
+        drafter_base = _load_base(config, drafter_model, device, bf16, name=name)
+        for parameter in teacher.parameters():
+            parameter.requires_grad_(False)
 
-    limit = context_length(base)
+    limits = [n for n in (context_length(base), context_length(drafter_base) if separate else None) if n]
+    limit = min(limits) if limits else None
     row_length = config.row_length or min(DEFAULT_ROW_LENGTH, limit or DEFAULT_ROW_LENGTH)
     if limit is not None and row_length > limit:
         raise ValueError(f"row_length {row_length} exceeds the base model's context of {limit} positions")
@@ -312,12 +339,21 @@ def distill(
             raise ValueError(f"nothing to resume: {run_dir} holds no checkpoint")
         resume_state = load_checkpoint(checkpoints[-1])
         check_resumable(resume_state["config"], config.to_dict())
-        model = PTPModel.from_pretrained(base, checkpoints[-1] / ADAPTER)
+        adapter = checkpoints[-1] / ADAPTER
+        if config.train_drafter_base:  # the drafter's own weights come from the checkpoint too
+            dtype = torch.bfloat16 if bf16 else torch.float32
+            model = PTPModel.from_pretrained(None, adapter, dtype=dtype, device=device)
+        else:
+            model = PTPModel.from_pretrained(drafter_base if separate else base, adapter)
         start_step = resume_state["step"]
     else:
         if checkpoints:
             raise ValueError(f"{run_dir} already holds checkpoints of a run: pass resume, or choose another run_dir")
-        model = PTPModel(base, PTPConfig(sampling=sampling, **{name: getattr(config, name) for name in DRAFTER_FIELDS}))
+        drafter = PTPConfig(sampling=sampling, train_base=config.train_drafter_base,
+                            **{name: getattr(config, name) for name in DRAFTER_FIELDS})  # fmt: skip
+        model = PTPModel(drafter_base if separate else base, drafter)
+    if separate:
+        check_drafter(teacher, model)
     model.auxiliary_embedding.to(device)
     _set_lora_dropout(model, True)
     optimizer = torch.optim.AdamW(
@@ -352,6 +388,7 @@ def distill(
         seed=config.seed,
         bf16=bf16,
         accelerator=accelerator,
+        teacher=teacher,
     )
 
     def state() -> dict:
@@ -383,6 +420,7 @@ def distill(
                         out_of_set=config.out_of_set,
                         teacher_targets=divergence,
                         forward=forward,
+                        teacher=teacher,
                     )
                     loss = window_loss(batch, config.objective, sampling, config.position_decay)
                 (loss / config.gradient_accumulation).backward()

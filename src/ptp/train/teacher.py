@@ -8,6 +8,10 @@
    the decoder uses.
 3. One pass over all slots, with the teacher cache as context, gives the drafter's logits.
 
+With a separate drafter (METHOD.md section 3) the teacher is another, frozen model: its pass gives the bins only, and
+the drafter runs the rows itself first (adapter off) to build the cache its slots attend to; that context pass keeps
+its gradient when the drafter's base weights train.
+
 A target with an empty bin (a token outside the kept set of S, possible for raw text or data from another model)
 ends its window: that slot and the later slots of the window do not train, since no u can select it. With
 ``out_of_set="error"`` it raises instead.
@@ -22,6 +26,7 @@ from transformers import DynamicCache
 
 from ptp.data.packing import PackedRows, document_mask
 from ptp.model.embeddings import NULL_AUXILIARY
+from ptp.model.ptp import teacher_logits
 from ptp.sampling import SamplingConfig, bins, sample_in_bins
 from ptp.train.windows import Windows, first_in_window, layout_windows, previous_in_window
 
@@ -64,11 +69,15 @@ class WindowBatch:
 
 @torch.no_grad()
 def teacher_pass(model, rows: PackedRows, sampling: SamplingConfig) -> TeacherPass:
-    """The frozen base over packed rows (documents isolated), and the bins of all tokens under ``sampling``."""
+    """The frozen base over packed rows (documents isolated), and the bins of all tokens under ``sampling``.
+
+    ``model``: a :class:`ptp.PTPModel` (its base) or a plain causal LM (the teacher of a separate drafter).
+    """
     cache = DynamicCache()
-    logits = model(
-        rows.tokens, position_ids=rows.positions, attention_mask=document_mask(rows.document), past_key_values=cache
-    )
+    logits = teacher_logits(
+        model, rows.tokens, position_ids=rows.positions, attention_mask=document_mask(rows.document),
+        past_key_values=cache,
+    )  # fmt: skip
     batch, length, vocab = logits.shape
     flat_logits = logits[:, :-1].reshape(-1, vocab)
     flat_tokens = rows.tokens[:, 1:].reshape(-1)
@@ -112,6 +121,18 @@ def window_auxiliaries(
     return torch.where(kept, u, NULL_AUXILIARY), kept, empty.sum()
 
 
+def context_cache(model, rows: PackedRows) -> DynamicCache:
+    """A separate drafter's own pass over the rows (adapter off): the cache its slots attend to.
+
+    The pass keeps its gradient when the drafter's base weights train (``model.config.train_base``).
+    """
+    cache = DynamicCache()
+    with torch.set_grad_enabled(torch.is_grad_enabled() and model.config.train_base):
+        model(rows.tokens, position_ids=rows.positions, attention_mask=document_mask(rows.document),
+              past_key_values=cache)  # fmt: skip
+    return cache
+
+
 def slot_logits(model, windows: Windows, u: torch.Tensor, cache: DynamicCache, forward=None) -> torch.Tensor:
     """The drafter's logits ``[B, A, V]`` for slots with target auxiliaries ``u`` ``[B, A]``.
 
@@ -144,20 +165,23 @@ def run_windows(
     out_of_set: str = "stop",
     teacher_targets: bool = False,
     forward=None,
+    teacher=None,
 ) -> WindowBatch:
     """Teacher pass, auxiliaries and slot pass for windows starting at ``starts`` ``[B, W]``.
 
     Args:
-        model: the :class:`ptp.PTPModel`; ``forward``: the module that runs the slot pass (default: model).
+        model: the :class:`ptp.PTPModel` that drafts; ``forward``: the module that runs its passes (default: model).
         teacher_targets: also return the teacher's logits at each slot's target (for the C-PTP divergences).
+        teacher: a separate frozen teacher (any causal LM with the drafter's vocabulary); None: the model's base.
     """
     windows = layout_windows(rows, starts, model.config.window_length)
-    teacher = teacher_pass(model, rows, sampling)
-    u, valid, empty = window_auxiliaries(teacher, windows, beta=beta, generator=generator, out_of_set=out_of_set)
-    logits = slot_logits(model, windows, u, teacher.cache, forward)
+    bins_of = teacher_pass(model if teacher is None else teacher, rows, sampling)
+    cache = bins_of.cache if teacher is None else context_cache(model, rows)
+    u, valid, empty = window_auxiliaries(bins_of, windows, beta=beta, generator=generator, out_of_set=out_of_set)
+    logits = slot_logits(model, windows, u, cache, forward)
     targets = None
     if teacher_targets:
         index = (windows.targets - 1).clamp(min=0)
-        targets = teacher.logits.gather(1, index.unsqueeze(-1).expand(-1, -1, teacher.logits.shape[-1]))
+        targets = bins_of.logits.gather(1, index.unsqueeze(-1).expand(-1, -1, bins_of.logits.shape[-1]))
     tokens = rows.tokens.gather(1, windows.targets)
     return WindowBatch(logits, tokens, valid, u, windows, targets, empty)
