@@ -46,3 +46,39 @@ def test_train_command_writes_a_loadable_model(tmp_path, capsys):
     assert model.config.vocab_size == len(tokenizer) and model.config.model_type == "llama"
     ids = tokenizer("def f1(x):\n", return_tensors="pt").input_ids
     assert torch.isfinite(model(ids).logits).all()
+
+
+def test_train_ptp_objective_writes_a_c_ptp_model_that_decodes_itself_exactly_and_reports_its_evaluation(
+    tmp_path, capsys
+):
+    import ptp
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for i in range(6):
+        (corpus / f"m{i}.py").write_text("".join(f"def f{j}(x):\n    return x + {j}\n" for j in range(40)))
+    shape = ["--vocab-size", "300", "--hidden-size", "32", "--num-layers", "1", "--num-heads", "2",
+             "--num-kv-heads", "1", "--intermediate-size", "64", "--row-length", "64", "--context", "128",
+             "--batch-size", "4", "--learning-rate", "0.01", "--warmup-steps", "2", "--device", "cpu",
+             "--no-progress", "--data", str(corpus)]  # fmt: skip
+    assert main(["train", "--objective", "ar", "--out", str(tmp_path / "ar"), "--steps", "30", *shape]) == 0
+    capsys.readouterr()
+    code = main(["train", "--objective", "ptp", "--out", str(tmp_path / "ptp"), "--steps", "15", "--window-length",
+                 "4", "--windows-per-row", "4", "--lora-rank", "4", "--tokenizer", str(tmp_path / "ar"),
+                 "--compare-to", str(tmp_path / "ar"), *shape])  # fmt: skip
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    evaluation = summary["ptp_evaluation"]
+    # Slot cross-entropy plus next-token loss: both start near ln 300 = 5.7 nats.
+    assert summary["final_train_loss"] < 2 * 5.0
+    assert len(evaluation["perplexity_by_position"]) == 4 and evaluation["windows"] > 0
+    assert all(1.0 < p < 300.0 for p in evaluation["perplexity_by_position"])
+    assert 1.0 < evaluation["teacher_perplexity"] < 300.0 and 0.0 <= evaluation["teacher_agreement"] <= 4.0
+
+    model = ptp.PTPModel.from_pretrained(None, tmp_path / "ptp")
+    assert model.config.mode == "categorical" and model.config.train_base
+    ids = AutoTokenizer.from_pretrained(tmp_path / "ptp")("def f1(x):\n", return_tensors="pt").input_ids
+    u = torch.rand(1, 16, generator=torch.Generator().manual_seed(0))
+    got = model.generate(ids, max_new_tokens=16, auxiliaries=u, eos_token_id=[])
+    expected = ptp.sample_autoregressive(model, ids, auxiliaries=u, max_new_tokens=16, eos_token_id=[])
+    assert torch.equal(got.sequences, expected.sequences)

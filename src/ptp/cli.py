@@ -265,12 +265,12 @@ def _cmd_distill(args) -> int:
 def _add_train(sub) -> None:
     from ptp.train.pretrain import PretrainConfig
 
-    p = sub.add_parser("train", help="train a causal LM on text (--objective ar: plain next-token pretraining)")
-    p.add_argument("--objective", choices=["ar"], default="ar")
+    p = sub.add_parser("train", help="train a causal LM on text (ar: next-token pretraining; ptp: C-PTP, no teacher)")
+    p.add_argument("--objective", choices=["ar", "ptp"], default=None, help="default: ar")
     p.add_argument("--config", help="JSON file of PretrainConfig fields; flags below override it")
     parsers = {"int": int, "float": float}
     for name, field in PretrainConfig.__dataclass_fields__.items():
-        if name != "progress":
+        if name not in ("progress", "objective"):
             kind = parsers.get(str(field.type), str)
             p.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, help=f"default: {field.default}")
     p.add_argument("--no-progress", action="store_true")
@@ -282,7 +282,7 @@ def _cmd_train(args) -> int:
     from ptp.train.pretrain import PretrainConfig, pretrain
 
     values = json.loads(Path(args.config).read_text()) if args.config else {}
-    for name in PretrainConfig.__dataclass_fields__:
+    for name in PretrainConfig.__dataclass_fields__:  # --objective included
         if getattr(args, name, None) is not None:
             values[name] = getattr(args, name)
     values["progress"] = not args.no_progress

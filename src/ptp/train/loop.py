@@ -510,10 +510,28 @@ def _progress(total: int, initial: int, enabled: bool):
     return tqdm(total=total, initial=initial, desc="distill", unit="step", disable=not enabled)
 
 
-# -------------------------------------------------------------------------------------------------- autoregressive
-def train_autoregressive(
+# -------------------------------------------------------------------------------------------------- on text rows
+def train_autoregressive(model, rows: PackedRows, **options) -> list[float]:
+    """Plain next-token training of a causal LM on packed rows (documents isolated); all parameters train.
+
+    ``options`` are those of :func:`train_rows`. Returns the loss of every step.
+    """
+    mask_kind = model.config._attn_implementation
+
+    def batch_loss(batch: PackedRows, generator: torch.Generator) -> torch.Tensor:
+        allowed = document_mask(batch.document)
+        if mask_kind == "eager":
+            allowed = torch.where(allowed, 0.0, torch.finfo(model.dtype).min).to(model.dtype)
+        logits = model(input_ids=batch.tokens, attention_mask=allowed, position_ids=batch.positions).logits
+        return next_token_loss(logits, batch.tokens, batch.document)
+
+    return train_rows(model, rows, batch_loss, **options)
+
+
+def train_rows(
     model,
     rows: PackedRows,
+    batch_loss,
     *,
     steps: int,
     batch_size: int = 8,
@@ -524,27 +542,24 @@ def train_autoregressive(
     seed: int = 0,
     progress: bool = False,
 ) -> list[float]:
-    """Plain next-token training of a causal LM on packed rows (documents isolated); all parameters train.
+    """The loop of training on text rows: every parameter that requires a gradient trains on
+    ``batch_loss(rows, generator)`` (a scalar), with AdamW and a warm-up then cosine schedule.
 
+    ``generator`` (on the model's device) is seeded per step, for whatever the loss draws (window starts, u's).
     Returns the loss of every step (one host sync per step, for the record).
     """
     if steps < 1 or len(rows) == 0:
-        raise ValueError("train_autoregressive needs steps >= 1 and at least one row")
+        raise ValueError("training on rows needs steps >= 1 and at least one row")
     device = model.device
     model.train()
     parameters = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(parameters, lr=learning_rate, weight_decay=weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(min(warmup_steps, steps - 1), steps, 0.1))
-    mask_kind = model.config._attn_implementation
     losses = []
     bar = _progress(steps, 0, progress)
     for step in range(steps):
         batch = rows.select(stream_rows(len(rows), seed, step * batch_size, batch_size)).to(device)
-        allowed = document_mask(batch.document)
-        if mask_kind == "eager":
-            allowed = torch.where(allowed, 0.0, torch.finfo(model.dtype).min).to(model.dtype)
-        logits = model(input_ids=batch.tokens, attention_mask=allowed, position_ids=batch.positions).logits
-        loss = next_token_loss(logits, batch.tokens, batch.document)
+        loss = batch_loss(batch, torch.Generator(device).manual_seed(step_seed(seed, step, 0)))
         loss.backward()
         if max_grad_norm > 0:
             torch.nn.utils.clip_grad_norm_(parameters, max_grad_norm)

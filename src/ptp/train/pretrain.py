@@ -1,4 +1,5 @@
-"""Plain next-token pretraining of a causal LM from a config: how the project makes its own small teachers.
+"""Training a causal LM on text from a config: plain next-token pretraining (``objective="ar"``, how the project
+makes its own small teachers) or inverse autoregressive C-PTP training (``objective="ptp"``, :mod:`ptp.train.inverse`).
 
 ``pretrain(config)`` reads text (the standard-library corpus, text files, or JSONL ``{"text"}``), trains a byte-level
 BPE tokenizer unless one is given, builds a Hugging Face model from an architecture config (Llama by default) or
@@ -23,10 +24,15 @@ from ptp.train.checkpoint import check_writable
 ARCHITECTURES = ("llama", "qwen2", "mistral", "gpt2")
 
 
+OBJECTIVES = ("ar", "ptp")
+
+
 @dataclass
 class PretrainConfig:
-    """A pretraining run (``ptp train --objective ar``)."""
+    """A training run on text (``ptp train --objective ar|ptp``)."""
 
+    objective: str = "ar"
+    """``ar``: next-token loss only; ``ptp``: inverse autoregressive C-PTP training plus the next-token loss."""
     data: str = "stdlib"
     """``stdlib`` (the running interpreter's standard library, training split), a text file, a directory of
     ``*.py``/``*.txt``/``*.md`` files, or a JSONL file of ``{"text": ...}``."""
@@ -62,8 +68,25 @@ class PretrainConfig:
     device: str | None = None
     """``cpu`` or ``cuda``; None: CUDA when available."""
     progress: bool = True
+    window_length: int = 16
+    """``ptp``: N, the slots per window (the tokens the model samples per call)."""
+    windows_per_row: int = 16
+    """``ptp``: windows per training row; each costs N small sequential passes for the u recovery."""
+    embedding: str = "binary"
+    """``ptp``: how u becomes an input vector (see :mod:`ptp.model.embeddings`)."""
+    embedding_size: int = 24
+    """``ptp``: features of the u embedding."""
+    lora_rank: int = 32
+    """``ptp``: rank of the slot-only LoRA (the base trains too; the adapter lets slots differ from tokens)."""
+    next_token_weight: float = 1.0
+    """``ptp``: weight of the next-token loss next to the slot cross-entropy."""
+    compare_to: str | None = None
+    """``ptp``: an ``ar`` model directory with the same tokenizer; the held-out evaluation then also reports its
+    perplexity and how many leading tokens of our parallel samples agree with its plain sampling."""
 
     def __post_init__(self) -> None:
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
         if self.architecture not in ARCHITECTURES:
             raise ValueError(f"architecture must be one of {ARCHITECTURES}, got {self.architecture!r}")
         if self.precision not in ("auto", "float32", "bf16"):
@@ -118,6 +141,27 @@ def text_rows(token_lists: list[list[int]], row_length: int, eos: int | None) ->
     return PackedRows(tokens, torch.zeros_like(tokens), positions, torch.ones_like(tokens, dtype=torch.bool))
 
 
+def inverse_config(config: PretrainConfig):
+    """The C-PTP model configuration of a ``ptp`` run: categorical slots, base weights trained, S at T = 1."""
+    from ptp.model.config import PTPConfig
+    from ptp.train.inverse import TEXT_SAMPLING
+
+    return PTPConfig(mode="categorical", train_base=True, window_length=config.window_length,
+                     embedding=config.embedding, embedding_size=config.embedding_size, lora_rank=config.lora_rank,
+                     lora_alpha=2.0 * config.lora_rank, sampling=TEXT_SAMPLING)  # fmt: skip
+
+
+def inverse_loss(model, config: PretrainConfig):
+    """The per-batch loss of a ``ptp`` run for :func:`ptp.train.loop.train_rows`."""
+    from ptp.train.inverse import inverse_batch, window_starts
+
+    def batch_loss(batch: PackedRows, generator: torch.Generator) -> torch.Tensor:
+        starts = window_starts(batch, config.windows_per_row, generator)
+        return inverse_batch(model, batch, starts, next_token_weight=config.next_token_weight, generator=generator).loss
+
+    return batch_loss
+
+
 def build_model(config: PretrainConfig, vocab_size: int, special: dict):
     """A fresh randomly initialised causal LM of the configured family and size."""
     from transformers import AutoConfig, AutoModelForCausalLM
@@ -159,7 +203,9 @@ def pretrain(config: PretrainConfig) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from ptp.data.tokenizer import train_bpe
-    from ptp.train.loop import train_autoregressive
+    from ptp.model.config import CONFIG_NAME
+    from ptp.model.ptp import PTPModel
+    from ptp.train.loop import train_autoregressive, train_rows
 
     out = check_writable(config.out, "model output directory")
     device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -167,9 +213,16 @@ def pretrain(config: PretrainConfig) -> dict:
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True  # float32 runs use TF32 tensor cores
     train_texts, held_texts = read_text_corpus(config.data, config.held_out_fraction)
+    ptp_model = None
     if config.init_from is not None:
         tokenizer = AutoTokenizer.from_pretrained(config.tokenizer or config.init_from)
-        model = AutoModelForCausalLM.from_pretrained(config.init_from, dtype=torch.float32)
+        if (Path(config.init_from) / CONFIG_NAME).is_file():
+            if config.objective != "ptp":
+                raise ValueError(f"{config.init_from} is a ptp-trained model; continue it with objective 'ptp'")
+            ptp_model = PTPModel.from_pretrained(None, config.init_from)
+            model = ptp_model.base_model
+        else:
+            model = AutoModelForCausalLM.from_pretrained(config.init_from, dtype=torch.float32)
     else:
         if config.tokenizer is not None:
             tokenizer = AutoTokenizer.from_pretrained(config.tokenizer)
@@ -181,22 +234,42 @@ def pretrain(config: PretrainConfig) -> dict:
             "pad_token_id": tokenizer.pad_token_id,
         }
         model = build_model(config, len(tokenizer), special)
+    if config.objective == "ptp" and ptp_model is None:
+        ptp_model = PTPModel(model, inverse_config(config))
     model.to(device)
+    if ptp_model is not None:
+        ptp_model.to(device)
     encode = lambda texts: tokenizer(texts, add_special_tokens=False).input_ids if texts else []
     rows = text_rows(encode(train_texts), config.row_length, tokenizer.eos_token_id)
     held_rows = text_rows(encode(held_texts), config.row_length, tokenizer.eos_token_id) if held_texts else None
     started = time.perf_counter()
+    options = dict(steps=config.steps, batch_size=config.batch_size, learning_rate=config.learning_rate,
+                   warmup_steps=config.warmup_steps, weight_decay=config.weight_decay, seed=config.seed,
+                   progress=config.progress)  # fmt: skip
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-        losses = train_autoregressive(
-            model, rows, steps=config.steps, batch_size=config.batch_size, learning_rate=config.learning_rate,
-            warmup_steps=config.warmup_steps, weight_decay=config.weight_decay, seed=config.seed,
-            progress=config.progress,
-        )  # fmt: skip
+        if ptp_model is None:
+            losses = train_autoregressive(model, rows, **options)
+        else:
+            losses = train_rows(ptp_model, rows, inverse_loss(ptp_model, config), **options)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - started
     held = held_out_loss(model, held_rows, config.batch_size, bf16) if held_rows is not None else None
-    model.save_pretrained(str(out))
+    evaluation = None
+    if ptp_model is not None and held_rows is not None:
+        from ptp.train.inverse import evaluate_text
+
+        teacher = None
+        if config.compare_to is not None:
+            teacher = AutoModelForCausalLM.from_pretrained(config.compare_to, dtype=torch.float32).to(device).eval()
+            if teacher.get_output_embeddings().weight.shape[0] != len(tokenizer):
+                raise ValueError(f"{config.compare_to} has another vocabulary than this model's tokenizer")
+        evaluation = evaluate_text(ptp_model, held_rows, teacher=teacher, windows_per_row=config.windows_per_row,
+                                   batch_size=config.batch_size, seed=config.seed)  # fmt: skip
+    if ptp_model is None:
+        model.save_pretrained(str(out))
+    else:
+        ptp_model.save_pretrained(out)
     tokenizer.save_pretrained(str(out))
     summary = {
         "config": asdict(config),
@@ -207,6 +280,7 @@ def pretrain(config: PretrainConfig) -> dict:
         "held_out_loss": held,
         "held_out_perplexity": math.exp(min(held, 700.0)) if held is not None else None,
         "loss_curve": [round(sum(losses[i : i + 50]) / len(losses[i : i + 50]), 4) for i in range(0, len(losses), 50)],
+        "ptp_evaluation": evaluation,
         "training_seconds": seconds,
         "tokens_per_second": config.steps * config.batch_size * config.row_length / seconds,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
