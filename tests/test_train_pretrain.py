@@ -7,6 +7,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from ptp.cli import main
+from ptp.train.inverse import parallel_sample, sequential_sample, window_starts
 from ptp.train.pretrain import PretrainConfig, text_rows
 
 
@@ -82,3 +83,8 @@ def test_train_ptp_objective_writes_a_c_ptp_model_that_decodes_itself_exactly_an
     got = model.generate(ids, max_new_tokens=16, auxiliaries=u, eos_token_id=[])
     expected = ptp.sample_autoregressive(model, ids, auxiliaries=u, max_new_tokens=16, eos_token_id=[])
     assert torch.equal(got.sequences, expected.sequences)
+    # Its parallel C-PTP sample (one pass per window) is its own sequential C-PTP sampling with the same u's.
+    rows = text_rows([ids[0].tolist() * 3], row_length=ids.shape[1] * 3, eos=None)
+    starts = window_starts(rows, 3, torch.Generator().manual_seed(1))
+    u = torch.rand(1, 12, generator=torch.Generator().manual_seed(2))
+    assert torch.equal(parallel_sample(model, rows, starts, u), sequential_sample(model, rows, starts, u))

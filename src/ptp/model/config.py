@@ -36,8 +36,9 @@ class PTPConfig:
     target_modules: str | list[str] = "all-linear"
     """Modules that get the adapter: PEFT's ``all-linear`` or a list of module names."""
     train_base: bool = False
-    """The base model's own weights train too (a separate drafter, METHOD.md section 3); they are saved with the
-    adapter (in ``base/``) and loaded from there. False: the base is frozen (it is the teacher)."""
+    """The base model's own weights train too (a separate drafter, METHOD.md section 3, or a model trained without a
+    teacher, section 5); they are saved with the adapter (in ``base/``) and loaded from there. False: the base is
+    frozen (it is the teacher)."""
     sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(temperature=0.7, top_k=50, top_p=0.95))
     """The sampling configuration the drafter was trained for (the default of ``generate``)."""
     acceptance_histogram: list[float] | None = None
