@@ -13,12 +13,14 @@ from safetensors.torch import load_file
 from transformers import LlamaConfig, LlamaForCausalLM
 
 import ptp
-from conftest import assert_same_tokens, tiny_base
+from conftest import assert_same_tokens, randomize_adapter, tiny_base
 from ptp.data import Document, PregenerateConfig, pack_documents, pregenerate
 from ptp.data.synthetic import WordLanguage
 from ptp.decode import engine
 from ptp.train import DistillConfig, distill, train_autoregressive
-from train_support import make_data, quick_config, reference
+from ptp.train.teacher import context_cache, slot_logits
+from ptp.train.windows import layout_windows
+from train_support import documents, make_data, quick_config, reference
 
 WORDS = ptp.SamplingConfig(temperature=1.0)
 #: The settings of test_train_learning.py's drafters, for 200 steps.
@@ -151,3 +153,27 @@ def test_a_separate_drafter_trained_from_scratch_learns_the_joint_and_decodes_ex
         got, ptp.sample_autoregressive(teacher, prompt, auxiliaries=u, max_new_tokens=64, eos_token_id=[])
     )
     assert got.tokens_per_call > 3
+
+
+@pytest.mark.parametrize("mode", ["one_hot", "categorical"])
+def test_a_separate_drafters_training_slots_equal_its_slots_in_the_engine(mode):
+    """The context pass of a separate drafter and its windows give the logits its prefill group gets in decoding."""
+    teacher = tiny_base("llama", seed=20)
+    drafter = ptp.PTPModel(_small(21), mode=mode, window_length=5, lora_rank=4).eval()
+    randomize_adapter(drafter, seed=22)
+    prompt = torch.tensor([[7, 31, 5, 60, 12, 9, 44]])
+    u = torch.rand(1, 12, generator=torch.Generator().manual_seed(3))
+    captured = []
+    hook = drafter.register_forward_hook(lambda module, inputs, out: captured.append(out))
+    try:
+        out = engine.generate(teacher, prompt, drafter=drafter, max_new_tokens=12, auxiliaries=u, auxiliary_budget=5,
+                              max_draft_length=5)  # fmt: skip
+    finally:
+        hook.remove()
+    # The generated text as the second document of a packed row; a window starts right after its prompt.
+    rows, _ = pack_documents(documents(([50, 51, 52], 1), (out.sequences[0].tolist(), prompt.shape[1])), 32)
+    first = next(i for i in range(32) if rows.tokens[0, i : i + 7].tolist() == prompt[0].tolist())
+    windows = layout_windows(rows, torch.tensor([[first + prompt.shape[1]]]), 5)
+    with torch.no_grad():
+        training = slot_logits(drafter, windows, u[:, :5], context_cache(drafter, rows))
+    torch.testing.assert_close(training, captured[0][:, prompt.shape[1] :], rtol=1e-5, atol=1e-5)

@@ -40,8 +40,8 @@ class TeacherPass:
 
     logits: torch.Tensor
     """``[B, L, V]``: logits at row index k predict the token at k + 1."""
-    cache: DynamicCache
-    """The rows' KV cache (the context of every slot)."""
+    cache: DynamicCache | None
+    """The rows' KV cache (the context of every slot); None when not kept."""
     left: torch.Tensor
     """float32 ``[B, L]``: left edge of the bin of the token at each row index under S (0 at index 0)."""
     right: torch.Tensor
@@ -68,12 +68,13 @@ class WindowBatch:
 
 
 @torch.no_grad()
-def teacher_pass(model, rows: PackedRows, sampling: SamplingConfig) -> TeacherPass:
+def teacher_pass(model, rows: PackedRows, sampling: SamplingConfig, keep_cache: bool = True) -> TeacherPass:
     """The frozen base over packed rows (documents isolated), and the bins of all tokens under ``sampling``.
 
-    ``model``: a :class:`ptp.PTPModel` (its base) or a plain causal LM (the teacher of a separate drafter).
+    ``model``: a :class:`ptp.PTPModel` (its base) or a plain causal LM (the teacher of a separate drafter, whose
+    cache nobody attends to: ``keep_cache=False``).
     """
-    cache = DynamicCache()
+    cache = DynamicCache() if keep_cache else None
     logits = teacher_logits(
         model, rows.tokens, position_ids=rows.positions, attention_mask=document_mask(rows.document),
         past_key_values=cache,
@@ -175,7 +176,7 @@ def run_windows(
         teacher: a separate frozen teacher (any causal LM with the drafter's vocabulary); None: the model's base.
     """
     windows = layout_windows(rows, starts, model.config.window_length)
-    bins_of = teacher_pass(model if teacher is None else teacher, rows, sampling)
+    bins_of = teacher_pass(model if teacher is None else teacher, rows, sampling, keep_cache=teacher is None)
     cache = bins_of.cache if teacher is None else context_cache(model, rows)
     u, valid, empty = window_auxiliaries(bins_of, windows, beta=beta, generator=generator, out_of_set=out_of_set)
     logits = slot_logits(model, windows, u, cache, forward)
