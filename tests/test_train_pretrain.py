@@ -24,6 +24,8 @@ def test_config_rejects_bad_values():
         PretrainConfig(out="x", architecture="bert")
     with pytest.raises(ValueError, match="row_length"):
         PretrainConfig(out="x", row_length=4096, context=1024)
+    with pytest.raises(ValueError, match="objective"):
+        PretrainConfig(out="x", objective="mtp")
 
 
 def test_train_command_writes_a_loadable_model(tmp_path, capsys):
@@ -88,3 +90,11 @@ def test_train_ptp_objective_writes_a_c_ptp_model_that_decodes_itself_exactly_an
     starts = window_starts(rows, 3, torch.Generator().manual_seed(1))
     u = torch.rand(1, 12, generator=torch.Generator().manual_seed(2))
     assert torch.equal(parallel_sample(model, rows, starts, u), sequential_sample(model, rows, starts, u))
+
+    # A ptp model continues as a ptp model (its own base and adapter), never as a plain ar one.
+    resumed = tmp_path / "ptp2"
+    assert main(["train", "--objective", "ptp", "--init-from", str(tmp_path / "ptp"), "--out", str(resumed),
+                 "--steps", "2", "--window-length", "4", "--windows-per-row", "2", *shape]) == 0  # fmt: skip
+    assert ptp.PTPModel.from_pretrained(None, resumed).config.window_length == 4
+    with pytest.raises(ValueError, match="objective 'ptp'"):
+        main(["train", "--objective", "ar", "--init-from", str(tmp_path / "ptp"), "--out", str(resumed), *shape])

@@ -39,7 +39,8 @@ class PretrainConfig:
     out: str = ""
     """Model directory to write."""
     init_from: str | None = None
-    """Continue training this model directory instead of building a fresh model (its tokenizer is used)."""
+    """Continue training this model directory instead of building a fresh model (its tokenizer is used). A ``ptp``
+    model directory continues with ``ptp`` and keeps its own window length, u embedding and LoRA rank."""
     tokenizer: str | None = None
     """Tokenizer directory; None: train a byte-level BPE on the training text."""
     vocab_size: int = 8192
