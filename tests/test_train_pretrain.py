@@ -96,5 +96,14 @@ def test_train_ptp_objective_writes_a_c_ptp_model_that_decodes_itself_exactly_an
     assert main(["train", "--objective", "ptp", "--init-from", str(tmp_path / "ptp"), "--out", str(resumed),
                  "--steps", "2", "--window-length", "4", "--windows-per-row", "2", *shape]) == 0  # fmt: skip
     assert ptp.PTPModel.from_pretrained(None, resumed).config.window_length == 4
+    # ptp generate: the ptp model on its own (it verifies itself), and as a separate drafter of the ar model.
+    capsys.readouterr()
+    for extra in (["--adapter", str(tmp_path / "ptp")], ["--model", str(tmp_path / "ar"), "--drafter-adapter",
+                                                        str(tmp_path / "ptp")]):  # fmt: skip
+        generate = ["generate", "--prompt", "def f1(x):", "--max-new-tokens", "12", "--device", "cpu", "--seed", "3"]
+        assert main([*generate, "--sampling", "1.0,-,-", *extra]) == 0
+        assert "tokens per call]" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="pass base_model"):
+        main([*generate, "--adapter", str(tmp_path / "ptp"), "--model", str(tmp_path / "ar")])
     with pytest.raises(ValueError, match="objective 'ptp'"):
         main(["train", "--objective", "ar", "--init-from", str(tmp_path / "ptp"), "--out", str(resumed), *shape])

@@ -22,30 +22,46 @@ def _add_generate(sub) -> None:
     p.add_argument("--sampling", default=None, help="'greedy' or 'T,k,p' (default: the adapter's configuration)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-drafter", action="store_true", help="plain autoregressive decoding (one token per call)")
+    p.add_argument("--drafter-adapter", help="a separate drafter's adapter (--model is then the teacher alone)")
+    p.add_argument("--drafter-model", help="the separate drafter's base (not needed if its adapter holds base/)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
 
 
 def _cmd_generate(args) -> int:
     from transformers import AutoTokenizer, TextStreamer
 
+    from ptp.decode.engine import generate
     from ptp.default_model import load_default
     from ptp.model.ptp import PTPModel
 
-    if args.model is None:
-        if args.adapter is not None:
-            raise SystemExit("ptp generate: --adapter needs --model (the default adapter belongs to the default model)")
+    drafter = None
+    if args.drafter_adapter is not None:
+        from transformers import AutoModelForCausalLM
+
+        if args.model is None or args.adapter is not None:
+            raise SystemExit("ptp generate: --drafter-adapter needs --model (the teacher) and no --adapter")
+        tokenizer = AutoTokenizer.from_pretrained(args.model)
+        model = AutoModelForCausalLM.from_pretrained(args.model).to(args.device)
+        drafter = PTPModel.from_pretrained(args.drafter_model, args.drafter_adapter, device=args.device)
+    elif args.model is None and args.adapter is None:
         model, tokenizer = load_default(device=args.device)
     else:
         if args.adapter is None:
             raise SystemExit("ptp generate: --model needs --adapter (a PTP adapter trained for that model)")
-        tokenizer = AutoTokenizer.from_pretrained(args.model)
-        model = PTPModel.from_pretrained(args.model, args.adapter, device=args.device)
+        # --adapter alone: a model that holds its own base (`ptp train --objective ptp`, or a trained drafter base).
+        try:
+            model = PTPModel.from_pretrained(args.model, args.adapter, device=args.device)
+        except ValueError as error:
+            raise SystemExit(f"ptp generate: {error}") from error
+        tokenizer = AutoTokenizer.from_pretrained(args.model or args.adapter)
     ids = tokenizer(args.prompt, return_tensors="pt").input_ids
     streamer = TextStreamer(tokenizer, skip_prompt=False)
-    out = model.generate(
+    out = generate(
+        model,
         ids,
+        drafter=drafter,
         max_new_tokens=args.max_new_tokens,
-        sampling=parse_sampling(args.sampling, model.config.sampling),
+        sampling=parse_sampling(args.sampling, (model if drafter is None else drafter).config.sampling),
         seed=args.seed,
         streamer=streamer,
         use_drafter=not args.no_drafter,
