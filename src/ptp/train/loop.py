@@ -504,10 +504,10 @@ class MetricsLog:
             handle.write(json.dumps(record) + "\n")
 
 
-def _progress(total: int, initial: int, enabled: bool):
+def _progress(total: int, initial: int, enabled: bool, desc: str = "distill"):
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, initial=initial, desc="distill", unit="step", disable=not enabled)
+    return tqdm(total=total, initial=initial, desc=desc, unit="step", disable=not enabled)
 
 
 # -------------------------------------------------------------------------------------------------- on text rows
@@ -556,7 +556,7 @@ def train_rows(
     optimizer = torch.optim.AdamW(parameters, lr=learning_rate, weight_decay=weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(min(warmup_steps, steps - 1), steps, 0.1))
     losses = []
-    bar = _progress(steps, 0, progress)
+    bar = _progress(steps, 0, progress, desc="train")
     for step in range(steps):
         batch = rows.select(stream_rows(len(rows), seed, step * batch_size, batch_size)).to(device)
         loss = batch_loss(batch, torch.Generator(device).manual_seed(step_seed(seed, step, 0)))
