@@ -277,3 +277,35 @@ def test_greedy_ignores_the_sampling_parameters_and_configs_round_trip():
     assert SamplingConfig.from_dict(config.to_dict()) == config
     with pytest.raises(ValueError, match="unknown"):
         SamplingConfig.from_dict({"temperature": 1.0, "typical_p": 0.5})
+
+
+def _probabilities_by_full_sorts(logits, config):
+    """The definition read literally: a stable sort of the whole vocabulary for top-k, another for top-p."""
+    z = logits.float() / config.temperature
+    if config.top_k is not None and config.top_k < z.shape[-1]:
+        order = torch.sort(z, dim=-1, descending=True, stable=True).indices
+        z = z.scatter(-1, order[..., config.top_k :], float("-inf"))
+    p = torch.softmax(z, dim=-1)
+    if config.top_p is not None and config.top_p < 1:
+        sorted_p, order = torch.sort(p, dim=-1, descending=True, stable=True)
+        total = torch.cumsum(sorted_p, dim=-1)
+        before = torch.cat([torch.zeros_like(total[..., :1]), total[..., :-1]], dim=-1)
+        keep = torch.zeros_like(before, dtype=torch.bool).scatter(-1, order, before < config.top_p)
+        p = torch.where(keep, p, 0.0)
+        p = p / p.sum(dim=-1, keepdim=True)
+    return p
+
+
+@pytest.mark.parametrize("top_k", [None, 1, 2, 5, 50])
+@pytest.mark.parametrize("top_p", [None, 0.3, 0.9, 0.99])
+def test_fast_top_k_top_p_equal_the_full_sort_definition(top_k, top_p):
+    generator = torch.Generator().manual_seed(7)
+    for trial in range(40):
+        vocab = int(torch.randint(2, 300, (), generator=generator))
+        logits = torch.randn(4, vocab, generator=generator) * 4
+        if trial % 2 == 0:
+            logits = torch.round(logits)  # many ties at the top-k and top-p cuts
+        config = SamplingConfig(temperature=0.5 + trial / 40, top_k=top_k, top_p=top_p)
+        fast, slow = probabilities(logits, config), _probabilities_by_full_sorts(logits, config)
+        assert torch.equal(fast > 0, slow > 0)
+        torch.testing.assert_close(fast, slow, rtol=0, atol=1e-6)

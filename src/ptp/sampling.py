@@ -83,20 +83,33 @@ def probabilities(logits: torch.Tensor, config: SamplingConfig) -> torch.Tensor:
     if not config.do_sample:
         return torch.nn.functional.one_hot(z.argmax(dim=-1), vocab).float()
     z = z / config.temperature
+    candidates = None  # the ids that can be kept, when top-k narrows them: top-p then sorts only these
     if config.top_k is not None and config.top_k < vocab:
-        # A stable descending sort keeps equal logits in ascending id order, so ties go to the lower id.
-        order = torch.sort(z, dim=-1, descending=True, stable=True).indices
-        dropped = order[..., config.top_k :]
-        z = z.scatter(-1, dropped, float("-inf"))
+        top = z.topk(config.top_k, dim=-1)
+        kth = top.values[..., -1:]
+        above, tied = z > kth, z == kth
+        # Of the logits equal to the k-th largest, the lowest ids are kept until there are k.
+        room = config.top_k - above.sum(dim=-1, keepdim=True)
+        keep = above | (tied & (tied.long().cumsum(dim=-1) <= room))
+        z = z.masked_fill(~keep, float("-inf"))
+        if config.top_p is not None:
+            # The ids of the k kept tokens (top.indices may hold another of the tied ones), in ascending order.
+            ids = torch.arange(vocab, device=z.device)
+            kept = torch.where(keep, vocab - ids, 0).topk(config.top_k, dim=-1).indices
+            candidates = torch.sort(kept, dim=-1).values
     probs = torch.softmax(z, dim=-1)
     if config.top_p is not None and config.top_p < 1.0:
-        sorted_probs, order = torch.sort(probs, dim=-1, descending=True, stable=True)
+        if candidates is None:
+            candidates = torch.arange(vocab, device=z.device).expand(probs.shape)
+        # Descending probability, ties in ascending id: candidates are in id order and the sort is stable.
+        sorted_probs, order = torch.sort(probs.gather(-1, candidates), dim=-1, descending=True, stable=True)
         # The exclusive prefix sum, shifted rather than cumsum - p: the subtraction rounds, and at a cut where the
         # mass before a token equals top_p it would keep a token that the definition drops.
         total = torch.cumsum(sorted_probs, dim=-1)
         mass_before = torch.cat([torch.zeros_like(total[..., :1]), total[..., :-1]], dim=-1)
         keep_sorted = mass_before < config.top_p
-        keep = torch.zeros_like(keep_sorted).scatter(-1, order, keep_sorted)
+        keep = torch.zeros(probs.shape, dtype=torch.bool, device=z.device)
+        keep.scatter_(-1, candidates.gather(-1, order), keep_sorted)
         probs = torch.where(keep, probs, 0.0)
         probs = probs / probs.sum(dim=-1, keepdim=True)
     return probs
