@@ -165,3 +165,22 @@ def test_a_separate_drafter_must_fit_the_teacher():
     short = ptp.PTPModel(tiny_base("gpt2", seed=19, max_positions=8), window_length=4)
     with pytest.raises(ValueError, match="context of 8 positions"):
         engine.generate(teacher, ids, drafter=short, max_new_tokens=5, seed=0)
+
+
+def test_a_bfloat16_drafter_next_to_a_float32_teacher_keeps_the_output_exact(monkeypatch):
+    """Only the teacher's arithmetic decides the tokens: a drafter in another dtype changes the drafts, never the
+    output."""
+    teacher = tiny_base("mistral", seed=19)
+    drafter = ptp.PTPModel(tiny_base("llama", seed=20, hidden=16, layers=1, dtype=torch.bfloat16), window_length=4,
+                           lora_rank=4).eval()  # fmt: skip
+    randomize_adapter(drafter, seed=21)
+    ids, mask = left_padded(PROMPT_LENGTHS, seed=19)
+    u = uniform(3, NEW, seed=19)
+    expected, eos = _reference_with_eos(copy.deepcopy(teacher), ids, mask, u, dict(temperature=0.9, top_k=30))
+    for corruption in (None, 0.1):
+        if corruption is not None:
+            _install_oracle(monkeypatch, expected.new_tokens, corruption, seed=19)
+        got = engine.generate(teacher, ids, mask, drafter=drafter, auxiliaries=u, max_new_tokens=NEW,
+                              eos_token_id=eos, temperature=0.9, top_k=30)  # fmt: skip
+        assert_same_tokens(got, expected)
+        assert_well_formed(got, [eos], PAD)
