@@ -64,8 +64,8 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
 
 
 def build_bench_files(root: Path) -> dict[str, Path]:
-    """A base model with its tokenizer, a PTP and an independent adapter, a draft model with the same tokenizer,
-    one with another tokenizer, and prompt files in both formats."""
+    """A base model with its tokenizer, a PTP and an independent adapter, a draft model with the same tokenizer and a
+    separate drafter's adapter on it, one with another tokenizer, and prompt files in both formats."""
     tokenizer = char_tokenizer()
     vocab = len(tokenizer)
     paths = {name: root / name for name in ("model", "adapter", "independent", "draft", "alien_draft")}
@@ -75,6 +75,14 @@ def build_bench_files(root: Path) -> dict[str, Path]:
     PTPModel(tiny_llama(vocab), window_length=4, lora_rank=4, mode="independent").save_pretrained(paths["independent"])
     tiny_llama(vocab, hidden=16, layers=1, seed=1).save_pretrained(paths["draft"])
     tokenizer.save_pretrained(paths["draft"])
+    # A separate drafter on the draft model (its own weights, random adapter and u embedding).
+    drafter = PTPModel(tiny_llama(vocab, hidden=16, layers=1, seed=1), window_length=4, lora_rank=4)
+    with torch.no_grad():
+        for name, parameter in drafter.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(0.0, 0.3, generator=torch.Generator().manual_seed(3))
+    drafter.save_pretrained(root / "drafter")
+    paths["drafter"] = root / "drafter"
     alien = char_tokenizer(string.ascii_letters + string.digits + " \n")
     tiny_llama(len(alien), hidden=16, layers=1, seed=2).save_pretrained(paths["alien_draft"])
     alien.save_pretrained(paths["alien_draft"])

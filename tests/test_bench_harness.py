@@ -30,6 +30,8 @@ def _config(files, out, **overrides) -> BenchConfig:
         adapter=str(files["adapter"]),
         independent_adapter=str(files["independent"]),
         draft_model=str(files["draft"]),
+        drafter_adapter=str(files["drafter"]),
+        drafter_model=str(files["draft"]),
         max_new_tokens=12,
         repeats=2,
         warmup=1,
@@ -77,14 +79,14 @@ def test_engine_methods_equal_ar_under_sampling_with_shared_auxiliaries(files, t
         files,
         tmp_path,
         prompts=str(files["plain"]),
-        methods="ar,ptp,independent,hf,pld",
+        methods="ar,ptp,independent,drafter,hf,pld",
         sampling=sampling,
         max_new_tokens=16,
         repeats=1,
     )
     summary = run_bench(config)
     assert summary["sampling_greedy"] is False
-    for method in ("ptp", "independent"):
+    for method in ("ptp", "independent", "drafter"):
         entry = summary["methods"][method]
         assert entry["all"]["matches_ar"] is True and entry["expected_to_match_ar"] is True
     for method in ("hf", "pld"):
@@ -124,6 +126,7 @@ def no_timing(monkeypatch):
         ({"draft_model": "alien_draft"}, ValueError, "uses another tokenizer"),
         ({"adapter": "missing"}, FileNotFoundError, "--adapter .* does not exist"),
         ({"adapter": None, "methods": "ar,ptp"}, ValueError, "method 'ptp' needs --adapter"),
+        ({"drafter_adapter": None, "methods": "ar,drafter"}, ValueError, "method 'drafter' needs --drafter-adapter"),
         ({"independent_adapter": "adapter"}, ValueError, "trained in mode 'one_hot', not 'independent'"),
         ({"adapter": "independent"}, ValueError, "is an independent-baseline adapter"),
         ({"categories": ("math",)}, ValueError, "categories \\['math'\\] are not in"),

@@ -27,7 +27,8 @@ def test_parse_methods():
 
 def test_default_methods_follow_the_given_inputs():
     assert default_methods(None, None, None) == ("ar", "hf", "pld")
-    assert default_methods("a", "b", "c") == METHODS
+    assert default_methods("a", "b", "c", "d") == METHODS
+    assert "drafter" not in default_methods("a", "b", "c")
 
 
 def test_hf_generation_config_spells_out_every_setting():

@@ -115,6 +115,8 @@ def _add_bench(sub) -> None:
     p.add_argument("--adapter", help="trained PTP adapter (method ptp)")
     p.add_argument("--independent-adapter", help="independent-baseline adapter (method independent)")
     p.add_argument("--draft-model", help="small draft model with the same tokenizer (method hf-assisted)")
+    p.add_argument("--drafter-adapter", help="a separate drafter's adapter (method drafter; --model is its teacher)")
+    p.add_argument("--drafter-model", help="the separate drafter's base (not needed if its adapter holds base/)")
     p.add_argument("--prompts", required=True, help="Spec-Bench question.jsonl or plain JSONL of {'prompt': ...}")
     p.add_argument("--category", action="append", help="keep this category (repeatable; default: all)")
     p.add_argument("--max-questions", type=int, help="run at most this many questions")
@@ -144,6 +146,7 @@ def _cmd_bench(args) -> int:
     config = BenchConfig(
         prompts=args.prompts, out=args.out, model=args.model, methods=args.methods, adapter=args.adapter,
         independent_adapter=args.independent_adapter, draft_model=args.draft_model, categories=args.category,
+        drafter_adapter=args.drafter_adapter, drafter_model=args.drafter_model,
         max_questions=args.max_questions, max_new_tokens=args.max_new_tokens,
         sampling=parse_sampling(args.sampling, None), repeats=args.repeats, warmup=args.warmup, seed=args.seed,
         device=args.device, dtype=args.dtype, auxiliary_budget=args.auxiliary_budget,

@@ -53,6 +53,10 @@ class BenchConfig:
     """The independent-baseline adapter (method ``independent``)."""
     draft_model: str | None = None
     """The small draft model of ``hf-assisted``; must share the base model's tokenizer."""
+    drafter_adapter: str | None = None
+    """A separate drafter's adapter (method ``drafter``; the base model is its teacher)."""
+    drafter_model: str | None = None
+    """The separate drafter's base model; None: its adapter holds its own (``--train-drafter-base``)."""
     categories: tuple[str, ...] | None = None
     """Keep only these question categories; None: all."""
     max_questions: int | None = None
@@ -116,17 +120,20 @@ def prepare(config: BenchConfig) -> _Prepared:
     if config.repeats < 1 or config.warmup < 0:
         raise ValueError("repeats must be >= 1 and warmup >= 0")
     if config.methods is None:
-        methods = default_methods(config.adapter, config.independent_adapter, config.draft_model)
+        methods = default_methods(
+            config.adapter, config.independent_adapter, config.draft_model, config.drafter_adapter
+        )
     else:
         methods = parse_methods(config.methods)
     questions = load_questions(config.prompts, config.categories, config.max_questions)
     dtype = resolve_dtype(config.dtype, config.device)
     models = load_models(
-        methods, config.model, config.adapter, config.independent_adapter, config.draft_model, config.device, dtype
-    )
+        methods, config.model, config.adapter, config.independent_adapter, config.draft_model, config.device, dtype,
+        config.drafter_adapter, config.drafter_model,
+    )  # fmt: skip
     sampling = config.sampling
     if sampling is None:
-        trained = models.engines.get("ptp") or models.engines.get("independent")
+        trained = models.engines.get("ptp") or models.engines.get("independent") or models.drafter
         sampling = trained.config.sampling if trained is not None else SamplingConfig.greedy()
     _check_lengths(models, questions, config)
     runners = build_runners(
@@ -193,6 +200,7 @@ def run_bench(config: BenchConfig) -> dict:
         "adapter": config.adapter,
         "independent_adapter": config.independent_adapter,
         "draft_model": config.draft_model,
+        "drafter_adapter": config.drafter_adapter,
         "prompts": str(config.prompts),
         "questions": len(prepared.questions),
         "methods": list(prepared.methods),

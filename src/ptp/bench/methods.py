@@ -4,13 +4,14 @@
 ``ar``          this project's engine without a drafter: one token per forward call (the speed baseline)
 ``ptp``         the engine with the trained PTP adapter (``--adapter``)
 ``independent`` the engine with the independent-baseline adapter (``--independent-adapter``, uninformative u)
+``drafter``     the engine with a separate drafter (``--drafter-adapter``) next to the base model as the teacher
 ``hf``          plain ``transformers`` ``generate()`` on the unwrapped base model
 ``hf-assisted`` ``transformers`` assisted generation with a small draft model (``--draft-model``)
 ``pld``         ``transformers`` prompt lookup decoding (``prompt_lookup_num_tokens``)
 =============== ===========================================================================================
 
-The engine methods draw the auxiliaries of a turn from the same seed, so ``ptp`` and ``independent`` must return
-exactly ``ar``'s tokens under any sampling configuration. The ``transformers`` methods draw from torch's global
+The engine methods draw the auxiliaries of a turn from the same seed, so ``ptp``, ``independent`` and ``drafter`` must
+return exactly ``ar``'s tokens under any sampling configuration. The ``transformers`` methods draw from torch's global
 generator (and assisted sampling is rejection sampling), so under sampling their text differs from ``ar``'s; under
 greedy decoding every method must agree with ``ar``.
 """
@@ -28,11 +29,11 @@ from ptp.model.config import PTPConfig
 from ptp.model.ptp import PTPModel
 from ptp.sampling import SamplingConfig
 
-METHODS = ("ar", "ptp", "independent", "hf", "hf-assisted", "pld")
+METHODS = ("ar", "ptp", "independent", "drafter", "hf", "hf-assisted", "pld")
 #: Methods run by this project's engine; with the same auxiliaries their output equals ``ar``'s.
-ENGINE_METHODS = ("ar", "ptp", "independent")
+ENGINE_METHODS = ("ar", "ptp", "independent", "drafter")
 #: Methods whose main model proposes or verifies drafts (the others commit one token per call).
-DRAFTING_METHODS = ("ptp", "independent", "hf-assisted", "pld")
+DRAFTING_METHODS = ("ptp", "independent", "drafter", "hf-assisted", "pld")
 
 
 def parse_methods(methods: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
@@ -47,9 +48,16 @@ def parse_methods(methods: str | list[str] | tuple[str, ...]) -> tuple[str, ...]
     return tuple(dict.fromkeys(names))
 
 
-def default_methods(adapter: str | None, independent_adapter: str | None, draft_model: str | None) -> tuple[str, ...]:
+def default_methods(
+    adapter: str | None, independent_adapter: str | None, draft_model: str | None, drafter_adapter: str | None = None
+) -> tuple[str, ...]:
     """Every method whose inputs were given: ar, hf and pld always, the others when their path is set."""
-    wanted = {"ptp": adapter, "independent": independent_adapter, "hf-assisted": draft_model}
+    wanted = {
+        "ptp": adapter,
+        "independent": independent_adapter,
+        "hf-assisted": draft_model,
+        "drafter": drafter_adapter,
+    }
     return tuple(m for m in METHODS if m not in wanted or wanted[m] is not None)
 
 
@@ -68,7 +76,8 @@ class TurnOutput:
 
 
 class EngineRunner:
-    """``ar``, ``ptp`` and ``independent``: :func:`ptp.decode.engine.generate` on a :class:`PTPModel`."""
+    """``ar``, ``ptp``, ``independent`` and ``drafter``: :func:`ptp.decode.engine.generate` on a :class:`PTPModel`
+    (with ``drafter``: its base is the teacher and the separate drafter proposes)."""
 
     records_for_free = True
 
@@ -82,8 +91,9 @@ class EngineRunner:
         pad: int | None,
         auxiliary_budget: int | None = None,
         max_draft_length: int | None = None,
+        drafter: PTPModel | None = None,
     ):
-        self.model, self.use_drafter, self.sampling = model, use_drafter, sampling
+        self.model, self.use_drafter, self.sampling, self.drafter = model, use_drafter, sampling, drafter
         self.max_new_tokens, self.eos, self.pad = max_new_tokens, eos, pad
         self.options = {}
         if use_drafter:
@@ -100,6 +110,7 @@ class EngineRunner:
             eos_token_id=self.eos,
             pad_token_id=self.pad,
             use_drafter=self.use_drafter,
+            drafter=self.drafter,
             **self.options,
         )
         accepts = list(out.accept_lengths[0])
@@ -214,7 +225,12 @@ def hf_generation_config(
 
 # ------------------------------------------------------------------------------------------------------ inputs
 def check_inputs(
-    methods: tuple[str, ...], model: str, adapter: str | None, independent_adapter: str | None, draft_model: str | None
+    methods: tuple[str, ...],
+    model: str,
+    adapter: str | None,
+    independent_adapter: str | None,
+    draft_model: str | None,
+    drafter_adapter: str | None = None,
 ) -> None:
     """The cheap checks of paths and adapter kinds, before anything is loaded."""
     if not Path(model).exists():
@@ -223,6 +239,7 @@ def check_inputs(
         "ptp": ("--adapter", adapter),
         "independent": ("--independent-adapter", independent_adapter),
         "hf-assisted": ("--draft-model", draft_model),
+        "drafter": ("--drafter-adapter", drafter_adapter),
     }
     for method, (flag, path) in needs.items():
         if method not in methods:
@@ -269,6 +286,8 @@ class BenchModels:
     draft: PreTrainedModel | None
     eos: list[int]
     pad: int | None
+    drafter: PTPModel | None = None
+    """The separate drafter of ``drafter`` (its teacher is ``engines["drafter"]``'s base)."""
 
 
 def load_models(
@@ -279,13 +298,16 @@ def load_models(
     draft_model: str | None,
     device: str | torch.device,
     dtype: torch.dtype,
+    drafter_adapter: str | None = None,
+    drafter_model: str | None = None,
 ) -> BenchModels:
     """Load the tokenizer, the models the methods need, and check the draft model's vocabulary.
 
     Each adapter wraps its own copy of the base model (installing an adapter modifies the model in place); the
-    ``transformers`` methods get an unwrapped copy so that they pay no adapter overhead.
+    ``transformers`` methods get an unwrapped copy so that they pay no adapter overhead. ``drafter_model`` is the
+    separate drafter's base (None: the adapter holds its own).
     """
-    check_inputs(methods, model, adapter, independent_adapter, draft_model)
+    check_inputs(methods, model, adapter, independent_adapter, draft_model, drafter_adapter)
     tokenizer = AutoTokenizer.from_pretrained(model)
     draft_tokenizer = None
     if "hf-assisted" in methods:
@@ -309,6 +331,12 @@ def load_models(
         # ar never runs the adapter (the teacher's positions have it switched off), so any wrapper serves.
         shared = engines.get("ptp") or engines.get("independent")
         engines["ar"] = shared if shared is not None else PTPModel(load(model)).eval()
+    drafter = None
+    if "drafter" in methods:
+        own = load(drafter_model) if drafter_model is not None else None
+        drafter = PTPModel.from_pretrained(own, drafter_adapter, dtype=dtype, device=device)
+        shared = engines.get("ar") or engines.get("ptp") or engines.get("independent")
+        engines["drafter"] = shared if shared is not None else PTPModel(load(model)).eval()
     base = load(model) if any(m in methods for m in ("hf", "hf-assisted", "pld")) else None
     draft = None
     if "hf-assisted" in methods:
@@ -320,7 +348,7 @@ def load_models(
                 "assisted generation needs the same vocabulary"
             )
     eos, pad = stop_tokens(tokenizer, base or next(iter(engines.values())).base_model)
-    return BenchModels(tokenizer, engines, base, draft, eos, pad)
+    return BenchModels(tokenizer, engines, base, draft, eos, pad, drafter)
 
 
 def stop_tokens(tokenizer, model: PreTrainedModel) -> tuple[list[int], int | None]:
@@ -358,6 +386,7 @@ def build_runners(
                 models.pad,
                 auxiliary_budget,
                 max_draft_length,
+                models.drafter if method == "drafter" else None,
             )
             continue
         extra = {}
