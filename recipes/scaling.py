@@ -65,6 +65,7 @@ def main() -> None:
     parser.add_argument("--data", help="its `ptp pregenerate` data directory (GPU run)")
     parser.add_argument("--out", required=True)
     parser.add_argument("--steps", type=int, help="distillation steps per drafter")
+    parser.add_argument("--device", default="cuda", help="device of the run without --small (bf16 on CUDA)")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -75,13 +76,16 @@ def main() -> None:
     else:
         if not (args.teacher and args.data):
             parser.error("--teacher and --data are needed without --small")
-        teacher = AutoModelForCausalLM.from_pretrained(args.teacher, dtype=torch.bfloat16).to("cuda").eval()
+        cuda = args.device == "cuda"
+        dtype = torch.bfloat16 if cuda else torch.float32
+        teacher = AutoModelForCausalLM.from_pretrained(args.teacher, dtype=dtype).to(args.device).eval()
         data = Path(args.data)
         prompts = [d.tokens[: d.prompt_length].tolist() for d in load_dataset(data).documents[:8]]
-        run = dict(GPU_RUN)
+        run = dict(GPU_RUN, device=args.device, precision="bf16" if cuda else "float32")
     run["max_steps"] = args.steps or run["max_steps"]
     vocab = teacher.get_output_embeddings().weight.shape[0]
     context = teacher.config.max_position_embeddings
+    run["row_length"] = min(run["row_length"], context)
 
     results = []
     for hidden, layers in SIZES["small" if args.small else "gpu"]:
