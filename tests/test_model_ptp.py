@@ -353,3 +353,21 @@ def test_bad_construction_is_an_error():
     for name in ("window_length", "lora_rank", "embedding_size"):
         with pytest.raises(ValueError, match=name):
             PTPConfig(**{name: 0})
+
+
+def test_the_base_state_of_a_wrapped_model_loads_strictly_into_an_unwrapped_one():
+    """``lora.base_state`` undoes the module swap: what a drafter with trained base weights saves in ``base/``."""
+    from ptp.model import lora
+
+    model, _ = wrap(tiny_base("gpt2", seed=3), lora_rank=4, train_base=True)
+    assert all(p.requires_grad for p in model.base_model.parameters())
+    with torch.no_grad():
+        for name, parameter in model.base_model.named_parameters():
+            if "lora_" not in name:
+                parameter.add_(0.01)
+    fresh = tiny_base("gpt2", seed=4)
+    fresh.load_state_dict(lora.base_state(model.base_model), strict=True)
+    ids, mask = left_padded([6, 4], seed=3)
+    torch.testing.assert_close(
+        fresh(ids, attention_mask=mask).logits, model.base_model(ids, attention_mask=mask).logits
+    )

@@ -9,6 +9,9 @@ One forward pass carries two kinds of query positions side by side:
 The adapter is a gated LoRA (:mod:`ptp.model.lora`) swapped into the base model's linear layers and saved in PEFT's
 format. Which positions are slots is set for the duration of one forward call; outside a call the adapter is off, so
 ``model.base_model`` is the untouched base model.
+
+A PTPModel can also be a *separate drafter* next to another teacher (``generate(teacher, ..., drafter=model)``),
+whose base weights may train (``train_base``; they are then saved with the adapter, in ``base/``).
 """
 
 from __future__ import annotations
@@ -51,7 +54,7 @@ class PTPModel(nn.Module):
     """A causal LM wrapped with a PTP drafter.
 
     ``PTPModel(base_model, **options)`` installs a fresh drafter (options are :class:`PTPConfig` fields, or pass
-    ``config=``). The base model is modified in place (LoRA layers are swapped in) and frozen.
+    ``config=``). The base model is modified in place (LoRA layers are swapped in) and frozen, unless ``train_base``.
     """
 
     def __init__(self, base_model: PreTrainedModel, config: PTPConfig | None = None, **options):
