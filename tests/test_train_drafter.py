@@ -49,10 +49,13 @@ def _assert_exact(teacher, drafter, seed: int = 0) -> None:
     assert_same_tokens(got, expected)
 
 
-def test_a_separate_drafter_trains_its_adapter_only_and_decodes_exactly_with_its_teacher(data, tmp_path):
+@pytest.mark.parametrize("mode", ["one_hot", "categorical"])
+def test_a_separate_drafter_trains_its_adapter_only_and_decodes_exactly_with_its_teacher(data, tmp_path, mode):
     small = _small()
     before = {k: v.clone() for k, v in small.state_dict().items()}
-    result = distill(quick_config(data, tmp_path / "adapter"), base_model=tiny_base("llama"), drafter_model=small)
+    config = quick_config(data, tmp_path / "adapter", mode=mode)  # categorical: forward KL to the teacher's logits
+    result = distill(config, base_model=tiny_base("llama"), drafter_model=small)
+    assert result.evaluation["loss"] > 0
     assert result.model.base_model is small and not (tmp_path / "adapter" / "base").exists()
     after = ptp.model.lora.base_state(small)
     assert all(torch.equal(before[k], after[k]) for k in before), "without train_drafter_base the base is frozen"
