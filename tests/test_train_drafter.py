@@ -17,6 +17,7 @@ from conftest import assert_same_tokens, randomize_adapter, tiny_base
 from ptp.data import Document, PregenerateConfig, pack_documents, pregenerate
 from ptp.data.synthetic import WordLanguage
 from ptp.decode import engine
+from ptp.model import lora
 from ptp.train import DistillConfig, distill, train_autoregressive
 from ptp.train.teacher import context_cache, slot_logits
 from ptp.train.windows import layout_windows
@@ -57,7 +58,7 @@ def test_a_separate_drafter_trains_its_adapter_only_and_decodes_exactly_with_its
     result = distill(config, base_model=tiny_base("llama"), drafter_model=small)
     assert result.evaluation["loss"] > 0
     assert result.model.base_model is small and not (tmp_path / "adapter" / "base").exists()
-    after = ptp.model.lora.base_state(small)
+    after = lora.base_state(small)
     assert all(torch.equal(before[k], after[k]) for k in before), "without train_drafter_base the base is frozen"
     with pytest.raises(ValueError, match="pass base_model"):
         ptp.PTPModel.from_pretrained(None, tmp_path / "adapter")
@@ -71,7 +72,7 @@ def test_a_drafter_whose_base_trains_saves_it_and_loads_without_a_base(data, tmp
     before = {k: v.clone() for k, v in small.state_dict().items()}
     config = quick_config(data, tmp_path / "adapter", train_drafter_base=True, drafter_model="unused-name")
     result = distill(config, base_model=tiny_base("llama"), drafter_model=small)
-    after = ptp.model.lora.base_state(small)
+    after = lora.base_state(small)
     assert any(not torch.equal(before[k], after[k]) for k in before), "the drafter's own weights must train"
     saved = load_file(str(tmp_path / "adapter" / "base" / "model.safetensors"))
     assert all(torch.equal(saved[k], after[k]) for k in saved)
@@ -180,3 +181,42 @@ def test_a_separate_drafters_training_slots_equal_its_slots_in_the_engine(mode):
     with torch.no_grad():
         training = slot_logits(drafter, windows, u[:, :5], context_cache(drafter, rows))
     torch.testing.assert_close(training, captured[0][:, prompt.shape[1] :], rtol=1e-5, atol=1e-5)
+
+
+DDP_SCRIPT = """
+import sys
+import torch
+from ptp.model import lora
+from ptp.train import DistillConfig, distill
+
+data, small, out = sys.argv[1:4]
+config = DistillConfig(data=data, out=out, drafter_model=small, train_drafter_base=True, window_length=4, lora_rank=4,
+                       windows_per_row=6, batch_size=2, row_length=48, max_steps=3, warmup_steps=1, eval_rows=4,
+                       eval_interval=0, checkpoint_interval=0, progress=False, device="cpu", allow_foreign_data=True)
+model = distill(config, base_model=torch.load(sys.argv[4], weights_only=False)).model
+weights = {**lora.base_state(model.base_model), **lora.adapter_state(model.base_model)}
+print("WEIGHTS", sum(float(v.double().sum()) for v in weights.values()), flush=True)
+"""
+
+
+@pytest.mark.slow
+def test_a_drafter_whose_base_trains_stays_in_sync_across_ddp_processes(data, tmp_path):
+    """Each process trains on its own rows; the context pass (outside the DDP wrapper) and the slot pass reach the
+    drafter's weights in one backward, so averaged gradients keep every process's weights identical."""
+    import os
+    import subprocess
+    import sys
+
+    small = _small()
+    small.save_pretrained(tmp_path / "small")
+    torch.save(tiny_base("llama"), tmp_path / "teacher.pt")
+    (tmp_path / "run.py").write_text(DDP_SCRIPT)
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(tmp_path / "run.py")]
+    arguments = [str(data), str(tmp_path / "small"), str(tmp_path / "out"), str(tmp_path / "teacher.pt")]
+    done = subprocess.run(launcher + arguments, capture_output=True, text=True,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"})  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    sums = [line for line in done.stdout.splitlines() if line.startswith("WEIGHTS")]
+    assert len(sums) == 2 and sums[0] == sums[1]
+    trained = ptp.PTPModel.from_pretrained(None, tmp_path / "out")
+    assert not torch.equal(lora.base_state(trained.base_model)["lm_head.weight"], small.state_dict()["lm_head.weight"])

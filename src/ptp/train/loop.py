@@ -301,8 +301,6 @@ def distill(
         dataset.check_model(base)
         dataset.check_tokenizer(tokenizer)
     separate = drafter_model is not None or bool(config.drafter_model)
-    if config.train_drafter_base and world > 1:
-        raise ValueError("train_drafter_base runs in one process only for now (its context pass is outside DDP)")
     teacher, drafter_base = None, None
     if separate:
         teacher = base.eval()

@@ -125,7 +125,9 @@ def window_auxiliaries(
 def context_cache(model, rows: PackedRows) -> DynamicCache:
     """A separate drafter's own pass over the rows (adapter off): the cache its slots attend to.
 
-    The pass keeps its gradient when the drafter's base weights train (``model.config.train_base``).
+    The pass keeps its gradient when the drafter's base weights train (``model.config.train_base``). It runs on the
+    unwrapped model even under DDP: its gradient reaches the parameters in the same backward as the slot pass's
+    (which goes through the DDP wrapper), summed before DDP's per-parameter hooks fire and average it.
     """
     cache = DynamicCache()
     with torch.set_grad_enabled(torch.is_grad_enabled() and model.config.train_base):
