@@ -96,6 +96,9 @@ def _add_demo(sub) -> None:
     p.add_argument("--max-new-tokens", type=int, default=128)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
+    # On a CPU every auxiliary slot costs compute (on a GPU extra slots are nearly free): the demo keeps few.
+    p.add_argument("--auxiliary-budget", type=int, default=4, help="auxiliary slots per call")
+    p.add_argument("--max-draft-length", type=int, default=3, help="longest group of slots")
 
 
 def _cmd_demo(args) -> int:
@@ -105,7 +108,14 @@ def _cmd_demo(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     model, tokenizer = load_default()
-    results = run_demo(model, tokenizer, max_new_tokens=args.max_new_tokens, seed=args.seed)
+    results = run_demo(
+        model,
+        tokenizer,
+        max_new_tokens=args.max_new_tokens,
+        seed=args.seed,
+        auxiliary_budget=args.auxiliary_budget,
+        max_draft_length=args.max_draft_length,
+    )
     return 0 if all(r.identical for r in results) else 1
 
 

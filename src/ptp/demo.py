@@ -44,7 +44,7 @@ class DemoResult:
         return self.ar_seconds / max(self.ptp_seconds, 1e-9)
 
 
-def run_prompt(model, tokenizer, prompt: str, max_new_tokens: int, seed: int) -> DemoResult:
+def run_prompt(model, tokenizer, prompt: str, max_new_tokens: int, seed: int, **engine) -> DemoResult:
     """Decode ``prompt`` with plain AR and with PTP from the same auxiliaries; time both."""
     ids = tokenizer(prompt, return_tensors="pt").input_ids.to(model.device)
     u = torch.rand((1, max_new_tokens), generator=torch.Generator().manual_seed(seed))
@@ -58,7 +58,7 @@ def run_prompt(model, tokenizer, prompt: str, max_new_tokens: int, seed: int) ->
     ar = model.generate(ids, use_drafter=False, **common)
     ar_seconds = time.perf_counter() - start
     start = time.perf_counter()
-    fast = model.generate(ids, **common)
+    fast = model.generate(ids, **common, **engine)
     ptp_seconds = time.perf_counter() - start
     tokens = fast.rows()[0]
     chunks, at = [], 0
@@ -87,12 +87,15 @@ def render(result: DemoResult, colour: bool) -> str:
     return result.prompt + body
 
 
-def run_demo(model, tokenizer, prompts=PROMPTS, max_new_tokens: int = 128, seed: int = 0, out=None) -> list[DemoResult]:
+def run_demo(
+    model, tokenizer, prompts=PROMPTS, max_new_tokens: int = 128, seed: int = 0, out=None, **engine
+) -> list[DemoResult]:
+    """Decode each prompt both ways and print the comparison; ``engine`` goes to ``generate`` (e.g. the budget)."""
     out = out or sys.stdout
     colour = out.isatty()
     results = []
     for i, prompt in enumerate(prompts):
-        result = run_prompt(model, tokenizer, prompt, max_new_tokens, seed + i)
+        result = run_prompt(model, tokenizer, prompt, max_new_tokens, seed + i, **engine)
         results.append(result)
         print("-" * 100, file=out)
         print(render(result, colour), file=out)
