@@ -6,6 +6,7 @@ PTPModel) -> :mod:`ptp.decode` (reference sampler, budget, engine).
 
 from ptp.decode.inputs import GenerationOutput
 from ptp.decode.reference import sample_autoregressive
+from ptp.default_model import load_default
 from ptp.model.config import PTPConfig
 from ptp.model.ptp import PTPModel
 from ptp.sampling import SamplingConfig, bins, pick, probabilities
@@ -16,6 +17,7 @@ __all__ = [
     "PTPModel",
     "SamplingConfig",
     "bins",
+    "load_default",
     "pick",
     "probabilities",
     "sample_autoregressive",
