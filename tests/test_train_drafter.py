@@ -184,6 +184,7 @@ def test_a_separate_drafters_training_slots_equal_its_slots_in_the_engine(mode):
 
 
 DDP_SCRIPT = """
+import os
 import sys
 import torch
 from ptp.model import lora
@@ -195,7 +196,9 @@ config = DistillConfig(data=data, out=out, drafter_model=small, train_drafter_ba
                        eval_interval=0, checkpoint_interval=0, progress=False, device="cpu", allow_foreign_data=True)
 model = distill(config, base_model=torch.load(sys.argv[4], weights_only=False)).model
 weights = {**lora.base_state(model.base_model), **lora.adapter_state(model.base_model)}
-print("WEIGHTS", sum(float(v.double().sum()) for v in weights.values()), flush=True)
+# One file per process: two processes printing to one pipe can interleave their lines.
+with open(f"{out}.weights-{os.environ['RANK']}", "w") as f:
+    f.write(repr(sum(float(v.double().sum()) for v in weights.values())))
 """
 
 
@@ -216,7 +219,7 @@ def test_a_drafter_whose_base_trains_stays_in_sync_across_ddp_processes(data, tm
     done = subprocess.run(launcher + arguments, capture_output=True, text=True,
                           env={**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"})  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
-    sums = [line for line in done.stdout.splitlines() if line.startswith("WEIGHTS")]
-    assert len(sums) == 2 and sums[0] == sums[1]
+    sums = [(tmp_path / f"out.weights-{rank}").read_text() for rank in range(2)]
+    assert sums[0] == sums[1]
     trained = ptp.PTPModel.from_pretrained(None, tmp_path / "out")
     assert not torch.equal(lora.base_state(trained.base_model)["lm_head.weight"], small.state_dict()["lm_head.weight"])
