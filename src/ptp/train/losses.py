@@ -43,8 +43,7 @@ def forward_kl_loss(
     logits: torch.Tensor, teacher_logits: torch.Tensor, weights: torch.Tensor, temperature: float = 1.0
 ) -> torch.Tensor:
     """Weighted KL(teacher || drafter) of ``[..., V]`` logits at ``temperature``."""
-    student = F.log_softmax(logits.float() / temperature, dim=-1)
-    teacher = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
+    student, teacher = _log_probs(logits, teacher_logits, temperature)
     return _weighted_mean(_kl(teacher, student), weights)
 
 
@@ -52,9 +51,13 @@ def reverse_kl_loss(
     logits: torch.Tensor, teacher_logits: torch.Tensor, weights: torch.Tensor, temperature: float = 1.0
 ) -> torch.Tensor:
     """Weighted KL(drafter || teacher) of ``[..., V]`` logits at ``temperature``."""
-    student = F.log_softmax(logits.float() / temperature, dim=-1)
-    teacher = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
+    student, teacher = _log_probs(logits, teacher_logits, temperature)
     return _weighted_mean(_kl(student, teacher), weights)
+
+
+def _log_probs(logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float):
+    """(drafter, teacher) log-probabilities in float32 at ``temperature``."""
+    return tuple(F.log_softmax(x.float() / temperature, dim=-1) for x in (logits, teacher_logits))
 
 
 def _kl(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
