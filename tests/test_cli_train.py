@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import string
 import subprocess
 import sys
 
@@ -100,3 +102,42 @@ def test_distill_runs_as_ddp_over_two_cpu_processes(model_dir, data_dir, tmp_pat
     log = [json.loads(line) for line in (tmp_path / "adapter.run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["rows_seen"] for r in log if r["split"] == "train"] == [4, 8, 12, 16]  # 2 processes x 2 rows a step
     assert ptp.PTPModel.from_pretrained(str(model_dir), tmp_path / "adapter").config.acceptance_histogram is not None
+
+
+def test_evaluate_reproduces_distills_numbers_and_writes_the_histogram(model_dir, data_dir, tmp_path, capsys):
+    adapter = tmp_path / "adapter"
+    main(_distill(model_dir, data_dir, adapter))
+    trained = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    settings = "--rows 4 --windows-per-row 6 --batch-size 2 --row-length 64 --device cpu"
+    command = f"evaluate --model {model_dir} --adapter {adapter} --data {data_dir} {settings}".split()
+    main(command + ["--out", str(tmp_path / "metrics.json")])
+    lines = capsys.readouterr().out.strip().splitlines()
+    printed = json.loads(lines[-1])
+    assert any(line.startswith("histogram") for line in lines[:-1])
+    assert json.loads((tmp_path / "metrics.json").read_text()) == printed
+    for key in ("correct_prefix", "histogram", "accuracy", "loss", "windows"):
+        assert printed[key] == pytest.approx(trained[key])
+
+    main(command + ["--split", "all", "--write-histogram"])
+    everything = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    saved = json.loads((adapter / "ptp_config.json").read_text())["acceptance_histogram"]
+    assert saved == pytest.approx(everything["histogram"]) and everything["rows"] >= printed["rows"]
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--adapter", "{tmp}/none"], "ptp evaluate: .*not a PTP adapter directory"),
+        (["--data", "{tmp}/none"], "ptp evaluate: .*does not exist"),
+        (["--eval-fraction", "0"], "ptp evaluate: .*eval split .* is empty"),
+        (["--model", "{tmp}/retokenized"], "ptp evaluate: .*tokenized by another tokenizer"),
+    ],
+)
+def test_evaluate_errors_are_one_line_messages(model_dir, data_dir, tmp_path, extra, message):
+    shutil.copytree(model_dir, tmp_path / "retokenized")  # the same model, its characters numbered backwards
+    char_tokenizer(string.printable[::-1]).save_pretrained(tmp_path / "retokenized")
+    extra = [a.replace("{tmp}", str(tmp_path)) for a in extra]
+    main(_distill(model_dir, data_dir, tmp_path / "adapter"))
+    command = f"evaluate --model {model_dir} --adapter {tmp_path / 'adapter'} --data {data_dir} --device cpu"
+    with pytest.raises(SystemExit, match=message):
+        main(command.split() + extra)

@@ -291,6 +291,51 @@ def _cmd_distill(args) -> int:
     return 0
 
 
+def _add_evaluate(sub) -> None:
+    p = sub.add_parser("evaluate", help="evaluate a saved adapter on held-out windows of a data directory")
+    p.add_argument("--model", help="base model (teacher); optional for an adapter that holds base/ and no teacher")
+    p.add_argument("--adapter", required=True, help="adapter directory from `ptp distill`")
+    p.add_argument("--drafter-model", help="a separate drafter's base (not needed if its adapter holds base/)")
+    p.add_argument("--data", required=True, help="data directory from `ptp pregenerate`")
+    p.add_argument("--split", choices=("eval", "all"), default="eval", help="eval: the prompts distill held out")
+    p.add_argument("--rows", type=int, default=256, help="packed rows to evaluate at most")
+    p.add_argument("--windows-per-row", type=int, default=64)
+    p.add_argument("--eval-fraction", type=float, default=0.05, help="distill's eval_fraction (for --split eval)")
+    p.add_argument("--row-length", type=int, help="tokens per packed row (default: distill's)")
+    p.add_argument("--batch-size", type=int, default=4, help="rows per batch (the windows depend on it)")
+    p.add_argument("--loss", choices=("cross_entropy", "forward_kl", "reverse_kl"), help="default: as distill's")
+    p.add_argument("--seed", type=int, default=0, help="distill's seed: the split, the windows and the u's")
+    p.add_argument("--device", choices=("cpu", "cuda"))
+    p.add_argument("--precision", choices=("auto", "float32", "bf16"), default="auto")
+    p.add_argument("--out", help="also write the metrics to this JSON file")
+    p.add_argument("--write-histogram", action="store_true", help="store the histogram in the adapter's config")
+
+
+def _cmd_evaluate(args) -> int:
+    import json
+
+    from ptp.train import evaluate_adapter
+
+    try:
+        metrics = evaluate_adapter(
+            args.model, args.adapter, args.data, drafter_model=args.drafter_model, split=args.split, rows=args.rows,
+            windows_per_row=args.windows_per_row, eval_fraction=args.eval_fraction, row_length=args.row_length,
+            batch_size=args.batch_size, loss=args.loss, seed=args.seed, device=args.device,
+            precision=args.precision, write_histogram=args.write_histogram,
+        )  # fmt: skip
+    except (ValueError, FileNotFoundError) as error:
+        raise SystemExit(f"ptp evaluate: {error}") from error
+    print(f"{metrics['split']} split: {metrics['rows']} rows, {metrics['windows']} windows")
+    print(f"mean correct prefix {metrics['correct_prefix']:.3f}   loss {metrics['loss']:.4f}")
+    print("position   " + " ".join(f"{n:>6}" for n in range(len(metrics["histogram"]))))
+    print("histogram  " + " ".join(f"{v:6.3f}" for v in metrics["histogram"]))
+    print("accuracy   " + " ".join(["     -"] + [f"{v:6.3f}" for v in metrics["accuracy"]]))
+    if args.out:
+        Path(args.out).write_text(json.dumps(metrics, indent=1) + "\n")
+    print(json.dumps(metrics))
+    return 0
+
+
 def _add_train(sub) -> None:
     from ptp.train.pretrain import PretrainConfig
 
@@ -350,6 +395,7 @@ COMMANDS = {
     "demo": (_add_demo, _cmd_demo),
     "pregenerate": (_add_pregenerate, _cmd_pregenerate),
     "distill": (_add_distill, _cmd_distill),
+    "evaluate": (_add_evaluate, _cmd_evaluate),
 }
 
 

@@ -84,9 +84,13 @@ class PTPConfig:
             raise ValueError(f"unknown keys in ptp_config.json: {sorted(unknown)}")
         return cls(**data)
 
+    def to_json(self) -> str:
+        """The text of ``ptp_config.json``."""
+        return json.dumps(self.to_dict(), indent=2) + "\n"
+
     def save(self, directory: str | Path) -> None:
         path = Path(directory) / CONFIG_NAME
-        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        path.write_text(self.to_json())
 
     @classmethod
     def load(cls, directory: str | Path) -> PTPConfig:

@@ -185,7 +185,7 @@ class DistillConfig:
     @property
     def objective(self) -> str:
         """The loss actually used."""
-        return self.loss or ("forward_kl" if self.mode == "categorical" else "cross_entropy")
+        return objective(self.mode, self.loss)
 
     def sampling_config(self) -> SamplingConfig | None:
         if self.sampling is None:
@@ -229,6 +229,12 @@ class DistillConfig:
                 raise ValueError(f"config file {path} must hold a JSON object")
         data.update(overrides or {})
         return cls.from_dict(data)
+
+
+def objective(mode: str, loss: str | None = None) -> str:
+    """The loss a drafter of ``mode`` trains and is evaluated with: ``loss``, else forward_kl for C-PTP and
+    cross_entropy otherwise."""
+    return loss or ("forward_kl" if mode == "categorical" else "cross_entropy")
 
 
 def parse_overrides(items: list[str], cls=DistillConfig) -> dict:

@@ -233,29 +233,63 @@ def resolve_sampling(config: DistillConfig, dataset: Dataset) -> SamplingConfig:
     return asked
 
 
-def _load_base(config: DistillConfig, base_model, device: torch.device, bf16: bool, name: str | None = None):
-    """``base_model`` (or the model named ``name``, default ``config.model``) on the device in the run's dtype."""
+def load_causal_lm(model, device: torch.device, bf16: bool):
+    """``model`` (an object, or a directory or name ``AutoModelForCausalLM`` loads) on the device in the run's
+    dtype."""
     from transformers import AutoModelForCausalLM
 
     dtype = torch.bfloat16 if bf16 else torch.float32
-    name = config.model if name is None else name
-    if base_model is None:
-        if not name:
-            raise ValueError("no base model: set `model` in the config (or pass base_model)")
+    if isinstance(model, (str, Path)):
         try:
-            base_model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype)
+            model = AutoModelForCausalLM.from_pretrained(str(model), dtype=dtype)
         except OSError as error:
-            raise ValueError(f"cannot load the model {name!r}: {error}") from error
-    return base_model.to(device=device, dtype=dtype)
+            raise ValueError(f"cannot load the model {str(model)!r}: {error}") from error
+    return model.to(device=device, dtype=dtype)
+
+
+def check_device(device: str | None) -> None:
+    """``device`` must be 'cpu', 'cuda' (available) or None."""
+    if device is not None and device not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'cpu', 'cuda' or None, got {device!r}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was asked for but CUDA is not available")
+
+
+def use_bf16(precision: str, device: torch.device) -> bool:
+    """``bf16``, or ``auto`` on CUDA."""
+    return precision == "bf16" or (precision == "auto" and device.type == "cuda")
+
+
+def resolve_row_length(row_length: int | None, *models) -> int:
+    """Tokens per packed row: ``row_length`` (checked against the models' contexts) or the shortest context, at
+    most :data:`DEFAULT_ROW_LENGTH`."""
+    limits = [n for n in (context_length(m) for m in models if m is not None) if n]
+    limit = min(limits) if limits else None
+    row_length = row_length or min(DEFAULT_ROW_LENGTH, limit or DEFAULT_ROW_LENGTH)
+    if limit is not None and row_length > limit:
+        raise ValueError(f"row_length {row_length} exceeds the base model's context of {limit} positions")
+    return row_length
+
+
+def first_rows(rows: PackedRows, count: int, hint: str) -> PackedRows:
+    """The first ``count`` rows, which must hold a completion token (``hint``: what to do otherwise)."""
+    rows = rows.select(range(min(count, len(rows))))
+    if len(rows) == 0 or not bool(rows.targets.any()):
+        raise ValueError(f"the evaluation rows hold no completion token; {hint}")
+    return rows
+
+
+def check_windows(evaluation: dict, hint: str) -> dict:
+    """``evaluation``, unless it saw no window."""
+    if evaluation["windows"] == 0:
+        raise ValueError(f"the evaluation rows hold no window; {hint}")
+    return evaluation
 
 
 def _make_accelerator(config: DistillConfig):
     from accelerate import Accelerator
 
-    if config.device is not None and config.device not in ("cpu", "cuda"):
-        raise ValueError(f"device must be 'cpu', 'cuda' or None, got {config.device!r}")
-    if config.device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' was asked for but CUDA is not available")
+    check_device(config.device)
     return Accelerator(cpu=config.device == "cpu")
 
 
@@ -280,7 +314,7 @@ def distill(
     accelerator = _make_accelerator(config)
     device, main = accelerator.device, accelerator.is_main_process
     rank, world = accelerator.process_index, accelerator.num_processes
-    bf16 = config.precision == "bf16" or (config.precision == "auto" and device.type == "cuda")
+    bf16 = use_bf16(config.precision, device)
     if not config.out:
         raise ValueError("no output directory: set `out` in the config")
     out, run_dir = Path(config.out), config.run_path()
@@ -296,7 +330,9 @@ def distill(
     sampling = resolve_sampling(config, dataset)
     if tokenizer is None and base_model is None:
         tokenizer = load_tokenizer(config.model)  # only to check it against the data's
-    base = _load_base(config, base_model, device, bf16)
+    if base_model is None and not config.model:
+        raise ValueError("no base model: set `model` in the config (or pass base_model)")
+    base = load_causal_lm(config.model if base_model is None else base_model, device, bf16)
     if not config.allow_foreign_data:
         dataset.check_model(base)
         dataset.check_tokenizer(tokenizer)
@@ -309,15 +345,11 @@ def distill(
         if saved:
             drafter_model = None
         name = str(saved[0] / ADAPTER / BASE_DIRECTORY) if saved else config.drafter_model or ""
-        drafter_base = _load_base(config, drafter_model, device, bf16, name=name)
+        drafter_base = load_causal_lm(name if drafter_model is None else drafter_model, device, bf16)
         for parameter in teacher.parameters():
             parameter.requires_grad_(False)
 
-    limits = [n for n in (context_length(base), context_length(drafter_base) if separate else None) if n]
-    limit = min(limits) if limits else None
-    row_length = config.row_length or min(DEFAULT_ROW_LENGTH, limit or DEFAULT_ROW_LENGTH)
-    if limit is not None and row_length > limit:
-        raise ValueError(f"row_length {row_length} exceeds the base model's context of {limit} positions")
+    row_length = resolve_row_length(config.row_length, base, drafter_base)
     train_docs, eval_docs = split_by_prompt(dataset.documents, config.eval_fraction, config.seed)
     train_rows, packing = pack_documents(train_docs, row_length)
     if len(train_rows) == 0 or not bool(train_rows.targets.any()):
@@ -325,9 +357,7 @@ def distill(
     eval_rows = pack_documents(eval_docs, row_length)[0] if eval_docs else train_rows
     if len(eval_rows) == 0:
         eval_rows = train_rows
-    eval_rows = eval_rows.select(range(min(config.eval_rows, len(eval_rows))))
-    if not bool(eval_rows.targets.any()):
-        raise ValueError("the evaluation rows hold no completion token; use more data or another eval_fraction")
+    eval_rows = first_rows(eval_rows, config.eval_rows, "use more data or another eval_fraction")
 
     torch.manual_seed(config.seed)
     start_step, resume_state = 0, None
@@ -474,8 +504,7 @@ def distill(
 
     if evaluation is None:  # resumed after the last step: nothing trained, evaluate what there is
         evaluation = evaluate(model, eval_rows, sampling, **evaluate_args)
-    if evaluation["windows"] == 0:
-        raise ValueError("the evaluation rows hold no window; use more data or a larger eval_fraction")
+    check_windows(evaluation, "use more data or a larger eval_fraction")
     model.config.acceptance_histogram = evaluation["histogram"]
     model.config.sampling = sampling
     if main:

@@ -1,0 +1,156 @@
+"""Held-out evaluation of a saved adapter on a data directory, without training (``ptp evaluate``).
+
+:func:`evaluate_adapter` loads the adapter as :func:`ptp.train.distill` would have it at the end of a run, rebuilds
+the evaluation rows by distill's rules (the same prompt split for the same ``eval_fraction`` and ``seed``, the same
+packing) and runs the same :func:`ptp.train.loop.evaluate`: with distill's settings it reproduces the evaluation
+distill wrote. ``write_histogram`` stores the resulting histogram in the adapter's ``ptp_config.json``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from ptp.data.dataset import Dataset, atomic_write_bytes, load_dataset
+from ptp.data.packing import pack_documents, split_by_prompt
+from ptp.data.prompts import load_tokenizer
+from ptp.model.config import CONFIG_NAME, PTPConfig
+from ptp.model.ptp import BASE_DIRECTORY, PTPModel, check_drafter
+from ptp.train.config import objective
+from ptp.train.loop import (
+    check_device,
+    check_windows,
+    evaluate,
+    first_rows,
+    load_causal_lm,
+    resolve_row_length,
+    use_bf16,
+)
+
+SPLITS = ("eval", "all")
+
+
+def evaluate_adapter(
+    model,
+    adapter: str | os.PathLike,
+    data: str | os.PathLike | Dataset,
+    *,
+    drafter_model=None,
+    split: str = "eval",
+    rows: int = 256,
+    windows_per_row: int = 64,
+    eval_fraction: float = 0.05,
+    row_length: int | None = None,
+    batch_size: int = 4,
+    loss: str | None = None,
+    position_decay: float = 1.0,
+    seed: int = 0,
+    device: str | None = None,
+    precision: str = "auto",
+    tokenizer=None,
+    write_histogram: bool = False,
+) -> dict:
+    """Evaluate the drafter in ``adapter`` on held-out windows of ``data``: the mean correct prefix, its histogram
+    over 0..N, accuracy per position, loss and the number of windows (see :func:`ptp.train.loop.evaluate`).
+
+    Args:
+        model: the base model (teacher): an object, or a directory or name ``AutoModelForCausalLM`` loads. None only
+            for an adapter that holds its own base (``base/``) and is its own teacher.
+        adapter: the adapter directory.
+        data: a data directory from ``ptp pregenerate`` (or a loaded :class:`Dataset`).
+        drafter_model: a separate drafter's base (object, directory or name); not needed when the adapter holds it in
+            ``base/``, then ``model`` is the teacher.
+        split: ``eval``: the prompts distill holds out for ``eval_fraction`` and ``seed``; ``all``: every document.
+        rows: evaluate the first this many packed rows of the split (distill's ``eval_rows``).
+        windows_per_row, eval_fraction, row_length, batch_size, loss, position_decay, seed: as in
+            :class:`ptp.train.DistillConfig`; with the run's values the numbers equal distill's final evaluation.
+            ``loss`` None: ``forward_kl`` for C-PTP, else ``cross_entropy``.
+        device: ``cpu``, ``cuda`` or None (CUDA if available).
+        precision: ``float32``, ``bf16`` or ``auto`` (bf16 on CUDA).
+        tokenizer: checked against the data's (default: loaded from ``model`` when it is a path).
+        write_histogram: store the histogram in ``adapter``'s ptp_config.json (atomically).
+
+    Returns:
+        The evaluation plus ``adapter``, ``data``, ``split`` and ``rows`` (rows evaluated).
+    """
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    if isinstance(rows, bool) or not isinstance(rows, int) or rows < 1:
+        raise ValueError(f"rows must be an integer >= 1, got {rows!r}")
+    check_device(device)
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    bf16 = use_bf16(precision, device)
+    adapter = Path(adapter)
+    config = PTPConfig.load(adapter)  # FileNotFoundError for a directory that is not an adapter
+    dataset = data if isinstance(data, Dataset) else load_dataset(data)
+    if dataset.sampling is not None and dataset.sampling != config.sampling:
+        raise ValueError(
+            f"{dataset.path} was sampled with {dataset.sampling.describe()}, but the adapter {adapter} was trained "
+            f"for {config.sampling.describe()}: its drafts would be scored against the wrong bins. Evaluate on data "
+            "pregenerated under the adapter's sampling configuration."
+        )
+
+    if model is None and not config.train_base:
+        raise ValueError(f"{adapter} is an adapter without a base model of its own: pass the base model")
+    if tokenizer is None and isinstance(model, (str, Path)):
+        tokenizer = load_tokenizer(model)  # only to check it against the data's
+    base = None if model is None else load_causal_lm(model, device, bf16)
+    separate = config.train_base or drafter_model is not None
+    dtype = torch.bfloat16 if bf16 else torch.float32
+    try:
+        if config.train_base:
+            if drafter_model is not None:
+                raise ValueError(f"{adapter} holds its own drafter base ({BASE_DIRECTORY}/): pass no drafter model")
+            drafter = PTPModel.from_pretrained(None, adapter, dtype=dtype, device=device)
+        else:
+            drafter_base = base if drafter_model is None else load_causal_lm(drafter_model, device, bf16)
+            drafter = PTPModel.from_pretrained(drafter_base, adapter)
+    except ValueError as error:
+        hint = "" if separate else " (a separate drafter's adapter needs its base: pass the drafter model)"
+        raise ValueError(f"{error}{hint}") from error
+    teacher = base if separate else None
+    if teacher is not None:
+        check_drafter(teacher, drafter)
+    dataset.check_model(drafter if teacher is None else teacher)
+    dataset.check_tokenizer(tokenizer)
+
+    row_length = resolve_row_length(row_length, teacher, drafter)
+    _, eval_docs = split_by_prompt(dataset.documents, eval_fraction, seed)
+    documents = eval_docs if split == "eval" else dataset.documents
+    if not documents:
+        prompts = len({d.prompt_index for d in dataset.documents})
+        raise ValueError(
+            f"the eval split of {dataset.path} is empty: eval_fraction={eval_fraction} holds out no prompt of "
+            f"{prompts}; use split 'all' or a larger eval_fraction"
+        )
+    chosen = first_rows(
+        pack_documents(documents, row_length)[0],
+        rows,
+        f"no document of the {split} split has a completion token within row_length={row_length}",
+    )
+    evaluation = evaluate(
+        drafter,
+        chosen,
+        config.sampling,
+        windows_per_row=windows_per_row,
+        batch_size=batch_size,
+        objective=objective(config.mode, loss),
+        decay=position_decay,
+        seed=seed,
+        bf16=bf16,
+        teacher=teacher,
+    )
+    check_windows(evaluation, "use more data, more rows or a longer row_length")
+    if write_histogram:
+        store_histogram(adapter, evaluation["histogram"])
+    return {**evaluation, "adapter": str(adapter), "data": str(dataset.path), "split": split, "rows": len(chosen)}
+
+
+def store_histogram(adapter: str | os.PathLike, histogram: list[float]) -> None:
+    """Replace the acceptance histogram in ``adapter``'s ptp_config.json (atomically; the rest stays)."""
+    config = PTPConfig.load(adapter)
+    config.acceptance_histogram = list(histogram)
+    config.__post_init__()  # checks the histogram's length against the window length
+    atomic_write_bytes(Path(adapter) / CONFIG_NAME, config.to_json().encode())
