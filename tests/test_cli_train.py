@@ -124,6 +124,22 @@ def test_evaluate_reproduces_distills_numbers_and_writes_the_histogram(model_dir
     assert saved == pytest.approx(everything["histogram"]) and everything["rows"] >= printed["rows"]
 
 
+def test_evaluate_takes_its_settings_from_the_run_unless_told_otherwise(model_dir, data_dir, tmp_path, capsys):
+    adapter = tmp_path / "adapter"
+    main(_distill(model_dir, data_dir, adapter))
+    trained = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    main(f"evaluate --model {model_dir} --adapter {adapter} --data {data_dir} --device cpu".split())
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert "adapter.run" in lines[0]
+    printed = json.loads(lines[-1])
+    for key in ("correct_prefix", "histogram", "accuracy", "loss", "windows"):
+        assert printed[key] == pytest.approx(trained[key])
+    main(f"evaluate --model {model_dir} --adapter {adapter} --data {data_dir} --device cpu --seed 7".split())
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["loss"] != pytest.approx(trained["loss"])
+    with pytest.raises(SystemExit, match="no run configuration at"):
+        main(f"evaluate --adapter {adapter} --data {data_dir} --run-config {tmp_path}/none.json".split())
+
+
 @pytest.mark.parametrize(
     "extra, message",
     [

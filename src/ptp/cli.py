@@ -298,13 +298,20 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--drafter-model", help="a separate drafter's base (not needed if its adapter holds base/)")
     p.add_argument("--data", required=True, help="data directory from `ptp pregenerate`")
     p.add_argument("--split", choices=("eval", "all"), default="eval", help="eval: the prompts distill held out")
-    p.add_argument("--rows", type=int, default=256, help="packed rows to evaluate at most")
-    p.add_argument("--windows-per-row", type=int, default=64)
-    p.add_argument("--eval-fraction", type=float, default=0.05, help="distill's eval_fraction (for --split eval)")
-    p.add_argument("--row-length", type=int, help="tokens per packed row (default: distill's)")
-    p.add_argument("--batch-size", type=int, default=4, help="rows per batch (the windows depend on it)")
+    p.add_argument(
+        "--run-config",
+        help="a distill run's config.json whose evaluation settings become the defaults "
+        "(default: <adapter>.run/config.json when it exists), so the numbers equal the run's",
+    )
+    p.add_argument("--rows", type=int, help="packed rows to evaluate at most (default: the run's eval_rows, else 256)")
+    p.add_argument("--windows-per-row", type=int, help="default: the run's, else 64")
+    p.add_argument("--eval-fraction", type=float, help="distill's eval_fraction for --split eval (default: the run's)")
+    p.add_argument("--row-length", type=int, help="tokens per packed row (default: the run's, else distill's rule)")
+    p.add_argument(
+        "--batch-size", type=int, help="rows per batch; the windows depend on it (default: the run's, else 4)"
+    )
     p.add_argument("--loss", choices=("cross_entropy", "forward_kl", "reverse_kl"), help="default: as distill's")
-    p.add_argument("--seed", type=int, default=0, help="distill's seed: the split, the windows and the u's")
+    p.add_argument("--seed", type=int, help="distill's seed: the split, the windows and the u's (default: the run's)")
     p.add_argument("--device", choices=("cpu", "cuda"))
     p.add_argument("--precision", choices=("auto", "float32", "bf16"), default="auto")
     p.add_argument("--out", help="also write the metrics to this JSON file")
@@ -316,12 +323,22 @@ def _cmd_evaluate(args) -> int:
 
     from ptp.train import evaluate_adapter
 
+    # An explicit flag wins, then the run's own configuration, then distill's defaults.
+    settings = {"rows": 256, "windows_per_row": 64, "eval_fraction": 0.05, "row_length": None, "batch_size": 4,
+                "loss": None, "seed": 0, "position_decay": 1.0}  # fmt: skip
+    run_config = Path(args.run_config or Path(args.adapter).with_name(Path(args.adapter).name + ".run") / "config.json")
+    if args.run_config and not run_config.is_file():
+        raise SystemExit(f"ptp evaluate: no run configuration at {run_config}")
+    if run_config.is_file():
+        run = json.loads(run_config.read_text())["config"]  # distill's resolved DistillConfig
+        settings.update({k: run[k] for k in settings if k != "rows" and run.get(k) is not None})
+        settings["rows"] = run.get("eval_rows", settings["rows"])
+        print(f"evaluation settings of {run_config}")
+    settings.update({k: getattr(args, k) for k in settings if getattr(args, k, None) is not None})
     try:
         metrics = evaluate_adapter(
-            args.model, args.adapter, args.data, drafter_model=args.drafter_model, split=args.split, rows=args.rows,
-            windows_per_row=args.windows_per_row, eval_fraction=args.eval_fraction, row_length=args.row_length,
-            batch_size=args.batch_size, loss=args.loss, seed=args.seed, device=args.device,
-            precision=args.precision, write_histogram=args.write_histogram,
+            args.model, args.adapter, args.data, drafter_model=args.drafter_model, split=args.split,
+            device=args.device, precision=args.precision, write_histogram=args.write_histogram, **settings,
         )  # fmt: skip
     except (ValueError, FileNotFoundError) as error:
         raise SystemExit(f"ptp evaluate: {error}") from error
