@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 
+import ptp
 import ptp.data.pregeneration as pregeneration
 from conftest import EOS, tiny_base
 from ptp.data import PregenerateConfig, load_dataset, pregenerate, write_text_dataset
@@ -33,6 +34,28 @@ def test_completions_are_sample_autoregressive_with_the_shards_auxiliaries(tmp_p
     for document, row in zip(data.documents[6:], expected.rows(), strict=True):
         assert document.tokens.tolist() == prompts[3] + row
         assert document.prompt_length == len(prompts[3])
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+@pytest.mark.parametrize("sampling", [SAMPLING, ptp.SamplingConfig.greedy()], ids=["T-k-p", "greedy"])
+def test_the_shards_are_those_that_sample_autoregressive_writes(tmp_path, monkeypatch, arch, sampling):
+    model = tiny_base(arch, seed=2)
+    options = dict(prompts=7, n_per_prompt=5, max_new_tokens=20, batch_size=6, prompts_per_shard=3, sampling=sampling)
+    free = load_dataset(make_data(tmp_path / "free", model, **options)).documents
+    # A common token as EOS: completions of many lengths, some full length.
+    eos = torch.cat([d.tokens[d.prompt_length + 1 :] for d in free]).mode().values.item()
+    fast = make_data(tmp_path / "fast", model, eos_token_id=eos, **options)
+
+    def slow(model, ids, mask, *, auxiliaries, max_new_tokens, sampling, eos_token_id):
+        return reference(model, ids, mask, auxiliaries=auxiliaries, sampling=sampling, eos_token_id=eos_token_id)
+
+    monkeypatch.setattr(pregeneration, "sample_batched", slow)
+    slow_path = make_data(tmp_path / "slow", model, eos_token_id=eos, **options)
+    lengths = {len(d.tokens) - d.prompt_length for d in load_dataset(fast).documents}
+    assert len(lengths) > 2 and 20 in lengths
+    assert _documents(fast) == _documents(slow_path)
+    shards = [json.loads((path / METADATA).read_text())["shards"] for path in (fast, slow_path)]
+    assert shards[0] == shards[1]  # the same bytes (sha256) in every shard
 
 
 def test_metadata_records_sampling_model_and_generation(tmp_path):

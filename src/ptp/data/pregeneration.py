@@ -4,8 +4,9 @@ Prompts are split into shards of ``prompts_per_shard``; each shard's completions
 ``(seed, shard)``, so a shard's content does not depend on which shards were generated before it. A shard is written
 atomically and then recorded in ``metadata.json``; rerunning the same command after a kill verifies the recorded
 shards, regenerates any that are missing or corrupt, and continues with the next one: at most one shard of work is
-lost, and the result is the same as an uninterrupted run. Sampling goes through :func:`ptp.sample_autoregressive`,
-whose tokens are ``Pick(u, S(logits))`` of the project's one sampling module.
+lost, and the result is the same as an uninterrupted run. Sampling goes through
+:func:`ptp.decode.batched.sample_batched`, whose tokens are those of :func:`ptp.sample_autoregressive`:
+``Pick(u, S(logits))`` of the project's one sampling module.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from ptp.data.dataset import (
     write_metadata,
     write_shard,
 )
-from ptp.decode.reference import sample_autoregressive
+from ptp.decode.batched import sample_batched
 from ptp.sampling import SamplingConfig
 
 
@@ -264,24 +265,21 @@ def _generate_shard(model, prompts, chunk, config: PregenerateConfig, eos, seed)
     # Similar lengths share a batch so that little compute goes to padding; the u of a row does not depend on it.
     order = sorted(range(len(rows)), key=lambda r: len(prompts[rows[r][0]]))
     completions: dict[int, torch.Tensor] = {}
-    s = config.sampling
     for start in range(0, len(order), config.batch_size):
         batch = order[start : start + config.batch_size]
         ids, mask = left_pad([prompts[rows[r][0]] for r in batch])
-        result = sample_autoregressive(
+        result = sample_batched(
             model,
             ids,
             mask,
             auxiliaries=u[batch],
             max_new_tokens=config.max_new_tokens,
-            do_sample=s.do_sample,
-            temperature=s.temperature,
-            top_k=s.top_k,
-            top_p=s.top_p,
+            sampling=config.sampling,
             eos_token_id=eos,
         )
+        new, lengths = result.new_tokens.cpu(), result.lengths.tolist()
         for b, row in enumerate(batch):
-            completions[row] = result.new_tokens[b, : int(result.lengths[b])].cpu()
+            completions[row] = new[b, : lengths[b]]
     return [
         Document(torch.cat([torch.tensor(prompts[i], dtype=torch.int64), completions[r]]), len(prompts[i]), i)
         for r, (i, _) in enumerate(rows)

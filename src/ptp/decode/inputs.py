@@ -145,3 +145,24 @@ def check_sliding_window(model_config, total_length: int) -> None:
             f"prompt + max_new_tokens = {total_length} exceeds the model's sliding window ({window}); "
             "ptp-lm does not support sliding-window attention beyond the window yet"
         )
+
+
+def check_plain_inputs(model, input_ids, attention_mask, auxiliaries, max_new_tokens, eos_token_id, pad_token_id):
+    """The checks of the plain (one token per call) samplers.
+
+    Returns ``(model, input_ids, mask, u, eos, pad)`` on the model's device: a :class:`ptp.PTPModel` is replaced by
+    its base (outside ``PTPModel.forward`` its adapter is off: the frozen teacher), ``mask`` is the bool prompt mask,
+    ``u`` the float32 auxiliaries, ``eos`` the stop ids and ``pad`` the id written after a row stops.
+    """
+    from ptp.model.ptp import PTPModel
+
+    if isinstance(model, PTPModel):
+        model = model.base_model
+    device = model.device
+    input_ids = input_ids.to(device)
+    max_positions = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
+    mask = check_prompt(input_ids, attention_mask, max_new_tokens, max_positions)
+    check_sliding_window(model.config, input_ids.shape[1] + max_new_tokens)
+    u = check_auxiliaries(auxiliaries, (input_ids.shape[0], max_new_tokens)).to(device)
+    eos, pad = resolve_stop_tokens(eos_token_id, pad_token_id, model)
+    return model, input_ids, mask, u, eos.to(device), pad

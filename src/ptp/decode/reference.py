@@ -9,13 +9,8 @@ from __future__ import annotations
 import torch
 from transformers import DynamicCache, PreTrainedModel
 
-from ptp.decode.inputs import (
-    GenerationOutput,
-    check_prompt,
-    check_sliding_window,
-    resolve_stop_tokens,
-)
-from ptp.sampling import SamplingConfig, check_auxiliaries, pick
+from ptp.decode.inputs import GenerationOutput, check_plain_inputs
+from ptp.sampling import SamplingConfig, pick
 
 
 @torch.no_grad()
@@ -42,20 +37,12 @@ def sample_autoregressive(
     Returns:
         :class:`GenerationOutput`; every call commits one token per running row.
     """
-    from ptp.model.ptp import PTPModel
-
-    if isinstance(model, PTPModel):
-        model = model.base_model  # outside PTPModel.forward its adapter is off: this is the frozen teacher
     config = SamplingConfig(do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p)
+    model, input_ids, mask, u, eos, pad = check_plain_inputs(
+        model, input_ids, attention_mask, auxiliaries, max_new_tokens, eos_token_id, pad_token_id
+    )
     device = model.device
-    input_ids = input_ids.to(device)
-    max_positions = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
-    mask = check_prompt(input_ids, attention_mask, max_new_tokens, max_positions)
-    check_sliding_window(model.config, input_ids.shape[1] + max_new_tokens)
     batch, width = input_ids.shape
-    u = check_auxiliaries(auxiliaries, (batch, max_new_tokens)).to(device)
-    eos, pad = resolve_stop_tokens(eos_token_id, pad_token_id, model)
-    eos = eos.to(device)
 
     new = torch.full((batch, max_new_tokens), pad if pad is not None else 0, dtype=torch.int64, device=device)
     lengths = torch.zeros(batch, dtype=torch.int64, device=device)
