@@ -2,9 +2,10 @@
 
 A checkpoint is a directory ``<run_dir>/checkpoints/step-NNNNNNN`` holding ``adapter/`` (written by the model's
 ``save_pretrained``: a :class:`ptp.PTPModel`'s adapter, or the whole Hugging Face model of a ``ptp train --objective
-ar`` run; loadable on its own) and ``trainer_state.pt`` (step, optimizer and scheduler state, the config). It is assembled under a hidden temporary name and renamed into place, so a killed run leaves
-either a complete checkpoint or none: resuming never sees half a checkpoint. Randomness needs no saved state: the
-trainer derives every step's generators from ``(seed, step, process)``.
+ar`` run; loadable on its own) and ``trainer_state.pt`` (step, optimizer and scheduler state, the config). It is
+assembled under a hidden temporary name and renamed into place, so a killed run leaves either a complete checkpoint
+or none: resuming never sees half a checkpoint. Randomness needs no saved state: the trainer derives every step's
+generators from ``(seed, step, process)``.
 """
 
 from __future__ import annotations

@@ -164,7 +164,7 @@ def _average_gradients(accelerator, parameters: list[nn.Parameter]) -> None:
         return
     grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in parameters]
     flat = accelerator.reduce(torch.cat([g.flatten() for g in grads]), reduction="mean")
-    for parameter, piece in zip(parameters, flat.split([g.numel() for g in grads])):
+    for parameter, piece in zip(parameters, flat.split([g.numel() for g in grads]), strict=True):
         parameter.grad = piece.view_as(parameter).clone()
 
 
