@@ -106,4 +106,5 @@ def test_train_ptp_objective_writes_a_c_ptp_model_that_decodes_itself_exactly_an
     with pytest.raises(SystemExit, match="pass base_model"):
         main([*generate, "--adapter", str(tmp_path / "ptp"), "--model", str(tmp_path / "ar")])
     with pytest.raises(ValueError, match="objective 'ptp'"):
-        main(["train", "--objective", "ar", "--init-from", str(tmp_path / "ptp"), "--out", str(resumed), *shape])
+        main(["train", "--objective", "ar", "--init-from", str(tmp_path / "ptp"), "--out", str(tmp_path / "ar2"),
+              *shape])  # fmt: skip

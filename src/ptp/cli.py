@@ -356,14 +356,16 @@ def _cmd_evaluate(args) -> int:
 def _add_train(sub) -> None:
     from ptp.train.pretrain import PretrainConfig
 
-    p = sub.add_parser("train", help="train a causal LM on text (ar: next-token pretraining; ptp: C-PTP, no teacher)")
+    p = sub.add_parser("train", help="train a causal LM on text (ar: next-token; ptp: C-PTP, no teacher; also DDP)")
     p.add_argument("--objective", choices=["ar", "ptp"], default=None, help="default: ar")
     p.add_argument("--config", help="JSON file of PretrainConfig fields; flags below override it")
     parsers = {"int": int, "float": float}
     for name, field in PretrainConfig.__dataclass_fields__.items():
-        if name not in ("progress", "objective"):
-            kind = parsers.get(str(field.type), str)
-            p.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, help=f"default: {field.default}")
+        flag, kind = "--" + name.replace("_", "-"), str(field.type).removesuffix(" | None")
+        if kind == "bool" and name != "progress":
+            p.add_argument(flag, dest=name, action="store_true", default=None, help=f"default: {field.default}")
+        elif name not in ("progress", "objective"):
+            p.add_argument(flag, dest=name, type=parsers.get(kind, str), help=f"default: {field.default}")
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -378,7 +380,8 @@ def _cmd_train(args) -> int:
             values[name] = getattr(args, name)
     values["progress"] = not args.no_progress
     summary = pretrain(PretrainConfig(**values))
-    print(json.dumps({k: v for k, v in summary.items() if k != "config"}))
+    if summary is not None:  # the main process reports
+        print(json.dumps({k: v for k, v in summary.items() if k != "config"}))
     return 0
 
 

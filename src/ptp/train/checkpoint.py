@@ -1,10 +1,11 @@
 """Atomic, resumable training checkpoints.
 
-A checkpoint is a directory ``<run_dir>/checkpoints/step-NNNNNNN`` holding ``adapter/`` (written by
-:meth:`ptp.PTPModel.save_pretrained`, loadable on its own) and ``trainer_state.pt`` (step, optimizer and scheduler
-state, the config). It is assembled under a hidden temporary name and renamed into place, so a killed run leaves
-either a complete checkpoint or none: resuming never sees half a checkpoint. Randomness needs no saved state: the
-trainer derives every step's generators from ``(seed, step, process)``.
+A checkpoint is a directory ``<run_dir>/checkpoints/step-NNNNNNN`` holding ``adapter/`` (written by the model's
+``save_pretrained``: a :class:`ptp.PTPModel`'s adapter, or the whole Hugging Face model of a ``ptp train --objective
+ar`` run; loadable on its own) and ``trainer_state.pt`` (step, optimizer and scheduler state, the config). It is
+assembled under a hidden temporary name and renamed into place, so a killed run leaves either a complete checkpoint
+or none: resuming never sees half a checkpoint. Randomness needs no saved state: the trainer derives every step's
+generators from ``(seed, step, process)``.
 """
 
 from __future__ import annotations
@@ -38,6 +39,14 @@ RESUMABLE_CHANGES = frozenset(
 )
 
 
+def default_run_dir(out: str, run_dir: str | None) -> Path:
+    """``run_dir``, or by default ``<out>.run`` next to the output directory."""
+    if run_dir:
+        return Path(run_dir)
+    path = Path(out)
+    return path.with_name(path.name + ".run")
+
+
 def check_writable(directory: str | Path, what: str) -> Path:
     """Create ``directory`` if needed and make sure a file can be written there; ValueError otherwise."""
     directory = Path(directory)
@@ -54,7 +63,7 @@ def save_checkpoint(run_dir: str | Path, step: int, model, state: dict, keep: in
     """Write checkpoint ``step`` atomically and delete all but the newest ``keep``.
 
     Args:
-        model: the :class:`ptp.PTPModel` (unwrapped).
+        model: the :class:`ptp.PTPModel` or Hugging Face model (unwrapped).
         state: what :func:`load_checkpoint` returns besides the adapter (optimizer, scheduler, config, ...).
     """
     root = Path(run_dir) / CHECKPOINTS

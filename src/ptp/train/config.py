@@ -11,6 +11,7 @@ from pathlib import Path
 from ptp.model.config import MODES
 from ptp.model.embeddings import EMBEDDING_KINDS
 from ptp.sampling import SamplingConfig
+from ptp.train.checkpoint import default_run_dir
 
 LOSSES = ("cross_entropy", "forward_kl", "reverse_kl")
 OUT_OF_SET = ("stop", "error")
@@ -195,10 +196,7 @@ class DistillConfig:
         return SamplingConfig.from_dict(self.sampling)
 
     def run_path(self) -> Path:
-        if self.run_dir:
-            return Path(self.run_dir)
-        out = Path(self.out)
-        return out.with_name(out.name + ".run")
+        return default_run_dir(self.out, self.run_dir)
 
     def to_dict(self) -> dict:
         data = asdict(self)

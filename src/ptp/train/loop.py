@@ -157,6 +157,35 @@ def _reduce(accelerator, sums: dict) -> dict:
     return {k: accelerator.reduce(v, reduction="sum") for k, v in sums.items()}
 
 
+def _average_gradients(accelerator, parameters: list[nn.Parameter]) -> None:
+    """What DDP does to the gradients, as one all-reduce: each parameter's gradient becomes its mean over the
+    processes (a parameter without one counts as zero). Works for losses of several forward passes."""
+    if accelerator is None or accelerator.num_processes == 1:
+        return
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in parameters]
+    flat = accelerator.reduce(torch.cat([g.flatten() for g in grads]), reduction="mean")
+    for parameter, piece in zip(parameters, flat.split([g.numel() for g in grads]), strict=True):
+        parameter.grad = piece.view_as(parameter).clone()
+
+
+def newest_checkpoint(run_dir: Path, config: dict, resume: bool) -> dict | None:
+    """The state of the run's newest checkpoint (its directory under ``"path"``) when resuming, None for a fresh run.
+
+    ValueError if there is nothing to resume, if the config differs from the checkpoint's in a field that changes the
+    result, or if a fresh run would mix its checkpoints with an earlier run's.
+    """
+    checkpoints = list_checkpoints(run_dir)
+    if not resume:
+        if checkpoints:
+            raise ValueError(f"{run_dir} already holds checkpoints of a run: pass resume, or choose another run_dir")
+        return None
+    if not checkpoints:
+        raise ValueError(f"nothing to resume: {run_dir} holds no checkpoint")
+    state = load_checkpoint(checkpoints[-1])
+    check_resumable(state["config"], config)
+    return {**state, "path": checkpoints[-1]}
+
+
 # -------------------------------------------------------------------------------------------------- evaluation
 @torch.no_grad()
 def evaluate(
@@ -286,7 +315,9 @@ def check_windows(evaluation: dict, hint: str) -> dict:
     return evaluation
 
 
-def _make_accelerator(config: DistillConfig):
+def _make_accelerator(config):
+    """The run's ``accelerate.Accelerator`` (``config.device``: cpu, cuda or None); several processes under
+    ``accelerate launch`` / ``torchrun``."""
     from accelerate import Accelerator
 
     check_device(config.device)
@@ -360,14 +391,9 @@ def distill(
     eval_rows = first_rows(eval_rows, config.eval_rows, "use more data or another eval_fraction")
 
     torch.manual_seed(config.seed)
-    start_step, resume_state = 0, None
-    checkpoints = list_checkpoints(run_dir)
-    if config.resume:
-        if not checkpoints:
-            raise ValueError(f"nothing to resume: {run_dir} holds no checkpoint")
-        resume_state = load_checkpoint(checkpoints[-1])
-        check_resumable(resume_state["config"], config.to_dict())
-        adapter = checkpoints[-1] / ADAPTER
+    start_step, resume_state = 0, newest_checkpoint(run_dir, config.to_dict(), config.resume)
+    if resume_state is not None:
+        adapter = resume_state["path"] / ADAPTER
         if config.train_drafter_base:  # the drafter's own weights come from the checkpoint too
             dtype = torch.bfloat16 if bf16 else torch.float32
             model = PTPModel.from_pretrained(None, adapter, dtype=dtype, device=device)
@@ -375,8 +401,6 @@ def distill(
             model = PTPModel.from_pretrained(drafter_base if separate else base, adapter)
         start_step = resume_state["step"]
     else:
-        if checkpoints:
-            raise ValueError(f"{run_dir} already holds checkpoints of a run: pass resume, or choose another run_dir")
         drafter = PTPConfig(sampling=sampling, train_base=config.train_drafter_base,
                             **{name: getattr(config, name) for name in DRAFTER_FIELDS})  # fmt: skip
         model = PTPModel(drafter_base if separate else base, drafter)
@@ -568,34 +592,63 @@ def train_rows(
     max_grad_norm: float = 1.0,
     seed: int = 0,
     progress: bool = False,
+    accelerator=None,
+    run_dir: Path | None = None,
+    checkpoint_interval: int | None = None,
+    keep_checkpoints: int = 2,
+    config: dict | None = None,
+    resumed: dict | None = None,
 ) -> list[float]:
     """The loop of training on text rows: every parameter that requires a gradient trains on
     ``batch_loss(rows, generator)`` (a scalar), with AdamW and a warm-up then cosine schedule.
 
     ``generator`` (on the model's device) is seeded per step, for whatever the loss draws (window starts, u's).
     Returns the loss of every step (one host sync per step, for the record).
+
+    Under ``accelerator`` with several processes each takes its own ``batch_size`` rows of a step (as in
+    :func:`distill`), gradients are averaged across processes and the recorded loss is their mean. With ``run_dir``
+    the main process writes a checkpoint (the model's ``save_pretrained``, optimizer, scheduler, losses so far and
+    ``config``) every ``checkpoint_interval`` steps and after the last; ``resumed`` (from :func:`newest_checkpoint`,
+    with the model already loaded from it) continues that run exactly.
     """
     if steps < 1 or len(rows) == 0:
         raise ValueError("training on rows needs steps >= 1 and at least one row")
     device = model.device
+    rank, world = (accelerator.process_index, accelerator.num_processes) if accelerator else (0, 1)
+    main = rank == 0
     model.train()
     parameters = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(parameters, lr=learning_rate, weight_decay=weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(min(warmup_steps, steps - 1), steps, 0.1))
-    losses = []
-    bar = _progress(steps, 0, progress, desc="train")
-    for step in range(steps):
-        batch = rows.select(stream_rows(len(rows), seed, step * batch_size, batch_size)).to(device)
-        loss = batch_loss(batch, torch.Generator(device).manual_seed(step_seed(seed, step, 0)))
+    start, losses = 0, []
+    if resumed is not None:
+        optimizer.load_state_dict(resumed["optimizer"])
+        scheduler.load_state_dict(resumed["scheduler"])
+        start, losses = resumed["step"], list(resumed["losses"])
+    bar = _progress(steps, start, progress and main, desc="train")
+    for step in range(start, steps):
+        torch.manual_seed(step_seed(seed, step, rank))  # dropout, if the model has any
+        position = step * world + rank
+        batch = rows.select(stream_rows(len(rows), seed, position * batch_size, batch_size)).to(device)
+        loss = batch_loss(batch, torch.Generator(device).manual_seed(step_seed(seed, step, rank)))
         loss.backward()
+        _average_gradients(accelerator, parameters)
         if max_grad_norm > 0:
             torch.nn.utils.clip_grad_norm_(parameters, max_grad_norm)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
-        losses.append(float(loss.detach()))
+        losses.append(float(_reduce(accelerator, {"loss": loss.detach().float()})["loss"]) / world)
         bar.update(1)
         bar.set_postfix(loss=f"{losses[-1]:.3f}")
+        done = step + 1
+        if run_dir is not None and (done == steps or (checkpoint_interval and done % checkpoint_interval == 0)):
+            if main:
+                state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "losses": losses,
+                         "config": config or {}}  # fmt: skip
+                save_checkpoint(run_dir, done, model, state, keep_checkpoints)
+            if accelerator is not None:
+                accelerator.wait_for_everyone()
     bar.close()
     model.eval()
     return losses

@@ -3,9 +3,13 @@ makes its own small teachers) or inverse autoregressive C-PTP training (``object
 
 ``pretrain(config)`` reads text (the standard-library corpus, text files, or JSONL ``{"text"}``), trains a byte-level
 BPE tokenizer unless one is given, builds a Hugging Face model from an architecture config (Llama by default) or
-continues a checkpoint, runs :func:`ptp.train.loop.train_autoregressive` on rows cut from the text, reports the
-held-out loss, and saves a normal model directory (safetensors, plus the tokenizer) that ``AutoModelForCausalLM``
-and ``AutoTokenizer`` load.
+continues a checkpoint, runs :func:`ptp.train.loop.train_rows` on rows cut from the text, reports the held-out loss,
+and saves a normal model directory (safetensors, plus the tokenizer) that ``AutoModelForCausalLM`` and
+``AutoTokenizer`` load.
+
+Like ``ptp distill`` it writes atomic checkpoints (:mod:`ptp.train.checkpoint`: the model, optimizer and scheduler
+state, the losses so far) to ``<out>.run``, resumes the newest exactly (``resume``), and runs as DDP under
+``accelerate launch`` / ``torchrun``.
 """
 
 from __future__ import annotations
@@ -19,12 +23,14 @@ from pathlib import Path
 import torch
 
 from ptp.data.packing import PackedRows
-from ptp.train.checkpoint import check_writable
+from ptp.train.checkpoint import ADAPTER, check_writable, default_run_dir, remove_stale
 
 ARCHITECTURES = ("llama", "qwen2", "mistral", "gpt2")
 
 
 OBJECTIVES = ("ar", "ptp")
+#: The tokenizer a run trains, in its run directory.
+TOKENIZER = "tokenizer"
 
 
 @dataclass
@@ -84,6 +90,18 @@ class PretrainConfig:
     compare_to: str | None = None
     """``ptp``: an ``ar`` model directory with the same tokenizer; the held-out evaluation then also reports its
     perplexity and how many leading tokens of our parallel samples agree with its plain sampling."""
+    run_dir: str | None = None
+    """Checkpoints (and the trained tokenizer); default: ``<out>.run`` next to the model directory."""
+    checkpoint_interval: int | None = None
+    """Write a checkpoint every this many steps; None or 0: only after the last step."""
+    keep_checkpoints: int = 2
+    """Checkpoints kept (the newest)."""
+    resume: bool = False
+    """Continue from the newest checkpoint of ``run_dir``, exactly as the run would have gone on; the config must
+    not differ from the checkpoint's in a field that changes the result."""
+
+    def run_path(self) -> Path:
+        return default_run_dir(self.out, self.run_dir)
 
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:
@@ -92,9 +110,13 @@ class PretrainConfig:
             raise ValueError(f"architecture must be one of {ARCHITECTURES}, got {self.architecture!r}")
         if self.precision not in ("auto", "float32", "bf16"):
             raise ValueError(f"precision must be auto, float32 or bf16, got {self.precision!r}")
-        for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "row_length", "batch_size", "steps"):
+        names = ("vocab_size", "hidden_size", "num_layers", "num_heads", "row_length", "batch_size", "steps",
+                 "keep_checkpoints")  # fmt: skip
+        for name in names:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.checkpoint_interval is not None and self.checkpoint_interval < 0:
+            raise ValueError(f"checkpoint_interval must be >= 0 or None, got {self.checkpoint_interval}")
         if self.row_length > self.context:
             raise ValueError(f"row_length {self.row_length} exceeds the model context {self.context}")
 
@@ -199,36 +221,51 @@ def held_out_loss(model, rows: PackedRows, batch_size: int, bf16: bool) -> float
     return total / max(count, 1)
 
 
-def pretrain(config: PretrainConfig) -> dict:
-    """Run the pretraining; returns the run's summary (also written to ``<out>/training_summary.json``)."""
+def pretrain(config: PretrainConfig) -> dict | None:
+    """Run the pretraining; returns the run's summary (also written to ``<out>/training_summary.json``).
+
+    Under ``accelerate launch`` / ``torchrun`` every process trains on its own rows of each step (the batch is
+    ``batch_size`` rows per process); only the main process evaluates, writes the model and returns the summary, the
+    others return None. Checkpoints go to ``config.run_path()``; ``config.resume`` continues the newest exactly.
+    """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from ptp.data.tokenizer import train_bpe
     from ptp.model.config import CONFIG_NAME
     from ptp.model.ptp import PTPModel
-    from ptp.train.loop import train_autoregressive, train_rows
+    from ptp.train.loop import _make_accelerator, newest_checkpoint, train_autoregressive, train_rows
 
-    out = check_writable(config.out, "model output directory")
-    device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    accelerator = _make_accelerator(config)
+    device, main, world = accelerator.device, accelerator.is_main_process, accelerator.num_processes
+    out, run_dir = Path(config.out), config.run_path()
+    if main:
+        check_writable(out, "model output directory")
+        check_writable(run_dir, "run directory")
+        remove_stale(run_dir)
+    resumed = newest_checkpoint(run_dir, asdict(config), config.resume)
     bf16 = config.precision == "bf16" or (config.precision == "auto" and device.type == "cuda")
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True  # float32 runs use TF32 tensor cores
     train_texts, held_texts = read_text_corpus(config.data, config.held_out_fraction)
-    ptp_model = None
-    if config.init_from is not None:
+    if config.init_from is not None or config.tokenizer is not None:
         tokenizer = AutoTokenizer.from_pretrained(config.tokenizer or config.init_from)
-        if (Path(config.init_from) / CONFIG_NAME).is_file():
+    else:  # trained once, by the main process; the other processes and a resumed run read it back
+        trained = str(run_dir / TOKENIZER)
+        if main and resumed is None:
+            train_bpe(train_texts, config.vocab_size).save_pretrained(trained)
+        accelerator.wait_for_everyone()
+        tokenizer = AutoTokenizer.from_pretrained(trained)
+    ptp_model = None
+    source = resumed["path"] / ADAPTER if resumed is not None else config.init_from  # the weights to start from
+    if source is not None:
+        if (Path(source) / CONFIG_NAME).is_file():
             if config.objective != "ptp":
-                raise ValueError(f"{config.init_from} is a ptp-trained model; continue it with objective 'ptp'")
-            ptp_model = PTPModel.from_pretrained(None, config.init_from)
+                raise ValueError(f"{source} is a ptp-trained model; continue it with objective 'ptp'")
+            ptp_model = PTPModel.from_pretrained(None, source)
             model = ptp_model.base_model
         else:
-            model = AutoModelForCausalLM.from_pretrained(config.init_from, dtype=torch.float32)
+            model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
     else:
-        if config.tokenizer is not None:
-            tokenizer = AutoTokenizer.from_pretrained(config.tokenizer)
-        else:
-            tokenizer = train_bpe(train_texts, config.vocab_size)
         special = {
             "bos_token_id": tokenizer.bos_token_id,
             "eos_token_id": tokenizer.eos_token_id,
@@ -246,7 +283,9 @@ def pretrain(config: PretrainConfig) -> dict:
     started = time.perf_counter()
     options = dict(steps=config.steps, batch_size=config.batch_size, learning_rate=config.learning_rate,
                    warmup_steps=config.warmup_steps, weight_decay=config.weight_decay, seed=config.seed,
-                   progress=config.progress)  # fmt: skip
+                   progress=config.progress, accelerator=accelerator, run_dir=run_dir,
+                   checkpoint_interval=config.checkpoint_interval, keep_checkpoints=config.keep_checkpoints,
+                   config=asdict(config), resumed=resumed)  # fmt: skip
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
         if ptp_model is None:
             losses = train_autoregressive(model, rows, **options)
@@ -255,6 +294,8 @@ def pretrain(config: PretrainConfig) -> dict:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - started
+    if not main:
+        return None
     held = held_out_loss(model, held_rows, config.batch_size, bf16) if held_rows is not None else None
     evaluation = None
     if ptp_model is not None and held_rows is not None:
@@ -267,6 +308,7 @@ def pretrain(config: PretrainConfig) -> dict:
                 raise ValueError(f"{config.compare_to} has another vocabulary than this model's tokenizer")
         evaluation = evaluate_text(ptp_model, held_rows, teacher=teacher, windows_per_row=config.windows_per_row,
                                    batch_size=config.batch_size, seed=config.seed)  # fmt: skip
+    trained_steps = config.steps - (resumed["step"] if resumed is not None else 0)
     if ptp_model is None:
         model.save_pretrained(str(out))
     else:
@@ -276,14 +318,15 @@ def pretrain(config: PretrainConfig) -> dict:
         "config": asdict(config),
         "parameters": sum(p.numel() for p in model.parameters()),
         "train_rows": len(rows),
-        "train_tokens_seen": config.steps * config.batch_size * config.row_length,
+        "processes": world,
+        "train_tokens_seen": config.steps * world * config.batch_size * config.row_length,
         "final_train_loss": sum(losses[-20:]) / len(losses[-20:]),
         "held_out_loss": held,
         "held_out_perplexity": math.exp(min(held, 700.0)) if held is not None else None,
         "loss_curve": [round(sum(losses[i : i + 50]) / len(losses[i : i + 50]), 4) for i in range(0, len(losses), 50)],
         "ptp_evaluation": evaluation,
         "training_seconds": seconds,
-        "tokens_per_second": config.steps * config.batch_size * config.row_length / seconds,
+        "tokens_per_second": trained_steps * world * config.batch_size * config.row_length / max(seconds, 1e-9),
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
     }
     (out / "training_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
