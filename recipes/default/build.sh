@@ -11,7 +11,8 @@ mkdir -p "$work"
 #    and a 1.4M-parameter draft model with the teacher's tokenizer for transformers' assisted generation.
 ptp train --objective ar --config "$here/teacher.json" --out "$work/teacher32"
 python "$here/fp16.py" "$work/teacher32" "$work/teacher"          # shipped in float16; everything below uses it
-ptp train --objective ar --config "$here/draft.json" --tokenizer "$work/teacher" --out "$work/draft"
+ptp train --objective ar --config "$here/draft.json" --tokenizer "$work/teacher" --out "$work/draft32"
+python "$here/fp16.py" "$work/draft32" "$work/draft"
 
 # 2. Prompts cut at random line boundaries of the training split; the teacher's completions under S.
 ptp prompts --split train --count 2000 --max-lines 15 --out "$work/train_prompts.jsonl"

@@ -1,5 +1,6 @@
 """The model that ships inside the package: a small Llama trained on the Python standard library, its PTP adapter,
-and an independent-baseline adapter for comparison (see ``assets/default/MODEL_CARD.md``)."""
+an independent-baseline adapter for comparison, and a tiny draft model for transformers' assisted generation (see
+``assets/default/MODEL_CARD.md``)."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ DEFAULT_DIR = Path(str(resources.files("ptp"))) / "assets" / "default"
 
 
 def default_paths() -> dict[str, Path]:
-    """``teacher`` (a Hugging Face model directory with its tokenizer), ``adapter`` and ``independent``."""
-    return {name: DEFAULT_DIR / name for name in ("teacher", "adapter", "independent")}
+    """``teacher`` (a Hugging Face model directory with its tokenizer), ``adapter``, ``independent`` and ``draft``
+    (a 1.4M-parameter causal LM with the teacher's tokenizer, the draft model of ``ptp bench``'s hf-assisted)."""
+    return {name: DEFAULT_DIR / name for name in ("teacher", "adapter", "independent", "draft")}
 
 
 def has_default() -> bool:

@@ -44,7 +44,8 @@ class BenchConfig:
     """Directory for the answers, the summary and the plots."""
     model: str | None = None
     """Base model directory (or anything ``AutoModelForCausalLM.from_pretrained`` loads); holds the tokenizer.
-    None: the shipped default model with its PTP and independent adapters (see :func:`with_default_model`)."""
+    None: the shipped default model with its PTP and independent adapters and its draft model (see
+    :func:`with_default_model`)."""
     methods: tuple[str, ...] | str | None = None
     """Methods to run (see :mod:`ptp.bench.methods`); None: every method whose inputs are given."""
     adapter: str | None = None
@@ -98,7 +99,7 @@ class _Prepared:
 
 
 def with_default_model(config: BenchConfig) -> BenchConfig:
-    """``config`` with the shipped default model and its adapters filled in when no model is given."""
+    """``config`` with the shipped default model, its adapters and its draft model filled in when no model is given."""
     if config.model is not None:
         return config
     from ptp.default_model import default_paths, has_default
@@ -111,6 +112,7 @@ def with_default_model(config: BenchConfig) -> BenchConfig:
         model=str(paths["teacher"]),
         adapter=config.adapter or str(paths["adapter"]),
         independent_adapter=config.independent_adapter or str(paths["independent"]),
+        draft_model=config.draft_model or str(paths["draft"]),
     )
 
 
