@@ -18,6 +18,7 @@ from transformers import AutoModelForCausalLM, DynamicCache, LlamaConfig
 
 from ptp.bench import plots
 from ptp.bench.timing import environment, median, resolve_dtype, synchronize, timed
+from ptp.compat import cache_argument
 
 #: Llama shapes by name: ``tiny`` for tests, ``1.1b`` (TinyLlama-1.1B), ``7b`` (Llama-2-7B).
 PRESETS: dict[str, dict] = {
@@ -142,7 +143,7 @@ def _sweep(model, context: int, new_tokens, repeats: int, warmup: int, device: t
     over the sweep (clocks, other load) spreads over all points alike instead of tilting the curve."""
     vocab = model.config.vocab_size
     cache = DynamicCache()
-    model(torch.randint(vocab, (1, context), device=device), past_key_values=cache, use_cache=True)
+    model(torch.randint(vocab, (1, context), device=device), use_cache=True, **cache_argument(model, cache))
     calls = {}
     for n in new_tokens:
         ids = torch.randint(vocab, (1, n), device=device)
@@ -151,7 +152,8 @@ def _sweep(model, context: int, new_tokens, repeats: int, warmup: int, device: t
             attention = _causal_block(context, n, device) if mask == "bool_mask" else None
 
             def call(ids=ids, positions=positions, attention=attention, n=n):
-                model(ids, position_ids=positions, attention_mask=attention, past_key_values=cache, use_cache=True)
+                kwargs = cache_argument(model, cache)
+                model(ids, position_ids=positions, attention_mask=attention, use_cache=True, **kwargs)
                 cache.crop(-n)  # the next call sees the same context again
 
             calls[n, mask] = call

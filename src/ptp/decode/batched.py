@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from transformers import DynamicCache, PreTrainedModel
 
+from ptp.compat import cache_argument
 from ptp.decode.inputs import GenerationOutput, check_plain_inputs
 from ptp.sampling import SamplingConfig, pick
 
@@ -59,8 +60,8 @@ def sample_batched(
             input_ids=tokens,
             attention_mask=mask[:, : width + g],
             position_ids=positions,
-            past_key_values=cache,
             use_cache=True,
+            **cache_argument(model, cache),
             logits_to_keep=1,
         ).logits[:, -1]
         calls += 1

@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 from transformers import DynamicCache, PreTrainedModel
 
+from ptp.compat import cache_argument
 from ptp.decode.inputs import GenerationOutput, check_plain_inputs
 from ptp.sampling import SamplingConfig, pick
 
@@ -54,7 +55,11 @@ def sample_autoregressive(
     calls = 0
     for g in range(max_new_tokens):
         logits = model(
-            input_ids=tokens, attention_mask=mask2d, position_ids=positions, past_key_values=cache, use_cache=True
+            input_ids=tokens,
+            attention_mask=mask2d,
+            position_ids=positions,
+            use_cache=True,
+            **cache_argument(model, cache),
         ).logits[:, -1]
         calls += 1
         token = pick(u[:, g], logits, config)

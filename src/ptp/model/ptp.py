@@ -28,6 +28,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoModelForCausalLM, PreTrainedModel
 
+from ptp.compat import cache_argument
 from ptp.model import lora
 from ptp.model.config import PTPConfig, read_json_object
 from ptp.model.embeddings import NULL_AUXILIARY, AuxiliaryEmbedding
@@ -169,8 +170,8 @@ class PTPModel(nn.Module):
                 inputs_embeds=inputs,
                 position_ids=position_ids,
                 attention_mask=self.attention_bias(attention_mask),
-                past_key_values=past_key_values,
                 use_cache=past_key_values is not None,
+                **cache_argument(self.base_model, past_key_values),
             )
         finally:
             self._gate.mask = None
@@ -301,8 +302,8 @@ def teacher_logits(model, input_ids: torch.Tensor, *, position_ids, attention_ma
         input_ids=input_ids,
         position_ids=position_ids,
         attention_mask=attention_bias(model, attention_mask),
-        past_key_values=past_key_values,
         use_cache=past_key_values is not None,
+        **cache_argument(model, past_key_values),
     ).logits
 
 
