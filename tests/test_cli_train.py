@@ -157,3 +157,22 @@ def test_evaluate_errors_are_one_line_messages(model_dir, data_dir, tmp_path, ex
     command = f"evaluate --model {model_dir} --adapter {tmp_path / 'adapter'} --data {data_dir} --device cpu"
     with pytest.raises(SystemExit, match=message):
         main(command.split() + extra)
+
+
+def test_prompts_come_from_the_split_that_ptp_train_holds_out(tmp_path):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for i in range(20):
+        (corpus / f"m{i:02d}.py").write_text("".join(f"x{i}_{k} = {k}\n" for k in range(6)))
+    out = {}
+    for split in ("train", "held-out"):
+        path = tmp_path / f"{split}.jsonl"
+        main(f"prompts --data {corpus} --held-out-fraction 0.1 --split {split} --count 30 --out {path}".split())
+        out[split] = [json.loads(line)["prompt"] for line in path.read_text().splitlines()]
+        assert len(out[split]) == 30
+    modules = {split: {p.split("_")[0] for p in prompts} for split, prompts in out.items()}
+    assert modules["held-out"] == {"x0", "x1"} and not modules["held-out"] & modules["train"]
+    with pytest.raises(SystemExit, match="ptp prompts: .*does not exist"):
+        main(f"prompts --data {tmp_path / 'none'} --split train --count 1 --out {tmp_path / 'p.jsonl'}".split())
+    with pytest.raises(SystemExit, match="ptp prompts: the held-out split .* is empty"):
+        main(f"prompts --data {corpus} --held-out-fraction 0 --split held-out --count 1 --out {tmp_path / 'p'}".split())

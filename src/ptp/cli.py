@@ -386,7 +386,9 @@ def _cmd_train(args) -> int:
 
 
 def _add_prompts(sub) -> None:
-    p = sub.add_parser("prompts", help="write JSONL prompts cut at random line boundaries of the stdlib corpus")
+    p = sub.add_parser("prompts", help="write JSONL prompts cut at random line boundaries of a text corpus")
+    p.add_argument("--data", default="stdlib", help="the corpus as `ptp train --data` reads it (default: stdlib)")
+    p.add_argument("--held-out-fraction", type=float, default=0.05, help="as in `ptp train`: which texts are held out")
     p.add_argument("--split", choices=["train", "held-out"], required=True)
     p.add_argument("--count", type=int, required=True)
     p.add_argument("--max-lines", type=int, default=40)
@@ -397,10 +399,17 @@ def _add_prompts(sub) -> None:
 def _cmd_prompts(args) -> int:
     import json
 
-    from ptp.data.stdlib import line_prompts, stdlib_corpus
+    from ptp.data.stdlib import line_prompts
+    from ptp.train.pretrain import read_text_corpus
 
-    train, held_out = stdlib_corpus()
-    prompts = line_prompts(train if args.split == "train" else held_out, args.count, args.seed, args.max_lines)
+    try:
+        train, held_out = read_text_corpus(args.data, args.held_out_fraction)
+        texts = train if args.split == "train" else held_out
+        if not texts:
+            raise ValueError(f"the {args.split} split of {args.data} is empty")
+        prompts = line_prompts(texts, args.count, args.seed, args.max_lines)
+    except (ValueError, FileNotFoundError) as error:
+        raise SystemExit(f"ptp prompts: {error}") from error
     Path(args.out).write_text("".join(json.dumps({"prompt": p}) + "\n" for p in prompts))
     print(f"wrote {len(prompts)} prompts to {args.out}")
     return 0
