@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# Issue #6 item 2 and #7 in one device call on two GPUs (nvidia-h100-x2), within TOTAL seconds:
+#   corpus (site-packages Python) -> ~110M Llama teacher, DDP over both GPUs -> pregeneration (GPU 0) and a draft
+#   model for hf-assisted (GPU 1) -> O-PTP and independent adapters (one GPU each) -> `ptp bench`, every method,
+#   greedy and T 0.7 (GPU 0). Each training stage gets a share of the time left; its steps come from a short probe.
+# Usage: bash recipes/large/run.sh WORK OUT [TOTAL]     OUT receives results.tar (adapters, logs, bench summaries).
+# DEV=cpu runs a smoke test on CPU processes (gloo); SMALL=1 shrinks every size for it.
+set -uo pipefail
+work=${1:?usage: run.sh WORK OUT [TOTAL]}; out=${2:?}; total=${3:-560}
+here=$(cd "$(dirname "$0")" && pwd)
+export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 PYTHONUNBUFFERED=1
+DEV=${DEV:-cuda}; SMALL=${SMALL:-0}
+mkdir -p "$work" "$out"; logs=$work/logs; mkdir -p "$logs"
+t0=$(date +%s)
+left() { echo $(( total - $(date +%s) + t0 )); }
+stamp() { echo "[$(( $(date +%s) - t0 )) s] $*"; }
+ptp() { python3 -m ptp.cli "$@"; }
+on() { local gpu=$1; shift; if [ "$DEV" = cuda ]; then CUDA_VISIBLE_DEVICES=$gpu ptp "$@"; else ptp "$@" --device cpu; fi; }
+two() {
+    if [ "$DEV" = cuda ]; then
+        accelerate launch --multi_gpu --num_processes 2 --num_machines 1 --mixed_precision no --dynamo_backend no \
+            -m ptp.cli "$@"
+    else
+        torchrun --nproc_per_node 2 -m ptp.cli "$@" --device cpu
+    fi
+}
+# steps that fit SECONDS at the measured rate: rate_steps SUMMARY_JSON_OR_METRICS SECONDS TOKENS_PER_STEP
+rate_steps() { python3 - "$@" <<'PY'
+import json, sys
+path, seconds, per_step = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
+lines = [json.loads(l) for l in open(path) if l.startswith("{")]
+rates = [r["tokens_per_second"] for r in lines if "tokens_per_second" in r]  # ptp train's summary
+rates += [r["tokens_per_s"] for r in lines if r.get("split") == "train" and "tokens_per_s" in r][-1:]  # distill
+print(max(20, int(rates[-1] * seconds / per_step) // 10 * 10))
+PY
+}
+teacher_set=(); draft_set=(); distill_set=()
+max_lines=15; prompt_count=1500; per_prompt=4; new_tokens=160; pregen_batch=512; draft_steps=600; bench_prompts=8; bench_tokens=128
+if [ "$SMALL" = 1 ]; then
+    teacher_set=(--hidden-size 64 --num-layers 2 --num-heads 2 --num-kv-heads 1 --intermediate-size 128 --vocab-size 512
+                 --row-length 128 --context 256 --batch-size 2 --warmup-steps 2 --precision float32)
+    distill_set=(--set row_length=128 --set windows_per_row=8 --set batch_size=2 --set warmup_steps=2 --set eval_rows=2
+                 --set precision=float32)
+    draft_set=(--row-length 128 --batch-size 2 --warmup-steps 2)
+    max_lines=2; prompt_count=12; per_prompt=1; new_tokens=24; pregen_batch=12; draft_steps=4; bench_prompts=1; bench_tokens=16
+fi
+python3 -c "import torch, transformers; print(torch.__version__, transformers.__version__)"
+nvidia-smi -L 2>/dev/null
+
+stamp "corpus"
+python3 "$here/corpus.py" "$work/corpus" --max-mb "${CORPUS_MB:-60}"
+ptp prompts --data "$work/corpus" --held-out-fraction 0.02 --split train --count "$prompt_count" --max-lines $max_lines \
+    --out "$work/train_prompts.jsonl"
+ptp prompts --data "$work/corpus" --held-out-fraction 0.02 --split held-out --count 64 --seed 1 --max-lines $max_lines \
+    --out "$work/heldout_prompts.jsonl"
+head -n "$bench_prompts" "$work/heldout_prompts.jsonl" > "$work/bench_prompts.jsonl"
+
+stamp "teacher probe (BPE + 20 steps)"
+two train --objective ar --config "$here/teacher.json" --data "$work/corpus" "${teacher_set[@]}" --steps 20 \
+    --warmup-steps 2 --no-progress --out "$work/probe" > "$logs/teacher_probe.log" 2>&1
+row=$(python3 -c "import json,sys; c=json.load(open('$here/teacher.json')); print(c['batch_size']*c['row_length']*2)")
+[ "$SMALL" = 1 ] && row=512
+seconds=$(( $(left) - 330 )); [ "$SMALL" = 1 ] && seconds=10
+steps=$(rate_steps "$logs/teacher_probe.log" "$seconds" "$row")
+stamp "teacher: $steps steps in about $seconds s"
+timeout $(( seconds + 60 )) bash -c "$(declare -f ptp two); two train --objective ar --config '$here/teacher.json' \
+    --data '$work/corpus' --tokenizer '$work/probe' ${teacher_set[*]} --steps $steps --no-progress --out '$work/teacher'" \
+    > "$logs/teacher.log" 2>&1
+tail -n 1 "$logs/teacher.log" | cut -c1-400
+
+stamp "pregeneration (GPU 0) and draft model (GPU 1)"
+on 1 train --objective ar --config "$here/../default/draft.json" --data "$work/corpus" --tokenizer "$work/teacher" \
+    --held-out-fraction 0.02 --steps "$draft_steps" --no-progress --out "$work/draft" "${draft_set[@]}" \
+    > "$logs/draft.log" 2>&1 &
+draft=$!
+on 0 pregenerate --model "$work/teacher" --prompts "$work/train_prompts.jsonl" --out "$work/pregen" \
+    --n-per-prompt "$per_prompt" --max-new-tokens "$new_tokens" --batch-size "$pregen_batch" \
+    --temperature 0.7 --top-k 50 --top-p 0.95 --prompts-per-shard 256 --seed 0 --skip-long-prompts \
+    > "$logs/pregen.log" 2>&1
+wait $draft
+
+stamp "distillation probes"
+for mode in one_hot independent; do
+    gpu=$([ $mode = one_hot ] && echo 0 || echo 1)
+    on $gpu distill --model "$work/teacher" --data "$work/pregen" --config "$here/distill.json" --mode $mode \
+        "${distill_set[@]}" --set max_steps=20 --set warmup_steps=2 --set log_interval=10 --set eval_interval=20 \
+        --no-progress --out "$work/probe_$mode" > "$logs/probe_$mode.log" 2>&1 &
+done
+wait
+seconds=$(( $(left) - 170 )); [ "$SMALL" = 1 ] && seconds=10
+per_step=$(python3 -c "import json; c=json.load(open('$here/distill.json')); print(c['batch_size']*c['row_length'])")
+[ "$SMALL" = 1 ] && per_step=256
+steps=$(rate_steps "$work/probe_one_hot.run/metrics.jsonl" "$seconds" "$per_step")
+stamp "distillation: $steps steps each in about $seconds s"
+for mode in one_hot independent; do
+    gpu=$([ $mode = one_hot ] && echo 0 || echo 1)
+    timeout $(( seconds + 45 )) bash -c "$(declare -f ptp on); DEV=$DEV; on $gpu distill --model '$work/teacher' \
+        --data '$work/pregen' --config '$here/distill.json' --mode $mode ${distill_set[*]} --set max_steps=$steps \
+        --set eval_interval=$(( steps / 2 )) --set checkpoint_interval=$(( steps / 2 )) --no-progress \
+        --out '$work/$mode'" > "$logs/distill_$mode.log" 2>&1 &
+done
+wait
+
+stamp "bench"
+for sampling in greedy 0.7,50,0.95; do
+    timeout $(( $(left) / 2 - 10 )) bash -c "$(declare -f ptp on); DEV=$DEV; on 0 bench --model '$work/teacher' \
+        --adapter '$work/one_hot' --independent-adapter '$work/independent' --draft-model '$work/draft' \
+        --prompts '$work/bench_prompts.jsonl' --max-new-tokens $bench_tokens --sampling $sampling --repeats 1 \
+        --warmup 1 --no-progress --out '$work/bench-${sampling//,/_}'" > "$logs/bench_${sampling//,/_}.log" 2>&1
+    tail -n 1 "$logs/bench_${sampling//,/_}.log" | cut -c1-300
+done
+
+stamp "packing results"
+mkdir -p "$work/results"
+cp -r "$logs" "$work/heldout_prompts.jsonl" "$work/results/"
+for d in one_hot independent; do [ -d "$work/$d" ] && cp -r "$work/$d" "$work/results/" && cp "$work/$d.run/metrics.jsonl" "$work/results/logs/metrics_$d.jsonl"; done
+for d in bench-greedy bench-0.7_50_0.95; do [ -d "$work/$d" ] && cp -r "$work/$d" "$work/results/"; done
+for d in teacher draft; do [ -f "$work/$d/training_summary.json" ] && cp "$work/$d/training_summary.json" "$work/results/${d}_training.json"; done
+tar -C "$work" -cf "$work/results.tar" results && split -b 15M "$work/results.tar" "$out/results.tar.part-"
+ls -la "$out"; stamp done
