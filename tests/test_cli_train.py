@@ -90,11 +90,12 @@ def test_raw_text_through_the_command(model_dir, tmp_path):
     assert [tokenizer.decode(d.tokens) for d in load_dataset(out).documents] == ["first document</s>", "second one</s>"]
 
 
-def test_distill_runs_as_ddp_over_two_cpu_processes(model_dir, data_dir, tmp_path):
+@pytest.mark.parametrize("extra", [[], ["--set", "fsdp=true"]], ids=["ddp", "fsdp"])
+def test_distill_runs_as_ddp_over_two_cpu_processes(model_dir, data_dir, tmp_path, extra):
     launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "ptp.cli"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(
-        launcher + _distill(model_dir, data_dir, tmp_path / "adapter"), capture_output=True, text=True, env=env
+        launcher + _distill(model_dir, data_dir, tmp_path / "adapter", *extra), capture_output=True, text=True, env=env
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert len([line for line in done.stdout.splitlines() if line.startswith("{")]) == 1  # the main process reports

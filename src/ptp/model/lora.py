@@ -92,10 +92,12 @@ def install(model: nn.Module, names: list[str], rank: int, alpha: float, dropout
         setattr(parent, child, GatedLoRA(getattr(parent, child), rank, alpha, dropout, gate))
 
 
-def adapter_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The LoRA weights of ``model`` under PEFT's key names."""
+def adapter_state(model: nn.Module, values: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """The LoRA weights of ``model`` under PEFT's key names; ``values`` (parameter name -> tensor) replaces the
+    model's own, e.g. with the full tensors of a sharded model."""
+    values = values or {}
     return {
-        PEFT_PREFIX + name: p.detach().contiguous().cpu()
+        PEFT_PREFIX + name: values.get(name, p).detach().contiguous().cpu()
         for name, p in model.named_parameters()
         if ".lora_A." in name or ".lora_B." in name
     }
@@ -110,8 +112,11 @@ def base_state(model: nn.Module) -> dict[str, torch.Tensor]:
     }
 
 
-def save_adapter(model: nn.Module, directory: Path, rank: int, alpha: float, dropout: float, names: list[str]) -> None:
-    """Write PEFT's ``adapter_config.json`` and ``adapter_model.safetensors`` for the installed layers."""
+def save_adapter(
+    model: nn.Module, directory: Path, rank: int, alpha: float, dropout: float, names: list[str], values=None
+) -> None:
+    """Write PEFT's ``adapter_config.json`` and ``adapter_model.safetensors`` for the installed layers (``values``:
+    as for :func:`adapter_state`)."""
     transposed = any(isinstance(m.base_layer, Conv1D) for m in model.modules() if isinstance(m, GatedLoRA))
     config = LoraConfig(
         r=rank,
@@ -124,4 +129,4 @@ def save_adapter(model: nn.Module, directory: Path, rank: int, alpha: float, dro
         base_model_name_or_path=getattr(model.config, "_name_or_path", None) or None,
     )
     config.save_pretrained(str(directory))
-    save_file(adapter_state(model), str(directory / "adapter_model.safetensors"))
+    save_file(adapter_state(model, values), str(directory / "adapter_model.safetensors"))

@@ -185,18 +185,29 @@ class PTPModel(nn.Module):
         return generate(self, input_ids, attention_mask, **kwargs)
 
     # ---------------------------------------------------------------------------------------- save and load
-    def save_pretrained(self, directory: str | os.PathLike) -> None:
+    def save_pretrained(self, directory: str | os.PathLike, state_dict: dict[str, torch.Tensor] | None = None) -> None:
         """Write the adapter atomically: PEFT's ``adapter_config.json`` and ``adapter_model.safetensors``, the u
         embedding (``auxiliary_embedding.safetensors``) and ``ptp_config.json``; with ``train_base`` also the base
         model (a plain Hugging Face model directory ``base/``). A killed save leaves the previous contents of
-        ``directory`` (if any) untouched."""
+        ``directory`` (if any) untouched.
+
+        ``state_dict``: tensors by parameter name that replace the model's own in the adapter and the u embedding
+        (the full weights of a model sharded with FSDP, gathered by :func:`ptp.train.sharding.full_trainable_state`).
+        """
         target = Path(directory)
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
         try:
             c = self.config
-            lora.save_adapter(self.base_model, staging, c.lora_rank, c.lora_alpha, c.lora_dropout, self._targets)
-            state = {k: v.detach().contiguous().cpu() for k, v in self.auxiliary_embedding.state_dict().items()}
+            values = state_dict or {}
+            within = {k[len("base_model.") :]: v for k, v in values.items() if k.startswith("base_model.")}
+            lora.save_adapter(
+                self.base_model, staging, c.lora_rank, c.lora_alpha, c.lora_dropout, self._targets, within
+            )
+            embedding = self.auxiliary_embedding.state_dict()
+            state = {
+                k: values.get(f"auxiliary_embedding.{k}", v).detach().contiguous().cpu() for k, v in embedding.items()
+            }
             save_file(state, str(staging / EMBEDDING_WEIGHTS))
             if c.train_base:
                 self.base_model.save_pretrained(

@@ -59,19 +59,25 @@ def check_writable(directory: str | Path, what: str) -> Path:
     return directory
 
 
-def save_checkpoint(run_dir: str | Path, step: int, model, state: dict, keep: int) -> Path:
+def save_checkpoint(
+    run_dir: str | Path, step: int, model, state: dict, keep: int, model_state: dict | None = None
+) -> Path:
     """Write checkpoint ``step`` atomically and delete all but the newest ``keep``.
 
     Args:
         model: the :class:`ptp.PTPModel` or Hugging Face model (unwrapped).
         state: what :func:`load_checkpoint` returns besides the adapter (optimizer, scheduler, config, ...).
+        model_state: the full weights of a sharded :class:`ptp.PTPModel` (its ``save_pretrained``'s ``state_dict``).
     """
     root = Path(run_dir) / CHECKPOINTS
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"{PREFIX}{step:07d}"
     staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=root))
     try:
-        model.save_pretrained(staging / ADAPTER)
+        if model_state is None:
+            model.save_pretrained(staging / ADAPTER)
+        else:
+            model.save_pretrained(staging / ADAPTER, state_dict=model_state)
         with (staging / STATE).open("wb") as handle:
             torch.save({**state, "step": step}, handle)
             handle.flush()

@@ -117,6 +117,10 @@ class DistillConfig:
     """``cpu``, ``cuda``; None: whatever ``accelerate`` chooses."""
     progress: bool = True
     """Show a progress bar (main process only)."""
+    fsdp: bool = False
+    """Shard the frozen base and the adapter across the processes with FSDP2 ``fully_shard``, one unit per decoder
+    layer, for bases too large for one device (the base is loaded on the CPU and each process keeps its shards on its
+    device). Needs more than one process (``accelerate launch`` / ``torchrun``) and no ``drafter_model``."""
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -129,6 +133,8 @@ class DistillConfig:
             raise ValueError(f"loss {self.loss!r} needs mode 'categorical'; {self.mode!r} trains with cross_entropy")
         if self.train_drafter_base and not self.drafter_model:
             raise ValueError("train_drafter_base needs drafter_model (the teacher's own weights never train)")
+        if self.fsdp and self.drafter_model:
+            raise ValueError("fsdp shards the teacher's own network: it does not support a separate drafter_model")
         if self.out_of_set not in OUT_OF_SET:
             raise ValueError(f"out_of_set must be one of {OUT_OF_SET}, got {self.out_of_set!r}")
         if self.precision not in PRECISIONS:

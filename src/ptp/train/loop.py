@@ -3,9 +3,10 @@
 :func:`distill` trains a PTP drafter on a data directory: each micro-batch is a set of packed rows, one teacher pass
 (no gradient, adapter off) and one pass over the auxiliary slots of many windows per row (adapter on); only the
 adapter and the u embedding train. It runs on a CPU, one GPU, or many through ``accelerate launch`` (DDP): every
-process takes its own rows of each step, gradients are averaged by DDP. Everything random in a step (window starts,
-auxiliaries, LoRA dropout) derives from ``(seed, step, process)``, and the data order from ``(seed, epoch)``, so a
-resumed run continues exactly as an uninterrupted one.
+process takes its own rows of each step, gradients are averaged by DDP. With ``fsdp`` the base and the adapter are
+sharded across the processes instead (:mod:`ptp.train.sharding`), for bases too large for one device. Everything
+random in a step (window starts, auxiliaries, LoRA dropout) derives from ``(seed, step, process)``, and the data
+order from ``(seed, epoch)``, so a resumed run continues exactly as an uninterrupted one.
 
 With ``drafter_model`` the drafter is a separate, smaller model: the teacher (``model``) only gives the bins, the
 drafter reads the rows itself and its own base weights may train too (``train_drafter_base``).
@@ -53,6 +54,14 @@ from ptp.train.losses import (
     summarize,
     window_metrics,
 )
+from ptp.train.sharding import (
+    clip_gradients,
+    full_optimizer_state,
+    full_trainable_state,
+    is_sharded,
+    load_full_optimizer_state,
+    shard,
+)
 from ptp.train.teacher import WindowBatch, run_windows
 from ptp.train.windows import evaluation_starts, sample_window_starts
 
@@ -77,7 +86,7 @@ class DistillResult:
     evaluation: dict
     """The final evaluation: ``correct_prefix``, ``histogram``, ``accuracy`` per position, ``loss``, ``windows``."""
     model: PTPModel
-    """The trained model (on the training device)."""
+    """The trained model (on the training device; with ``fsdp``, its parameters are this process's shards)."""
     main_process: bool = True
     """Whether this is the main process (under ``accelerate`` / ``torchrun`` every process gets a result)."""
 
@@ -168,6 +177,17 @@ def _average_gradients(accelerator, parameters: list[nn.Parameter]) -> None:
         parameter.grad = piece.view_as(parameter).clone()
 
 
+def _gradient_sync(accelerator, forward, last: bool):
+    """Gradients are averaged across processes on the last micro-batch of a step only: DDP's ``no_sync`` before it,
+    FSDP2's ``set_requires_gradient_sync``."""
+    if is_sharded(forward):
+        forward.set_requires_gradient_sync(last)
+        return contextlib.nullcontext()
+    if last or accelerator is None or accelerator.num_processes == 1:
+        return contextlib.nullcontext()
+    return accelerator.no_sync(forward)
+
+
 def newest_checkpoint(run_dir: Path, config: dict, resume: bool) -> dict | None:
     """The state of the run's newest checkpoint (its directory under ``"path"``) when resuming, None for a fresh run.
 
@@ -208,7 +228,9 @@ def evaluate(
     ``teacher``: a separate teacher whose bins the drafter ``model`` predicts (None: the model's own base).
 
     The windows and u's depend only on ``seed`` and the rows, so evaluations along a run are comparable. Under
-    ``accelerate`` each process takes every ``num_processes``-th batch and the sums are added across processes.
+    ``accelerate`` each process takes every ``num_processes``-th batch and the sums are added across processes. A
+    model sharded with FSDP needs every process in every forward call: processes left without a batch in the last
+    round run the first batch again and drop its result.
     """
     training = any(m.training for m in model.modules())
     _set_lora_dropout(model, False)
@@ -222,9 +244,11 @@ def evaluate(
         torch.zeros(1, 1, dtype=torch.bool, device=device),
         window_length,
     )
-    for number, start in enumerate(range(0, len(rows), batch_size)):
-        if number % world != rank:
-            continue
+    count = math.ceil(len(rows) / batch_size)
+    rounds = math.ceil(count / world) * world if is_sharded(model) else count
+    for position in range(rank, rounds, world):
+        number = position if position < count else 0
+        start = number * batch_size
         chunk = rows.select(range(start, min(start + batch_size, len(rows)))).to(device)
         starts = evaluation_starts(chunk, windows_per_row, seed + number)
         generator = torch.Generator(device).manual_seed(seed * 31 + number)
@@ -239,7 +263,10 @@ def evaluate(
                 teacher_targets=objective != "cross_entropy",
                 teacher=teacher,
             )
-            loss_sum += window_loss(batch, objective, sampling, decay).float()
+            loss = window_loss(batch, objective, sampling, decay).float()
+        if position >= count:  # a repeated batch, run only to take part in the sharded model's collectives
+            continue
+        loss_sum += loss
         batches += 1
         total = _add(total, batch_metrics(batch, model.config.mode, sampling))
     total = _reduce(accelerator, {**(total or empty), "loss": loss_sum, "batches": batches})
@@ -345,6 +372,15 @@ def distill(
     accelerator = _make_accelerator(config)
     device, main = accelerator.device, accelerator.is_main_process
     rank, world = accelerator.process_index, accelerator.num_processes
+    if config.fsdp and drafter_model is not None:
+        raise ValueError("fsdp shards the teacher's own network: it does not support a separate drafter_model")
+    if config.fsdp and world == 1:
+        raise ValueError(
+            "fsdp shards the model across processes and needs more than one: run under `accelerate launch "
+            "--num_processes N` or `torchrun --nproc_per_node N`, or drop fsdp"
+        )
+    # Under fsdp the base is assembled on the CPU and only its shards go to the device.
+    place = torch.device("cpu") if config.fsdp else device
     bf16 = use_bf16(config.precision, device)
     if not config.out:
         raise ValueError("no output directory: set `out` in the config")
@@ -363,7 +399,7 @@ def distill(
         tokenizer = load_tokenizer(config.model)  # only to check it against the data's
     if base_model is None and not config.model:
         raise ValueError("no base model: set `model` in the config (or pass base_model)")
-    base = load_causal_lm(config.model if base_model is None else base_model, device, bf16)
+    base = load_causal_lm(config.model if base_model is None else base_model, place, bf16)
     if not config.allow_foreign_data:
         dataset.check_model(base)
         dataset.check_tokenizer(tokenizer)
@@ -406,8 +442,10 @@ def distill(
         model = PTPModel(drafter_base if separate else base, drafter)
     if separate:
         check_drafter(teacher, model)
-    model.auxiliary_embedding.to(device)
+    model.auxiliary_embedding.to(place)
     _set_lora_dropout(model, True)
+    if config.fsdp:  # before the optimizer, which must hold the sharded parameters
+        shard(model, model.base_model, device, world)
     optimizer = torch.optim.AdamW(
         model.trainable_parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
     )
@@ -415,9 +453,12 @@ def distill(
         optimizer, warmup_cosine(config.warmup_steps, config.max_steps, config.min_lr_ratio)
     )
     if resume_state is not None:
-        optimizer.load_state_dict(resume_state["optimizer"])
+        if config.fsdp:
+            load_full_optimizer_state(model, optimizer, resume_state["optimizer"])
+        else:
+            optimizer.load_state_dict(resume_state["optimizer"])
         scheduler.load_state_dict(resume_state["scheduler"])
-    forward = accelerator.prepare_model(model) if world > 1 else model
+    forward = accelerator.prepare_model(model) if world > 1 and not config.fsdp else model
 
     log = MetricsLog(run_dir / METRICS_LOG, truncate_after=start_step) if main else None
     if main and not config.resume:
@@ -443,8 +484,15 @@ def distill(
         teacher=teacher,
     )
 
-    def state() -> dict:
-        return {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "config": config.to_dict()}
+    def state() -> tuple[dict, dict | None]:
+        """The trainer state, and under fsdp the full trainable weights: gathering them is a collective there, so
+        every process calls it (only the main process writes)."""
+        if not config.fsdp:
+            optimizer_state, weights = optimizer.state_dict(), None
+        else:
+            optimizer_state, weights = full_optimizer_state(model, optimizer), full_trainable_state(model)
+        trainer = {"optimizer": optimizer_state, "scheduler": scheduler.state_dict(), "config": config.to_dict()}
+        return trainer, weights
 
     total, losses, tokens, clock = None, [], torch.zeros((), device=device), time.perf_counter()
     evaluation: dict | None = None
@@ -460,7 +508,7 @@ def distill(
             ).to(device)
             starts = sample_window_starts(rows, config.windows_per_row, generator)
             last = micro == config.gradient_accumulation - 1
-            with contextlib.nullcontext() if last or world == 1 else accelerator.no_sync(forward):
+            with _gradient_sync(accelerator, forward, last):
                 with _autocast(device, bf16):
                     batch = run_windows(
                         model,
@@ -480,7 +528,8 @@ def distill(
             tokens += (rows.document >= 0).sum()
             total = _add(total, {**batch_metrics(batch, config.mode, sampling), "out_of_set": batch.out_of_set.float()})
         if config.max_grad_norm > 0:
-            torch.nn.utils.clip_grad_norm_(model.trainable_parameters(), config.max_grad_norm)
+            clip = clip_gradients if config.fsdp else torch.nn.utils.clip_grad_norm_
+            clip(model.trainable_parameters(), config.max_grad_norm)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
@@ -521,8 +570,9 @@ def distill(
                 log.write({"step": done, "split": "eval", **evaluation})
             clock = time.perf_counter()
         if done == config.max_steps or (config.checkpoint_interval and done % config.checkpoint_interval == 0):
+            trainer, weights = state()
             if main:
-                save_checkpoint(run_dir, done, model, state(), config.keep_checkpoints)
+                save_checkpoint(run_dir, done, model, trainer, config.keep_checkpoints, weights)
             accelerator.wait_for_everyone()
     bar.close()
 
@@ -531,8 +581,9 @@ def distill(
     check_windows(evaluation, "use more data or a larger eval_fraction")
     model.config.acceptance_histogram = evaluation["histogram"]
     model.config.sampling = sampling
+    weights = full_trainable_state(model) if config.fsdp else None
     if main:
-        model.save_pretrained(out)
+        model.save_pretrained(out, state_dict=weights)
     accelerator.wait_for_everyone()
     return DistillResult(out, run_dir, config.max_steps, evaluation, model, main)
 
