@@ -322,19 +322,20 @@ def _cmd_evaluate(args) -> int:
     import json
 
     from ptp.train import evaluate_adapter
+    from ptp.train.checkpoint import default_run_dir
 
-    # An explicit flag wins, then the run's own configuration, then distill's defaults.
-    settings = {"rows": 256, "windows_per_row": 64, "eval_fraction": 0.05, "row_length": None, "batch_size": 4,
-                "loss": None, "seed": 0, "position_decay": 1.0}  # fmt: skip
-    run_config = Path(args.run_config or Path(args.adapter).with_name(Path(args.adapter).name + ".run") / "config.json")
+    # An explicit flag wins, then the run's own configuration, then evaluate_adapter's defaults (distill's).
+    names = {"rows": "eval_rows", "windows_per_row": None, "eval_fraction": None, "row_length": None,
+             "batch_size": None, "loss": None, "seed": None, "position_decay": None}  # fmt: skip
+    run_config = Path(args.run_config or default_run_dir(args.adapter, None) / "config.json")
     if args.run_config and not run_config.is_file():
         raise SystemExit(f"ptp evaluate: no run configuration at {run_config}")
+    settings = {}
     if run_config.is_file():
         run = json.loads(run_config.read_text())["config"]  # distill's resolved DistillConfig
-        settings.update({k: run[k] for k in settings if k != "rows" and run.get(k) is not None})
-        settings["rows"] = run.get("eval_rows", settings["rows"])
+        settings = {k: run[field or k] for k, field in names.items() if run.get(field or k) is not None}
         print(f"evaluation settings of {run_config}")
-    settings.update({k: getattr(args, k) for k in settings if getattr(args, k, None) is not None})
+    settings.update({k: getattr(args, k) for k in names if getattr(args, k, None) is not None})
     try:
         metrics = evaluate_adapter(
             args.model, args.adapter, args.data, drafter_model=args.drafter_model, split=args.split,
