@@ -4,6 +4,9 @@ teacher's vocabulary trained from scratch (all weights) on one teacher's bins, a
     python recipes/scaling.py --teacher DIR --data DIR --out DIR     # GPU: a teacher and its `ptp pregenerate` data
     python recipes/scaling.py --small --out DIR                      # a seconds-long CPU smoke run of the same path
 
+``--sizes 64x2,128x2`` trains only those drafters (hidden x layers); several such processes may share one ``--out``
+(each drafter's result is its own ``drafter-HxL.json`` there, and each process plots every result found).
+
 ``--small`` builds everything itself: a tiny teacher trained on the word language of
 :mod:`ptp.data.synthetic`, its completions, and four tiny drafters. Each drafter is distilled through
 ``ptp.train.distill`` (the same trainer as ``ptp distill --drafter-model ... --train-drafter-base``), then decodes
@@ -65,6 +68,8 @@ def main() -> None:
     parser.add_argument("--data", help="its `ptp pregenerate` data directory (GPU run)")
     parser.add_argument("--out", required=True)
     parser.add_argument("--steps", type=int, help="distillation steps per drafter")
+    parser.add_argument("--max-time", type=float, help="seconds of training per drafter at most")
+    parser.add_argument("--sizes", help="drafters to train, e.g. 64x2,192x4 (default: the run's four)")
     parser.add_argument("--device", default="cuda", help="device of the run without --small (bf16 on CUDA)")
     args = parser.parse_args()
     out = Path(args.out)
@@ -83,12 +88,15 @@ def main() -> None:
         prompts = [d.tokens[: d.prompt_length].tolist() for d in load_dataset(data).documents[:8]]
         run = dict(GPU_RUN, device=args.device, precision="bf16" if cuda else "float32")
     run["max_steps"] = args.steps or run["max_steps"]
+    run["max_time"] = args.max_time
+    sizes = SIZES["small" if args.small else "gpu"]
+    if args.sizes:
+        sizes = [tuple(int(n) for n in size.split("x")) for size in args.sizes.split(",")]
     vocab = teacher.get_output_embeddings().weight.shape[0]
     context = teacher.config.max_position_embeddings
     run["row_length"] = min(run["row_length"], context)
 
-    results = []
-    for hidden, layers in SIZES["small" if args.small else "gpu"]:
+    for hidden, layers in sizes:
         name = f"drafter-{hidden}x{layers}"
         small = drafter_model(vocab, hidden, layers, context, seed=1)
         started = time.perf_counter()
@@ -98,18 +106,21 @@ def main() -> None:
         result = distill(config, base_model=teacher, drafter_model=small)
         drafter = result.model.eval()
         exact, tau = decode_check(teacher, drafter, prompts)
-        results.append({
+        record = {
             "drafter": name,
             "parameters": sum(p.numel() for p in small.parameters()),
+            "steps": result.steps,
             "correct_prefix": result.evaluation["correct_prefix"],
             "accuracy": result.evaluation["accuracy"],
             "tokens_per_call": tau,
             "exact": exact,
             "seconds": time.perf_counter() - started,
-        })  # fmt: skip
-        print(json.dumps(results[-1]), flush=True)
+        }  # fmt: skip
+        (out / f"{name}.json").write_text(json.dumps(record) + "\n")
+        print(json.dumps(record), flush=True)
+    results = sorted((json.loads(p.read_text()) for p in out.glob("drafter-*.json")), key=lambda r: r["parameters"])
     plot(results, run["window_length"], out / "scaling.png")
-    summary = {"window_length": run["window_length"], "steps": run["max_steps"], "drafters": results}
+    summary = {"window_length": run["window_length"], "max_steps": run["max_steps"], "drafters": results}
     (out / "scaling.json").write_text(json.dumps(summary, indent=1) + "\n")
     print(json.dumps(summary))
 

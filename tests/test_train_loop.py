@@ -79,6 +79,33 @@ def test_a_resumed_run_ends_exactly_where_an_uninterrupted_one_does(data, tmp_pa
     assert resumed.evaluation == whole.evaluation
 
 
+def test_a_run_from_a_saved_adapter_starts_from_its_weights_and_refuses_other_drafter_settings(data, tmp_path):
+    first = distill(quick_config(data, tmp_path / "first", max_steps=2), base_model=tiny_base("llama"))
+    # At a vanishing learning rate the continued run must save the weights it started from.
+    again = quick_config(data, tmp_path / "again", init_adapter=str(first.adapter), learning_rate=1e-12, max_steps=2)
+    expected, got = _weights(first.adapter), _weights(distill(again, base_model=tiny_base("llama")).adapter)
+    assert expected.keys() == got.keys() and all(torch.allclose(expected[k], got[k], atol=1e-8) for k in expected)
+    fresh = distill(quick_config(data, tmp_path / "fresh", learning_rate=1e-12, max_steps=2, seed=1),
+                    base_model=tiny_base("llama"))  # fmt: skip
+    assert not all(torch.equal(expected[k], v) for k, v in _weights(fresh.adapter).items())
+
+    other = quick_config(data, tmp_path / "other", init_adapter=str(first.adapter), lora_rank=8)
+    with pytest.raises(ValueError, match=r"other drafter settings: lora_rank=4 \(config: 8\)"):
+        distill(other, base_model=tiny_base("llama"))
+    with pytest.raises(FileNotFoundError, match="init_adapter .* does not exist"):
+        missing = quick_config(data, tmp_path / "none", init_adapter=str(tmp_path / "nothing"))
+        distill(missing, base_model=tiny_base("llama"))
+
+
+def test_a_time_limit_ends_the_run_early_with_its_evaluation_checkpoint_and_adapter(data, tmp_path):
+    result = distill(quick_config(data, tmp_path / "a", max_steps=50, max_time=1e-6), base_model=tiny_base("llama"))
+    assert result.steps == 1
+    log = _log(result)
+    assert [(r["step"], r["split"]) for r in log] == [(1, "train"), (1, "eval")]
+    assert [p.name for p in list_checkpoints(result.run_dir)] == ["step-0000001"]
+    assert ptp.PTPModel.from_pretrained(tiny_base("llama"), result.adapter).config.acceptance_histogram
+
+
 def test_a_killed_checkpoint_save_leaves_no_partial_checkpoint(data, tmp_path, monkeypatch):
     result = distill(quick_config(data, tmp_path / "a", max_steps=2), base_model=tiny_base("llama"))
     before = list_checkpoints(result.run_dir)

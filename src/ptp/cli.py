@@ -265,6 +265,8 @@ def _add_distill(sub) -> None:
     p.add_argument("--mode", choices=("one_hot", "categorical", "independent"))
     p.add_argument("--window-length", type=int)
     p.add_argument("--max-steps", type=int)
+    p.add_argument("--max-time", type=float, help="stop after this many seconds of training (then save as at the end)")
+    p.add_argument("--init-adapter", help="start from this saved adapter (same drafter settings) instead of a new one")
     p.add_argument("--device", choices=("cpu", "cuda"))
     p.add_argument("--resume", action="store_true", help="continue from the run's latest checkpoint")
     p.add_argument("--no-progress", action="store_true")
@@ -276,7 +278,8 @@ def _cmd_distill(args) -> int:
     from ptp.train import DistillConfig, distill
     from ptp.train.config import parse_overrides
 
-    names = ("model", "drafter_model", "data", "out", "mode", "device", "window_length", "max_steps")
+    names = ("model", "drafter_model", "data", "out", "mode", "device", "window_length", "max_steps", "max_time",
+             "init_adapter")  # fmt: skip
     overrides = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
     overrides.update({"train_drafter_base": True} if args.train_drafter_base else {})
     overrides.update({"resume": True} if args.resume else {})

@@ -36,6 +36,10 @@ class DistillConfig:
     """A separate drafter (METHOD.md section 3): a smaller causal LM with the teacher's vocabulary (a directory or
     name) that reads the context itself; ``model`` is then only the teacher that gives the bins. None: the
     teacher's own network drafts through its gated LoRA."""
+    init_adapter: str | None = None
+    """Start from a saved drafter (an adapter directory) instead of a fresh one: continue distilling it for more
+    steps or on new data. Its drafter settings (mode, embedding, window length, LoRA) must equal this config's; the
+    optimizer and the schedule start anew (``resume`` continues a stopped run instead)."""
     train_drafter_base: bool = False
     """With ``drafter_model``: its own weights train too (and are saved with the adapter), not only the LoRA and
     the u embedding. A drafter trained from scratch needs it."""
@@ -83,6 +87,9 @@ class DistillConfig:
     # -------------------------------------------------------------------------------------------- optimizer
     max_steps: int = 1000
     """Optimizer steps."""
+    max_time: float | None = None
+    """Stop after this many seconds of training (checked after each step; the run then ends as after its last step:
+    evaluation, checkpoint, adapter). None: no limit. The learning-rate schedule still spans ``max_steps``."""
     learning_rate: float = 5e-4
     """Peak AdamW learning rate."""
     weight_decay: float = 0.0
@@ -133,6 +140,8 @@ class DistillConfig:
             raise ValueError(f"loss {self.loss!r} needs mode 'categorical'; {self.mode!r} trains with cross_entropy")
         if self.train_drafter_base and not self.drafter_model:
             raise ValueError("train_drafter_base needs drafter_model (the teacher's own weights never train)")
+        if self.max_time is not None and not self.max_time > 0:
+            raise ValueError(f"max_time must be > 0 seconds (or None), got {self.max_time!r}")
         if self.fsdp and self.drafter_model:
             raise ValueError("fsdp shards the teacher's own network: it does not support a separate drafter_model")
         if self.out_of_set not in OUT_OF_SET:

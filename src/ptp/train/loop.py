@@ -166,6 +166,16 @@ def _reduce(accelerator, sums: dict) -> dict:
     return {k: accelerator.reduce(v, reduction="sum") for k, v in sums.items()}
 
 
+def _past(deadline: float | None, accelerator) -> bool:
+    """Whether the time limit has passed, as one decision for all processes (the main process's clock)."""
+    if deadline is None:
+        return False
+    past = torch.tensor([float(time.monotonic() >= deadline)])
+    if accelerator is not None and accelerator.num_processes > 1:
+        past = accelerator.gather(past.to(accelerator.device))[0]  # the main process decides for all
+    return bool(past)
+
+
 def _average_gradients(accelerator, parameters: list[nn.Parameter]) -> None:
     """What DDP does to the gradients, as one all-reduce: each parameter's gradient becomes its mean over the
     processes (a parameter without one counts as zero). Works for losses of several forward passes."""
@@ -335,6 +345,17 @@ def first_rows(rows: PackedRows, count: int, hint: str) -> PackedRows:
     return rows
 
 
+def check_initial_drafter(path: Path, config) -> None:
+    """``init_adapter`` must be a drafter with ``config``'s drafter settings (else its weights would not fit)."""
+    if not path.is_dir():
+        raise FileNotFoundError(f"init_adapter {path} does not exist")
+    saved = PTPConfig.load(path)
+    wanted = {name: getattr(config, name) for name in DRAFTER_FIELDS} | {"train_base": config.train_drafter_base}
+    differ = [f"{k}={getattr(saved, k)!r} (config: {v!r})" for k, v in wanted.items() if getattr(saved, k) != v]
+    if differ:
+        raise ValueError(f"init_adapter {path} was trained with other drafter settings: " + ", ".join(differ))
+
+
 def check_windows(evaluation: dict, hint: str) -> dict:
     """``evaluation``, unless it saw no window."""
     if evaluation["windows"] == 0:
@@ -428,14 +449,16 @@ def distill(
 
     torch.manual_seed(config.seed)
     start_step, resume_state = 0, newest_checkpoint(run_dir, config.to_dict(), config.resume)
-    if resume_state is not None:
-        adapter = resume_state["path"] / ADAPTER
-        if config.train_drafter_base:  # the drafter's own weights come from the checkpoint too
+    saved = resume_state["path"] / ADAPTER if resume_state is not None else config.init_adapter
+    if saved:
+        if resume_state is None:
+            check_initial_drafter(Path(saved), config)
+        if config.train_drafter_base:  # the drafter's own weights come from the saved drafter too
             dtype = torch.bfloat16 if bf16 else torch.float32
-            model = PTPModel.from_pretrained(None, adapter, dtype=dtype, device=device)
+            model = PTPModel.from_pretrained(None, saved, dtype=dtype, device=device)
         else:
-            model = PTPModel.from_pretrained(drafter_base if separate else base, adapter)
-        start_step = resume_state["step"]
+            model = PTPModel.from_pretrained(drafter_base if separate else base, saved)
+        start_step = resume_state["step"] if resume_state is not None else 0
     else:
         drafter = PTPConfig(sampling=sampling, train_base=config.train_drafter_base,
                             **{name: getattr(config, name) for name in DRAFTER_FIELDS})  # fmt: skip
@@ -498,6 +521,7 @@ def distill(
     evaluation: dict | None = None
     per_step = config.batch_size * config.gradient_accumulation * world
     divergence = config.objective != "cross_entropy"
+    done, deadline = start_step, time.monotonic() + config.max_time if config.max_time else None
     for step in range(start_step, config.max_steps):
         torch.manual_seed(step_seed(config.seed, step, rank))  # LoRA dropout
         generator = torch.Generator(device).manual_seed(step_seed(config.seed, step, rank))
@@ -534,8 +558,9 @@ def distill(
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         done = step + 1
+        final = done == config.max_steps or _past(deadline, accelerator)
 
-        if done % config.log_interval == 0 or done == config.max_steps:
+        if done % config.log_interval == 0 or final:
             sums = _reduce(
                 accelerator,
                 {
@@ -564,16 +589,18 @@ def distill(
             total, losses, tokens, clock = None, [], torch.zeros((), device=device), time.perf_counter()
         bar.update(1)
 
-        if done == config.max_steps or (config.eval_interval and done % config.eval_interval == 0):
+        if final or (config.eval_interval and done % config.eval_interval == 0):
             evaluation = evaluate(model, eval_rows, sampling, **evaluate_args)
             if log:
                 log.write({"step": done, "split": "eval", **evaluation})
             clock = time.perf_counter()
-        if done == config.max_steps or (config.checkpoint_interval and done % config.checkpoint_interval == 0):
+        if final or (config.checkpoint_interval and done % config.checkpoint_interval == 0):
             trainer, weights = state()
             if main:
                 save_checkpoint(run_dir, done, model, trainer, config.keep_checkpoints, weights)
             accelerator.wait_for_everyone()
+        if final:
+            break
     bar.close()
 
     if evaluation is None:  # resumed after the last step: nothing trained, evaluate what there is
@@ -585,7 +612,7 @@ def distill(
     if main:
         model.save_pretrained(out, state_dict=weights)
     accelerator.wait_for_everyone()
-    return DistillResult(out, run_dir, config.max_steps, evaluation, model, main)
+    return DistillResult(out, run_dir, done, evaluation, model, main)
 
 
 class MetricsLog:
