@@ -28,20 +28,23 @@ def test_config_rejects_bad_values():
         PretrainConfig(out="x", objective="mtp")
 
 
-def test_train_command_writes_a_loadable_model(tmp_path, capsys):
-    corpus = tmp_path / "corpus"
-    corpus.mkdir()
+def _train(corpus_dir, out, *extra: str) -> int:
+    corpus_dir.mkdir(exist_ok=True)
     for i in range(6):
-        (corpus / f"m{i}.py").write_text("".join(f"def f{j}(x):\n    return x + {j}\n" for j in range(40)))
-    out = tmp_path / "model"
-    code = main(
-        ["train", "--objective", "ar", "--data", str(corpus), "--out", str(out), "--vocab-size", "300",
+        (corpus_dir / f"m{i}.py").write_text("".join(f"def f{j}(x):\n    return x + {j}\n" for j in range(40)))
+    return main(
+        ["train", "--objective", "ar", "--data", str(corpus_dir), "--out", str(out), "--vocab-size", "300",
          "--hidden-size", "32", "--num-layers", "1", "--num-heads", "2", "--num-kv-heads", "1",
          "--intermediate-size", "64", "--row-length", "64", "--context", "128", "--batch-size", "4",
-         "--steps", "30", "--learning-rate", "0.01", "--warmup-steps", "2", "--device", "cpu", "--no-progress"]
+         "--steps", "30", "--learning-rate", "0.01", "--warmup-steps", "2", "--device", "cpu", "--no-progress", *extra]
     )  # fmt: skip
-    assert code == 0
+
+
+def test_train_command_writes_a_loadable_model(tmp_path, capsys):
+    out = tmp_path / "model"
+    assert _train(tmp_path / "corpus", out) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["steps"] == 30
     # Uniform over 300 tokens is ln 300 = 5.7 nats; the repetitive corpus is learned far below that.
     assert summary["final_train_loss"] < 4.0 and summary["held_out_loss"] < 4.0
     model = AutoModelForCausalLM.from_pretrained(out)
@@ -49,6 +52,13 @@ def test_train_command_writes_a_loadable_model(tmp_path, capsys):
     assert model.config.vocab_size == len(tokenizer) and model.config.model_type == "llama"
     ids = tokenizer("def f1(x):\n", return_tensors="pt").input_ids
     assert torch.isfinite(model(ids).logits).all()
+
+
+def test_a_time_limit_ends_training_early_and_still_writes_the_model_and_its_summary(tmp_path, capsys):
+    assert _train(tmp_path / "corpus", tmp_path / "model", "--max-time", "1e-6") == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["steps"] == 1 and summary["train_tokens_seen"] == 4 * 64
+    assert AutoModelForCausalLM.from_pretrained(tmp_path / "model").config.model_type == "llama"
 
 
 def test_train_ptp_objective_writes_a_c_ptp_model_that_decodes_itself_exactly_and_reports_its_evaluation(

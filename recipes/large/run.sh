@@ -35,7 +35,7 @@ print(max(20, int(rates[-1] * seconds / per_step) // 10 * 10))
 PY
 }
 teacher_set=(); draft_set=(); distill_set=()
-max_lines=15; prompt_count=1500; per_prompt=4; new_tokens=160; pregen_batch=512; draft_steps=600; bench_prompts=8; bench_tokens=128
+max_lines=15; prompt_count=1500; per_prompt=4; new_tokens=160; pregen_batch=512; draft_steps=600; bench_prompts=6; bench_tokens=128
 if [ "$SMALL" = 1 ]; then
     teacher_set=(--hidden-size 64 --num-layers 2 --num-heads 2 --num-kv-heads 1 --intermediate-size 128 --vocab-size 512
                  --row-length 128 --context 256 --batch-size 2 --warmup-steps 2 --precision float32)
@@ -60,12 +60,12 @@ two train --objective ar --config "$here/teacher.json" --data "$work/corpus" "${
     --warmup-steps 2 --no-progress --out "$work/probe" > "$logs/teacher_probe.log" 2>&1
 row=$(python3 -c "import json,sys; c=json.load(open('$here/teacher.json')); print(c['batch_size']*c['row_length']*2)")
 [ "$SMALL" = 1 ] && row=512
-seconds=$(( $(left) - 330 )); [ "$SMALL" = 1 ] && seconds=10
+seconds=$(( $(left) - 370 )); [ "$SMALL" = 1 ] && seconds=10
 steps=$(rate_steps "$logs/teacher_probe.log" "$seconds" "$row")
-stamp "teacher: $steps steps in about $seconds s"
-timeout $(( seconds + 60 )) bash -c "$(declare -f ptp two); two train --objective ar --config '$here/teacher.json' \
-    --data '$work/corpus' --tokenizer '$work/probe' ${teacher_set[*]} --steps $steps --no-progress --out '$work/teacher'" \
-    > "$logs/teacher.log" 2>&1
+stamp "teacher: $steps steps in about $seconds s (--max-time ends it on time either way)"
+timeout $(( seconds + 200 )) bash -c "$(declare -f ptp two); two train --objective ar --config '$here/teacher.json' \
+    --data '$work/corpus' --tokenizer '$work/probe' ${teacher_set[*]} --steps $steps --max-time $seconds \
+    --no-progress --out '$work/teacher'" > "$logs/teacher.log" 2>&1
 tail -n 1 "$logs/teacher.log" | cut -c1-400
 
 stamp "pregeneration (GPU 0) and draft model (GPU 1)"
@@ -87,15 +87,16 @@ for mode in one_hot independent; do
         --no-progress --out "$work/probe_$mode" > "$logs/probe_$mode.log" 2>&1 &
 done
 wait
-seconds=$(( $(left) - 170 )); [ "$SMALL" = 1 ] && seconds=10
+seconds=$(( $(left) - 200 )); [ "$SMALL" = 1 ] && seconds=10
 per_step=$(python3 -c "import json; c=json.load(open('$here/distill.json')); print(c['batch_size']*c['row_length'])")
 [ "$SMALL" = 1 ] && per_step=256
 steps=$(rate_steps "$work/probe_one_hot.run/metrics.jsonl" "$seconds" "$per_step")
 stamp "distillation: $steps steps each in about $seconds s"
 for mode in one_hot independent; do
     gpu=$([ $mode = one_hot ] && echo 0 || echo 1)
-    timeout $(( seconds + 45 )) bash -c "$(declare -f ptp on); DEV=$DEV; on $gpu distill --model '$work/teacher' \
+    timeout $(( seconds + 120 )) bash -c "$(declare -f ptp on); DEV=$DEV; on $gpu distill --model '$work/teacher' \
         --data '$work/pregen' --config '$here/distill.json' --mode $mode ${distill_set[*]} --set max_steps=$steps \
+        --max-time $seconds \
         --set eval_interval=$(( steps / 2 )) --set checkpoint_interval=$(( steps / 2 )) --no-progress \
         --out '$work/$mode'" > "$logs/distill_$mode.log" 2>&1 &
 done

@@ -676,6 +676,7 @@ def train_rows(
     keep_checkpoints: int = 2,
     config: dict | None = None,
     resumed: dict | None = None,
+    max_time: float | None = None,
 ) -> list[float]:
     """The loop of training on text rows: every parameter that requires a gradient trains on
     ``batch_loss(rows, generator)`` (a scalar), with AdamW and a warm-up then cosine schedule.
@@ -687,7 +688,8 @@ def train_rows(
     :func:`distill`), gradients are averaged across processes and the recorded loss is their mean. With ``run_dir``
     the main process writes a checkpoint (the model's ``save_pretrained``, optimizer, scheduler, losses so far and
     ``config``) every ``checkpoint_interval`` steps and after the last; ``resumed`` (from :func:`newest_checkpoint`,
-    with the model already loaded from it) continues that run exactly.
+    with the model already loaded from it) continues that run exactly. ``max_time`` (seconds) ends the run early
+    after the step that passes it, as if that step were the last.
     """
     if steps < 1 or len(rows) == 0:
         raise ValueError("training on rows needs steps >= 1 and at least one row")
@@ -704,6 +706,7 @@ def train_rows(
         scheduler.load_state_dict(resumed["scheduler"])
         start, losses = resumed["step"], list(resumed["losses"])
     bar = _progress(steps, start, progress and main, desc="train")
+    deadline = time.monotonic() + max_time if max_time else None
     for step in range(start, steps):
         torch.manual_seed(step_seed(seed, step, rank))  # dropout, if the model has any
         position = step * world + rank
@@ -720,13 +723,16 @@ def train_rows(
         bar.update(1)
         bar.set_postfix(loss=f"{losses[-1]:.3f}")
         done = step + 1
-        if run_dir is not None and (done == steps or (checkpoint_interval and done % checkpoint_interval == 0)):
+        final = done == steps or _past(deadline, accelerator)
+        if run_dir is not None and (final or (checkpoint_interval and done % checkpoint_interval == 0)):
             if main:
                 state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "losses": losses,
                          "config": config or {}}  # fmt: skip
                 save_checkpoint(run_dir, done, model, state, keep_checkpoints)
             if accelerator is not None:
                 accelerator.wait_for_everyone()
+        if final:
+            break
     bar.close()
     model.eval()
     return losses

@@ -64,6 +64,8 @@ class PretrainConfig:
     """Tokens per training row; text is cut into chunks of this length."""
     batch_size: int = 32
     steps: int = 1000
+    max_time: float | None = None
+    """Stop after this many seconds of training (then evaluate and save as after the last step); None: no limit."""
     learning_rate: float = 3e-3
     warmup_steps: int = 100
     weight_decay: float = 0.1
@@ -117,6 +119,8 @@ class PretrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.checkpoint_interval is not None and self.checkpoint_interval < 0:
             raise ValueError(f"checkpoint_interval must be >= 0 or None, got {self.checkpoint_interval}")
+        if self.max_time is not None and not self.max_time > 0:
+            raise ValueError(f"max_time must be > 0 seconds (or None), got {self.max_time!r}")
         if self.row_length > self.context:
             raise ValueError(f"row_length {self.row_length} exceeds the model context {self.context}")
 
@@ -285,7 +289,7 @@ def pretrain(config: PretrainConfig) -> dict | None:
                    warmup_steps=config.warmup_steps, weight_decay=config.weight_decay, seed=config.seed,
                    progress=config.progress, accelerator=accelerator, run_dir=run_dir,
                    checkpoint_interval=config.checkpoint_interval, keep_checkpoints=config.keep_checkpoints,
-                   config=asdict(config), resumed=resumed)  # fmt: skip
+                   config=asdict(config), resumed=resumed, max_time=config.max_time)  # fmt: skip
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
         if ptp_model is None:
             losses = train_autoregressive(model, rows, **options)
@@ -308,7 +312,7 @@ def pretrain(config: PretrainConfig) -> dict | None:
                 raise ValueError(f"{config.compare_to} has another vocabulary than this model's tokenizer")
         evaluation = evaluate_text(ptp_model, held_rows, teacher=teacher, windows_per_row=config.windows_per_row,
                                    batch_size=config.batch_size, seed=config.seed)  # fmt: skip
-    trained_steps = config.steps - (resumed["step"] if resumed is not None else 0)
+    trained_steps = len(losses) - (resumed["step"] if resumed is not None else 0)
     if ptp_model is None:
         model.save_pretrained(str(out))
     else:
@@ -319,7 +323,8 @@ def pretrain(config: PretrainConfig) -> dict | None:
         "parameters": sum(p.numel() for p in model.parameters()),
         "train_rows": len(rows),
         "processes": world,
-        "train_tokens_seen": config.steps * world * config.batch_size * config.row_length,
+        "steps": len(losses),
+        "train_tokens_seen": len(losses) * world * config.batch_size * config.row_length,
         "final_train_loss": sum(losses[-20:]) / len(losses[-20:]),
         "held_out_loss": held,
         "held_out_perplexity": math.exp(min(held, 700.0)) if held is not None else None,
