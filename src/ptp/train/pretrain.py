@@ -298,7 +298,8 @@ def pretrain(config: PretrainConfig) -> dict | None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - started
-    if not main:
+    if not main:  # the others wait until the main process has evaluated and saved, then all leave together
+        accelerator.wait_for_everyone()
         return None
     held = held_out_loss(model, held_rows, config.batch_size, bf16) if held_rows is not None else None
     evaluation = None
@@ -335,4 +336,5 @@ def pretrain(config: PretrainConfig) -> dict | None:
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
     }
     (out / "training_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    accelerator.wait_for_everyone()
     return summary
