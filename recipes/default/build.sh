@@ -26,11 +26,24 @@ for mode in one_hot independent; do
         --out "$work/$mode" --config "$here/distill.json" --mode "$mode"
 done
 
+# 3b. v1.1 (shipped): both drafters continue from v1 for 1,600 more steps of 8 rows on fresh completions of other
+#     prompts, the two runs side by side on one GPU (an H200, 417 s; BENCHMARKS.md section 7).
+ptp prompts --split train --count 3000 --max-lines 15 --seed 2 --out "$work/train_prompts2.jsonl"
+ptp pregenerate --model "$work/teacher" --prompts "$work/train_prompts2.jsonl" --out "$work/pregen2" \
+    --n-per-prompt 4 --max-new-tokens 160 --temperature 0.7 --top-k 50 --top-p 0.95 --batch-size 1024 \
+    --prompts-per-shard 256 --seed 1 --dtype float32 --skip-long-prompts
+for mode in one_hot independent; do
+    ptp distill --model "$work/teacher" --data "$work/pregen2" --config "$here/distill.json" --mode "$mode" \
+        --init-adapter "$work/$mode" --set max_steps=1600 --set warmup_steps=50 --set eval_interval=400 \
+        --set checkpoint_interval=400 --out "$work/${mode}_v1.1" &
+done
+wait
+
 # 4. Held-out evaluation: 256 new tokens after the first 8 prompts of heldout_prompts.jsonl, which is
 #    `ptp prompts --split held-out --count 64 --seed 1 --max-lines 15` run where the teacher was trained.
 head -8 "$here/heldout_prompts.jsonl" > "$work/heldout8.jsonl"
 for sampling in 0.7,50,0.95 greedy; do
-    ptp bench --model "$work/teacher" --adapter "$work/one_hot" --independent-adapter "$work/independent" \
+    ptp bench --model "$work/teacher" --adapter "$work/one_hot_v1.1" --independent-adapter "$work/independent_v1.1" \
         --prompts "$work/heldout8.jsonl" --methods ar,ptp,independent --max-new-tokens 256 \
         --sampling "$sampling" --repeats 1 --device cpu --out "$work/eval-${sampling//,/_}"
 done
