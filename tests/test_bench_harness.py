@@ -108,6 +108,44 @@ def test_cli_prints_the_summary_json_last(files, tmp_path, capsys):
     assert list(summary["methods"]) == ["ar", "hf"] and summary["methods"]["hf"]["all"]["matches_ar"] is True
 
 
+def _untimed(value):
+    """A summary without what depends on the clock."""
+    if isinstance(value, dict):
+        clock = ("wall_time", "tokens_per_s", "speedup_over_ar", "speedup_over_hf")
+        return {k: _untimed(v) for k, v in value.items() if k not in clock}
+    return value
+
+
+def test_a_killed_run_resumes_from_its_answers_and_ends_as_an_uninterrupted_one(files, tmp_path, monkeypatch):
+    whole = run_bench(_config(files, tmp_path / "whole", repeats=1))
+    answer, ran, armed = harness._run_question, [], [True]
+
+    def killed_during_the_second_question(runner, question, index, *args):
+        if armed and index == 1 and ran.count(1) == 2:  # two methods answered it, the third is killed
+            armed.clear()
+            raise KeyboardInterrupt
+        ran.append(index)
+        return answer(runner, question, index, *args)
+
+    monkeypatch.setattr(harness, "_run_question", killed_during_the_second_question)
+    with pytest.raises(KeyboardInterrupt):
+        run_bench(_config(files, tmp_path / "killed", repeats=1))
+    ran.clear()
+    resumed = run_bench(_config(files, tmp_path / "killed", repeats=1, resume=True))
+    assert ran == [1] * len(METHODS)  # only the unfinished question ran again, for every method
+    assert _untimed(resumed["methods"]) == _untimed(whole["methods"])
+    read = lambda run, m: [json.loads(x)["choices"][0]["token_ids"] for x in (run / "answers" / f"{m}.jsonl").open()]  # noqa: E731
+    assert all(read(tmp_path / "killed", m) == read(tmp_path / "whole", m) for m in METHODS)
+
+    ran.clear()
+    again = run_bench(_config(files, tmp_path / "killed", repeats=1, resume=True))  # complete: only the summary
+    assert ran == [] and _untimed(again["methods"]) == _untimed(whole["methods"])
+    with pytest.raises(ValueError, match=r"other settings \(max_new_tokens: 12 then, 8 now\)"):
+        run_bench(_config(files, tmp_path / "killed", repeats=1, max_new_tokens=8, resume=True))
+    with pytest.raises(ValueError, match="nothing to resume"):
+        run_bench(_config(files, tmp_path / "empty", resume=True))
+
+
 @pytest.fixture
 def no_timing(monkeypatch):
     """Bad input must be refused before the first timed generation."""

@@ -144,6 +144,7 @@ def _add_bench(sub) -> None:
     p.add_argument("--assistant-tokens", type=int, help="num_assistant_tokens of hf-assisted")
     p.add_argument("--no-chat-template", action="store_true", help="join Spec-Bench turns plainly")
     p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--resume", action="store_true", help="keep a killed run's answers in --out; run only the rest")
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -162,7 +163,7 @@ def _cmd_bench(args) -> int:
         device=args.device, dtype=args.dtype, auxiliary_budget=args.auxiliary_budget,
         max_draft_length=args.max_draft_length, prompt_lookup_num_tokens=args.pld_tokens,
         num_assistant_tokens=args.assistant_tokens, chat_template=not args.no_chat_template,
-        progress=not args.no_progress,
+        progress=not args.no_progress, resume=args.resume,
     )  # fmt: skip
     try:
         summary = run_bench(config)

@@ -29,9 +29,12 @@ from ptp.bench.methods import (
     parse_methods,
 )
 from ptp.bench.prompts import Question, load_questions, render_turn
-from ptp.bench.report import QuestionRecord, TurnRecord, answer_line, markdown, summarize
+from ptp.bench.report import QuestionRecord, TurnRecord, answer_line, markdown, record_from_answer, summarize
 from ptp.bench.timing import environment, median, resolve_dtype, timed
 from ptp.sampling import SamplingConfig
+
+#: The settings of the run that wrote ``out`` (a resumed run must match them).
+SETTINGS = "settings.json"
 
 
 @dataclass
@@ -87,6 +90,9 @@ class BenchConfig:
     """Render Spec-Bench turns with the tokenizer's chat template when it has one."""
     progress: bool = True
     """Show a progress bar (on stderr)."""
+    resume: bool = False
+    """Keep the answers that an earlier run with the same settings left in ``out`` and run only the questions they
+    lack (a killed run loses at most the question in progress); without it, ``out``'s answers are replaced."""
 
 
 @dataclass
@@ -171,23 +177,30 @@ def run_bench(config: BenchConfig) -> dict:
     prepared = prepare(config)
     out = Path(config.out)
     (out / "answers").mkdir(parents=True, exist_ok=True)
+    settings = _settings(config, prepared)
     model_id = Path(config.model).name or str(config.model)
-    records: dict[str, list[QuestionRecord]] = {m: [] for m in prepared.methods}
+    records = _earlier_answers(out, settings, prepared) if config.resume else {m: [] for m in prepared.methods}
+    (out / SETTINGS).write_text(json.dumps(settings, indent=1) + "\n", encoding="utf-8")
+    done = len(records[prepared.methods[0]])
     first = render_turn(prepared.models.tokenizer, prepared.questions[0], [], config.chat_template)
-    total = len(prepared.methods) * (config.warmup + len(prepared.questions))
+    warmup = config.warmup if done < len(prepared.questions) else 0
+    total = len(prepared.methods) * (warmup + len(prepared.questions) - done)
     with ExitStack() as stack, tqdm(total=total, desc="ptp bench", unit="run", disable=not config.progress) as bar:
         answers = {
             m: stack.enter_context(open(out / "answers" / f"{m}.jsonl", "w", encoding="utf-8"))
             for m in prepared.methods
         }
+        for method, kept in records.items():  # a resumed run's answers, without the lines of an unfinished question
+            answers[method].writelines(json.dumps(answer_line(method, model_id, r)) + "\n" for r in kept)
+            answers[method].flush()
         # Every method warms up before any is timed, and the methods then take turns question by question, so that
         # a drift of the machine (clocks ramping up, other load) spreads over all of them alike.
         for method in prepared.methods:
             bar.set_postfix_str(f"warm-up {method}")
-            for _ in range(config.warmup):
+            for _ in range(warmup):
                 prepared.runners[method](first, config.seed)
                 bar.update(1)
-        for index, question in enumerate(prepared.questions):
+        for index, question in list(enumerate(prepared.questions))[done:]:
             for method in prepared.methods:
                 bar.set_postfix_str(method)
                 record = _run_question(prepared.runners[method], question, index, prepared.models, config)
@@ -197,7 +210,23 @@ def run_bench(config: BenchConfig) -> dict:
                 bar.update(1)
     summary = summarize(records, greedy=not prepared.sampling.do_sample)
     summary["environment"] = environment(config.device)
-    summary["config"] = {
+    summary["config"] = settings
+    summary["files"] = {
+        "answers": {m: str(out / "answers" / f"{m}.jsonl") for m in prepared.methods},
+        "summary_json": str(out / "summary.json"),
+        "summary_md": str(out / "summary.md"),
+        "accept_histogram": str(plots.accept_histograms(summary, out / "accept_histogram.png")),
+        "speedup_by_category": str(plots.speedup_by_category(summary, out / "speedup_by_category.png")),
+        "draft_accuracy": str(plots.draft_accuracy(summary, out / "draft_accuracy.png")),
+    }
+    (out / "summary.md").write_text(markdown(summary), encoding="utf-8")
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    return summary
+
+
+def _settings(config: BenchConfig, prepared: _Prepared) -> dict:
+    """What decides a run's answers (the summary's ``config``; a resumed run must have the same)."""
+    return {
         "model": str(config.model),
         "adapter": config.adapter,
         "independent_adapter": config.independent_adapter,
@@ -216,18 +245,35 @@ def run_bench(config: BenchConfig) -> dict:
         "max_draft_length": config.max_draft_length,
         "prompt_lookup_num_tokens": config.prompt_lookup_num_tokens,
         "num_assistant_tokens": config.num_assistant_tokens,
+        "device": config.device,
+        "chat_template": config.chat_template,
     }
-    summary["files"] = {
-        "answers": {m: str(out / "answers" / f"{m}.jsonl") for m in prepared.methods},
-        "summary_json": str(out / "summary.json"),
-        "summary_md": str(out / "summary.md"),
-        "accept_histogram": str(plots.accept_histograms(summary, out / "accept_histogram.png")),
-        "speedup_by_category": str(plots.speedup_by_category(summary, out / "speedup_by_category.png")),
-        "draft_accuracy": str(plots.draft_accuracy(summary, out / "draft_accuracy.png")),
-    }
-    (out / "summary.md").write_text(markdown(summary), encoding="utf-8")
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    return summary
+
+
+def _earlier_answers(out: Path, settings: dict, prepared: _Prepared) -> dict[str, list[QuestionRecord]]:
+    """The records of the leading questions that every method answered in an earlier run into ``out``.
+
+    ValueError if that run had other settings (its answers would not be comparable).
+    """
+    path = out / SETTINGS
+    if not path.is_file():
+        raise ValueError(f"nothing to resume: {out} holds no earlier run ({SETTINGS} is missing)")
+    earlier = json.loads(path.read_text(encoding="utf-8"))
+    differ = [f"{k}: {earlier.get(k)!r} then, {v!r} now" for k, v in settings.items() if earlier.get(k) != v]
+    if differ:
+        raise ValueError(f"{out} holds a run with other settings ({'; '.join(differ)}); use another --out")
+    lines = {}
+    for method in prepared.methods:
+        file = out / "answers" / f"{method}.jsonl"
+        text = file.read_text(encoding="utf-8").splitlines() if file.is_file() else []
+        lines[method] = [json.loads(line) for line in text if line.strip()]
+    done = 0
+    for question in prepared.questions:
+        if not all(done < len(v) and v[done]["question_id"] == question.question_id for v in lines.values()):
+            break
+        done += 1
+    questions = prepared.questions[:done]
+    return {m: [record_from_answer(line, q) for line, q in zip(v, questions, strict=False)] for m, v in lines.items()}
 
 
 def _run_question(runner, question: Question, index: int, models: BenchModels, config: BenchConfig):

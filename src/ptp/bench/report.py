@@ -54,10 +54,26 @@ def answer_line(method: str, model_id: str, record: QuestionRecord) -> dict:
                 "accept_lengths": [n for t in turns for n in t.accept_lengths],
                 "wall_time_repeats": [t.wall_times for t in turns],
                 "token_ids": [t.tokens for t in turns],
+                "draft_accepts": [t.draft_accepts for t in turns],
             }
         ],
         "tstamp": time.time(),
     }
+
+
+def record_from_answer(line: dict, question: Question) -> QuestionRecord:
+    """The record that :func:`answer_line` wrote (how ``ptp bench --resume`` reads back a killed run's answers)."""
+    choice = line["choices"][0]
+    flat, turns = list(choice["accept_lengths"]), []
+    for t, calls in enumerate(choice["decoding_steps"]):
+        accepted, flat = flat[:calls], flat[calls:]
+        turns.append(
+            TurnRecord(
+                choice["token_ids"][t], choice["turns"][t], choice["wall_time"][t], choice["wall_time_repeats"][t],
+                calls, accepted, choice["draft_accepts"][t],
+            )
+        )  # fmt: skip
+    return QuestionRecord(question, turns)
 
 
 def _aggregate(turns: list[TurnRecord]) -> dict:
