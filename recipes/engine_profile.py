@@ -1,6 +1,9 @@
 """Wall time per engine call of the default model, plain AR vs PTP, and a host profile of one PTP generate call.
 
-Usage: python recipes/engine_profile.py [--device cuda]   (BENCHMARKS.md section 7 ran it on an H100)
+Usage: python recipes/engine_profile.py [--device cuda] [--tiny]   (BENCHMARKS.md section 7 ran it on an H100)
+
+``--tiny`` swaps the default model for a random 6-layer, 64-wide Llama with an untrained adapter: its compute is
+negligible, so on a CPU its time per call is the host cost that bounds small models on a GPU (section 13).
 """
 
 import argparse
@@ -10,12 +13,14 @@ import sys
 import time
 
 import torch
+from transformers import LlamaConfig, LlamaForCausalLM
 
 import ptp
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
 parser.add_argument("--max-new-tokens", type=int, default=128)
+parser.add_argument("--tiny", action="store_true", help="a random tiny model instead of the default model")
 args = parser.parse_args()
 
 
@@ -24,10 +29,22 @@ def sync():
         torch.cuda.synchronize()
 
 
-model, tokenizer = ptp.load_default(device=args.device)
-ids = tokenizer("def parse_args(argv):\n    ", return_tensors="pt").input_ids
+if args.tiny:
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    shape = LlamaConfig(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=6,
+                        num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=1024)  # fmt: skip
+    drafter = ptp.PTPConfig(window_length=16, lora_rank=8, embedding="thermometer", embedding_size=32,
+                            sampling=ptp.SamplingConfig(temperature=0.7, top_k=50, top_p=0.95))  # fmt: skip
+    model = ptp.PTPModel(LlamaForCausalLM(shape), drafter).to(args.device).eval()
+    ids = torch.randint(3, 500, (1, 32))
+    no_eos = dict(eos_token_id=[])  # every call counts
+else:
+    no_eos = {}
+    model, tokenizer = ptp.load_default(device=args.device)
+    ids = tokenizer("def parse_args(argv):\n    ", return_tensors="pt").input_ids
 for budget in (0, 4, 32):
-    options = dict(max_new_tokens=args.max_new_tokens, seed=0, sampling=model.config.sampling)
+    options = dict(max_new_tokens=args.max_new_tokens, seed=0, sampling=model.config.sampling, **no_eos)
     options.update(use_drafter=False) if budget == 0 else options.update(auxiliary_budget=budget)
     model.generate(ids, **options)  # warm-up
     sync()
@@ -39,7 +56,7 @@ for budget in (0, 4, 32):
     print(f"auxiliary slots {budget}: {out.num_calls} calls, {elapsed * 1e3:.1f} ms, {per_call:.2f} ms per call")
 profile = cProfile.Profile()
 profile.enable()
-model.generate(ids, max_new_tokens=args.max_new_tokens, seed=0, sampling=model.config.sampling)
+model.generate(ids, max_new_tokens=args.max_new_tokens, seed=0, sampling=model.config.sampling, **no_eos)
 sync()
 profile.disable()
 pstats.Stats(profile, stream=sys.stdout).sort_stats("tottime").print_stats(25)

@@ -23,6 +23,7 @@ import torch
 from peft import LoraConfig
 from safetensors.torch import save_file
 from torch import nn
+from torch.nn import functional as F
 from transformers.pytorch_utils import Conv1D
 
 #: Prefix of every key in PEFT's adapter_model.safetensors.
@@ -33,7 +34,17 @@ class Gate:
     """Which query positions of the current forward call are auxiliary slots: bool ``[B, L]``, or None for none."""
 
     def __init__(self) -> None:
-        self.mask: torch.Tensor | None = None
+        self._mask: torch.Tensor | None = None
+        self.column: torch.Tensor | None = None
+        """``mask`` as ``[B, L, 1]``, made once per call for every layer."""
+
+    @property
+    def mask(self) -> torch.Tensor | None:
+        return self._mask
+
+    @mask.setter
+    def mask(self, mask: torch.Tensor | None) -> None:
+        self._mask, self.column = mask, None if mask is None else mask.unsqueeze(-1)
 
 
 class GatedLoRA(nn.Module):
@@ -58,12 +69,20 @@ class GatedLoRA(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.base_layer(x)
-        mask = self.gate.mask
-        if mask is None:
+        column = self.gate.column
+        if column is None:
             return out
-        update = self.lora_B(self.lora_A(self.lora_dropout(x.to(self.lora_A.weight.dtype)))) * self.scaling
+        a, b = self.lora_A.weight, self.lora_B.weight
+        if x.dtype != a.dtype:
+            x = x.to(a.dtype)
+        if isinstance(self.lora_dropout, nn.Dropout):  # in train mode alone when training (the base stays in eval)
+            x = self.lora_dropout(x)
+        # The factors as plain functions, not modules: this runs in every linear layer of every call.
+        update = F.linear(F.linear(x, a), b) * self.scaling
+        if update.dtype != out.dtype:
+            update = update.to(out.dtype)
         # where, not a sum with zeros: teacher positions keep the base output exactly, whatever the update holds.
-        return torch.where(mask.unsqueeze(-1), out + update.to(out.dtype), out)
+        return torch.where(column, out + update, out)
 
 
 def target_names(model: nn.Module, target_modules: str | list[str]) -> list[str]:
