@@ -63,10 +63,15 @@ row=$(python3 -c "import json,sys; c=json.load(open('$here/teacher.json')); prin
 seconds=$(( $(left) - 370 )); [ "$SMALL" = 1 ] && seconds=10
 steps=$(rate_steps "$logs/teacher_probe.log" "$seconds" "$row")
 stamp "teacher: $steps steps in about $seconds s (--max-time ends it on time either way)"
-timeout $(( seconds + 200 )) bash -c "$(declare -f ptp two); two train --objective ar --config '$here/teacher.json' \
+timeout $(( seconds + 90 )) bash -c "$(declare -f ptp two); two train --objective ar --config '$here/teacher.json' \
     --data '$work/corpus' --tokenizer '$work/probe' ${teacher_set[*]} --steps $steps --max-time $seconds \
     --no-progress --out '$work/teacher'" > "$logs/teacher.log" 2>&1
 tail -n 1 "$logs/teacher.log" | cut -c1-400
+last=$(ls -d "$work"/teacher.run/checkpoints/step-* 2>/dev/null | tail -n 1)
+if [ ! -f "$work/teacher/tokenizer.json" ] && [ -n "$last" ]; then  # stopped after its last checkpoint: use that
+    stamp "the teacher run did not finish; its checkpoint $last becomes the teacher"
+    mkdir -p "$work/teacher" && cp "$last"/adapter/* "$work/probe"/tokenizer* "$work/teacher/"
+fi
 
 stamp "pregeneration (GPU 0) and draft model (GPU 1)"
 on 1 train --objective ar --config "$here/../default/draft.json" --data "$work/corpus" --tokenizer "$work/teacher" \
