@@ -45,13 +45,20 @@ SAMPLINGS = {
 }
 #: Drafter and engine settings; the sweep cycles through them so that every one meets several architectures.
 SETTINGS = [
-    dict(mode="one_hot", embedding="binary", window_length=4, adapter="random"),
+    dict(mode="one_hot", embedding="binary", window_length=4, adapter="random", first_slot_token=True),
     dict(mode="categorical", embedding="cosine", window_length=6, auxiliary_budget=5, max_draft_length=3),
     dict(mode="independent", embedding="thermometer", window_length=3, auxiliary_budget=16, adapter="zero"),
     dict(mode="one_hot", embedding="interpolation", window_length=8, auxiliary_budget=1, adapter="random"),
     dict(mode="categorical", embedding="mlp", window_length=5, max_draft_length=1, adapter="zero"),
-    dict(mode="one_hot", embedding="float_bits", window_length=16, auxiliary_budget=12, max_draft_length=6),
-    dict(mode="independent", embedding="binary", window_length=2, adapter="random"),
+    dict(
+        mode="one_hot",
+        embedding="float_bits",
+        window_length=16,
+        auxiliary_budget=12,
+        max_draft_length=6,
+        first_slot_token=True,
+    ),
+    dict(mode="independent", embedding="binary", window_length=2, adapter="random", first_slot_token=True),
 ]
 PROMPT_LENGTHS = [7, 2, 5]
 

@@ -181,6 +181,7 @@ def test_save_and_load_round_trip_gives_identical_generation(tmp_path, arch):
         window_length=5,
         sampling=SamplingConfig(temperature=0.9, top_k=40),
         acceptance_histogram=[0.3, 0.3, 0.2, 0.1, 0.05, 0.05],
+        first_slot_token=True,
     )
     model, directory = _save(tmp_path, arch, **options)
     files = sorted(p.name for p in directory.iterdir())
@@ -190,7 +191,7 @@ def test_save_and_load_round_trip_gives_identical_generation(tmp_path, arch):
     saved = json.loads((directory / "ptp_config.json").read_text())
     assert saved["mode"] == "categorical" and saved["embedding"] == "cosine" and saved["window_length"] == 5
     assert saved["sampling"] == {"do_sample": True, "temperature": 0.9, "top_k": 40, "top_p": None}
-    assert saved["acceptance_histogram"] == options["acceptance_histogram"]
+    assert saved["acceptance_histogram"] == options["acceptance_histogram"] and saved["first_slot_token"] is True
 
     loaded = ptp.PTPModel.from_pretrained(tiny_base(arch), directory)
     assert loaded.config.to_dict() == model.config.to_dict()

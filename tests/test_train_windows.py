@@ -28,10 +28,11 @@ def _engine_slot_logits(model, prompt, u):
     return captured[0][:, prompt.shape[1] :], out
 
 
-@pytest.mark.parametrize("mode", ["one_hot", "categorical", "independent"])
+@pytest.mark.parametrize("mode", ["one_hot", "categorical", "independent", "one_hot+first_slot_token"])
 @pytest.mark.parametrize("arch", ["llama", "gpt2"])
 def test_training_slot_logits_equal_the_engines_for_the_same_context_and_auxiliaries(mode, arch):
-    model = ptp.PTPModel(tiny_base(arch), mode=mode, window_length=N).eval()
+    mode, _, token = mode.partition("+")
+    model = ptp.PTPModel(tiny_base(arch), mode=mode, window_length=N, first_slot_token=bool(token)).eval()
     randomize_adapter(model)
     prompt = torch.tensor([[7, 31, 5, 60, 12, 9, 44]])
     u = torch.rand(1, 12, generator=torch.Generator().manual_seed(3))

@@ -132,7 +132,7 @@ class _Run:
             slot_inputs = model.slot_auxiliaries(u_target, u_previous, index == 0)
             slot_positions = block_positions.gather(1, parent) + index
             positions = torch.cat([block_positions, slot_positions], dim=1)
-            ids = torch.cat([block, torch.zeros_like(group)], dim=1)
+            ids = torch.cat([block, model.slot_tokens(block.gather(1, parent), index == 0)], dim=1)
             aux_mask = torch.zeros_like(ids, dtype=torch.bool)
             aux_mask[:, blen:] = True
             aux_in = torch.cat([torch.full_like(block, NULL_AUXILIARY, dtype=torch.float32), slot_inputs], dim=1)

@@ -35,6 +35,10 @@ class PTPConfig:
     """Dropout on the LoRA input during training."""
     target_modules: str | list[str] = "all-linear"
     """Modules that get the adapter: PEFT's ``all-linear`` or a list of module names."""
+    first_slot_token: bool = False
+    """The first slot of each window (decoding: of each group) also receives the embedding of its current token, the
+    token its group follows, which training and decoding both know, added to embed(u). An extension of METHOD.md's
+    slots, which see u alone and must rebuild that token through attention (BENCHMARKS.md section 7)."""
     train_base: bool = False
     """The base model's own weights train too (a separate drafter, METHOD.md section 3, or a model trained without a
     teacher, section 5); they are saved with the adapter (in ``base/``) and loaded from there. False: the base is
@@ -57,8 +61,9 @@ class PTPConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-        if not isinstance(self.train_base, bool):
-            raise ValueError(f"train_base must be true or false, got {self.train_base!r}")
+        for name in ("train_base", "first_slot_token"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if not 0.0 <= self.lora_dropout < 1.0:
             raise ValueError(f"lora_dropout must be in [0, 1), got {self.lora_dropout!r}")
         if self.acceptance_histogram is not None and len(self.acceptance_histogram) != self.window_length + 1:

@@ -132,6 +132,18 @@ class PTPModel(nn.Module):
             return torch.where(first, null, u_previous)
         return null
 
+    def slot_tokens(self, current: torch.Tensor, first: torch.Tensor) -> torch.Tensor:
+        """The token id a slot receives besides its u (shared by training and decoding): its current token
+        ``current`` on first slots with ``first_slot_token``, else -1 (none).
+
+        Args:
+            current: int ``[...]`` the token at the position before the one the slot predicts.
+            first: bool ``[...]``, the slot is the first of its window or group (so ``current`` is known text).
+        """
+        if not self.config.first_slot_token:
+            return torch.full_like(current, -1)
+        return torch.where(first, current, -1)
+
     def attention_bias(self, allowed: torch.Tensor) -> torch.Tensor:
         """A bool ``[B, 1, Q, K]`` visibility mask in the form the base model's attention takes."""
         return attention_bias(self.base_model, allowed)
@@ -149,7 +161,8 @@ class PTPModel(nn.Module):
         """Logits of a block of teacher tokens and auxiliary slots.
 
         Args:
-            input_ids: int ``[B, L]``; ignored at slot positions.
+            input_ids: int ``[B, L]``; at slot positions the slot's token from :meth:`slot_tokens` (-1: none; any
+                value is ignored without ``first_slot_token``).
             position_ids: int ``[B, L]``.
             attention_mask: bool ``[B, 1, L, K]``, True where query l may see key k; K = cached length + L.
             auxiliaries: float ``[B, L]`` slot inputs (see :meth:`slot_auxiliaries`); ignored at token positions.
@@ -161,8 +174,11 @@ class PTPModel(nn.Module):
         embed = self.base_model.get_input_embeddings()
         inputs = embed(input_ids if auxiliary_mask is None else input_ids.masked_fill(auxiliary_mask, 0))
         if auxiliary_mask is not None:
-            # Slot positions have no token: the lookup above used a placeholder id, replaced here by embed(u).
+            # A slot's input is embed(u) (the lookup above used a placeholder id), plus its given token's embedding.
             slots = self.auxiliary_embedding(auxiliaries).to(inputs.dtype)
+            if self.config.first_slot_token:
+                given = (auxiliary_mask & (input_ids >= 0)).unsqueeze(-1)
+                slots = slots + torch.where(given, embed(input_ids.clamp(min=0)), 0.0)
             inputs = torch.where(auxiliary_mask.unsqueeze(-1), slots, inputs)
         self._gate.mask = auxiliary_mask
         try:

@@ -59,6 +59,8 @@ class DistillConfig:
     """Dropout on the LoRA input."""
     target_modules: str | list[str] = "all-linear"
     """Modules that get the adapter."""
+    first_slot_token: bool = False
+    """The first slot of each window also receives its current token (see :attr:`ptp.PTPConfig.first_slot_token`)."""
     # ------------------------------------------------------------------------------------------- objective
     loss: str | None = None
     """``cross_entropy`` (O-PTP and the baseline; also valid for C-PTP), ``forward_kl`` or ``reverse_kl``

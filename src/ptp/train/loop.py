@@ -70,7 +70,7 @@ RUN_CONFIG = "config.json"
 DEFAULT_ROW_LENGTH = 2048
 #: DistillConfig fields that are PTPConfig fields: they define the drafter.
 DRAFTER_FIELDS = ("mode", "embedding", "embedding_size", "window_length", "lora_rank", "lora_alpha", "lora_dropout",
-                  "target_modules")  # fmt: skip
+                  "target_modules", "first_slot_token")  # fmt: skip
 
 
 @dataclass

@@ -143,12 +143,11 @@ def slot_logits(model, windows: Windows, u: torch.Tensor, cache: DynamicCache, f
     The slots' keys are appended to ``cache``.
     """
     n = windows.window_length
-    inputs = model.slot_auxiliaries(
-        u, previous_in_window(u, n, NULL_AUXILIARY), first_in_window(tuple(u.shape), n, u.device)
-    )
+    first = first_in_window(tuple(u.shape), n, u.device)
+    inputs = model.slot_auxiliaries(u, previous_in_window(u, n, NULL_AUXILIARY), first)
     mask = torch.ones(u.shape, dtype=torch.bool, device=u.device)
     return (forward or model)(
-        torch.zeros(u.shape, dtype=torch.int64, device=u.device),
+        model.slot_tokens(windows.current, first),
         position_ids=windows.positions,
         attention_mask=windows.attention,
         auxiliaries=inputs,

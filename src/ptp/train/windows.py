@@ -28,6 +28,9 @@ class Windows:
     """bool ``[B, A]``: the window exists and the slot's target lies in the window's document."""
     positions: torch.Tensor
     """int64 ``[B, A]``: position ids (target position in its document, minus one)."""
+    current: torch.Tensor
+    """int64 ``[B, A]``: the row's token before each slot's target (for a window's first slot, the last context
+    token: what :meth:`ptp.PTPModel.slot_tokens` may give it)."""
     attention: torch.Tensor
     """bool ``[B, 1, A, L + A]``: which teacher keys and which slot keys each slot sees."""
     window_length: int
@@ -92,6 +95,7 @@ def layout_windows(rows: PackedRows, starts: torch.Tensor, window_length: int) -
         targets=clamped.flatten(1),
         in_document=in_document.flatten(1),
         positions=positions.flatten(1),
+        current=rows.tokens.gather(1, (clamped - 1).clamp(min=0).flatten(1)),
         attention=attention,
         window_length=n,
     )
