@@ -235,6 +235,8 @@ def test_the_adapter_loads_in_peft_as_an_ordinary_lora(tmp_path, arch):
     from peft import PeftModel
 
     model, directory = _save(tmp_path, arch)
+    targets = json.loads((directory / "adapter_config.json").read_text())["target_modules"]
+    assert targets == sorted(targets)  # the same file for the same adapter, whatever the process's hash seed
     peft_model = PeftModel.from_pretrained(tiny_base(arch), str(directory)).eval()
     ids, mask = left_padded([5, 3], seed=7)
     model._gate.mask = torch.ones_like(ids, dtype=torch.bool)  # the adapter on at every position

@@ -16,6 +16,7 @@ LoRA adapter too.
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -148,4 +149,10 @@ def save_adapter(
         base_model_name_or_path=getattr(model.config, "_name_or_path", None) or None,
     )
     config.save_pretrained(str(directory))
+    # PEFT keeps target_modules as a set and writes it in hash order: sort it so equal adapters give equal files.
+    written = directory / "adapter_config.json"
+    fields = json.loads(written.read_text())
+    if isinstance(fields.get("target_modules"), list):
+        fields["target_modules"] = sorted(fields["target_modules"])
+    written.write_text(json.dumps(fields, indent=2, sort_keys=True) + "\n")
     save_file(adapter_state(model, values), str(directory / "adapter_model.safetensors"))
