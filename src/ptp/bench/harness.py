@@ -31,6 +31,7 @@ from ptp.bench.methods import (
 from ptp.bench.prompts import Question, load_questions, render_turn
 from ptp.bench.report import QuestionRecord, TurnRecord, answer_line, markdown, record_from_answer, summarize
 from ptp.bench.timing import environment, median, resolve_dtype, timed
+from ptp.decode.inputs import context_length
 from ptp.sampling import SamplingConfig
 
 #: The settings of the run that wrote ``out`` (a resumed run must match them).
@@ -159,8 +160,8 @@ def prepare(config: BenchConfig) -> _Prepared:
 
 def _check_lengths(models: BenchModels, questions: list[Question], config: BenchConfig) -> None:
     model = models.base if models.base is not None else next(iter(models.engines.values())).base_model
-    limit = getattr(model.config, "max_position_embeddings", None)
-    if not isinstance(limit, int):
+    limit = context_length(model)
+    if limit is None:
         return
     for q in questions:
         length = len(render_turn(models.tokenizer, q, [], config.chat_template))
@@ -200,7 +201,7 @@ def run_bench(config: BenchConfig) -> dict:
             for _ in range(warmup):
                 prepared.runners[method](first, config.seed)
                 bar.update(1)
-        for index, question in list(enumerate(prepared.questions))[done:]:
+        for index, question in enumerate(prepared.questions[done:], start=done):
             for method in prepared.methods:
                 bar.set_postfix_str(method)
                 record = _run_question(prepared.runners[method], question, index, prepared.models, config)

@@ -100,16 +100,18 @@ class Dataset:
                 f"given ({getattr(tokenizer, 'name_or_path', '?')!r}); token ids would not mean the same text."
             )
 
-    def check_sampling(self, sampling: SamplingConfig) -> None:
-        """Raise ValueError if the completions were drawn with another configuration than ``sampling``."""
+    def check_sampling(self, sampling: SamplingConfig, wanted_by: str = "training asks for", advice: str = "") -> None:
+        """Raise ValueError if the completions were drawn with another configuration than ``sampling`` (which
+        ``wanted_by`` names in the message; ``advice`` replaces training's advice)."""
         recorded = self.sampling
         if recorded is not None and recorded != sampling:
-            raise ValueError(
-                f"{self.path} was sampled with {recorded.describe()}, but training asks for {sampling.describe()}. "
+            advice = advice or (
                 "Bins under another configuration than the data's teach the drafter the wrong tokens; leave the "
                 "sampling configuration unset to use the data's, or pass allow_foreign_data to treat the data as raw "
                 "text."
             )
+            asked = f"{wanted_by} {sampling.describe()}"
+            raise ValueError(f"{self.path} was sampled with {recorded.describe()}, but {asked}. {advice}")
 
 
 # ------------------------------------------------------------------------------------------------- fingerprints

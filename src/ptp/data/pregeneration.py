@@ -32,6 +32,7 @@ from ptp.data.dataset import (
     write_shard,
 )
 from ptp.decode.batched import sample_batched
+from ptp.decode.inputs import context_length
 from ptp.sampling import SamplingConfig
 
 
@@ -63,16 +64,6 @@ class PregenerateConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-
-
-def context_length(model) -> int | None:
-    """The longest sequence the model's position embeddings allow (None: unbounded)."""
-    config = getattr(model, "base_model", model).config
-    for name in ("max_position_embeddings", "n_positions", "max_sequence_length"):
-        value = getattr(config, name, None)
-        if isinstance(value, int):
-            return value
-    return None
 
 
 def pregenerate(

@@ -26,12 +26,12 @@ from __future__ import annotations
 import torch
 from transformers import DynamicCache
 
-from ptp.data.pregeneration import context_length
 from ptp.decode.budget import allocate, hypothesis_weights, layout, survival
 from ptp.decode.inputs import (
     GenerationOutput,
     check_prompt,
     check_sliding_window,
+    context_length,
     prepare_auxiliaries,
     resolve_stop_tokens,
 )
@@ -223,7 +223,7 @@ def generate(
     teacher = model.base_model if verifier is None else verifier
     device = model.device
     input_ids = input_ids.to(device)
-    limits = [n for n in (model.max_positions, context_length(teacher)) if n is not None]
+    limits = [n for n in (context_length(model), context_length(teacher)) if n is not None]
     max_positions = min(limits) if limits else None
     mask = check_prompt(input_ids, attention_mask, max_new_tokens, max_positions)
     for network in {id(m): m for m in (model.base_model, teacher)}.values():

@@ -147,6 +147,17 @@ def check_sliding_window(model_config, total_length: int) -> None:
         )
 
 
+def context_length(model) -> int | None:
+    """The longest sequence the model's position embeddings allow (None: unbounded); a :class:`ptp.PTPModel`'s is its
+    base's."""
+    config = getattr(model, "base_model", model).config
+    for name in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+        value = getattr(config, name, None)
+        if isinstance(value, int):
+            return value
+    return None
+
+
 def check_plain_inputs(model, input_ids, attention_mask, auxiliaries, max_new_tokens, eos_token_id, pad_token_id):
     """The checks of the plain (one token per call) samplers.
 
@@ -160,8 +171,7 @@ def check_plain_inputs(model, input_ids, attention_mask, auxiliaries, max_new_to
         model = model.base_model
     device = model.device
     input_ids = input_ids.to(device)
-    max_positions = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
-    mask = check_prompt(input_ids, attention_mask, max_new_tokens, max_positions)
+    mask = check_prompt(input_ids, attention_mask, max_new_tokens, context_length(model))
     check_sliding_window(model.config, input_ids.shape[1] + max_new_tokens)
     u = check_auxiliaries(auxiliaries, (input_ids.shape[0], max_new_tokens)).to(device)
     eos, pad = resolve_stop_tokens(eos_token_id, pad_token_id, model)

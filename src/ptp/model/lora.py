@@ -35,17 +35,16 @@ class Gate:
     """Which query positions of the current forward call are auxiliary slots: bool ``[B, L]``, or None for none."""
 
     def __init__(self) -> None:
-        self._mask: torch.Tensor | None = None
         self.column: torch.Tensor | None = None
-        """``mask`` as ``[B, L, 1]``, made once per call for every layer."""
+        """The mask as ``[B, L, 1]``, made once per call for every layer."""
 
     @property
     def mask(self) -> torch.Tensor | None:
-        return self._mask
+        return None if self.column is None else self.column.squeeze(-1)
 
     @mask.setter
     def mask(self, mask: torch.Tensor | None) -> None:
-        self._mask, self.column = mask, None if mask is None else mask.unsqueeze(-1)
+        self.column = None if mask is None else mask.unsqueeze(-1)
 
 
 class GatedLoRA(nn.Module):

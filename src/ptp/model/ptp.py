@@ -104,15 +104,6 @@ class PTPModel(nn.Module):
     def dtype(self) -> torch.dtype:
         return self.base_model.dtype
 
-    @property
-    def max_positions(self) -> int | None:
-        config = self.base_model.config
-        for name in ("max_position_embeddings", "n_positions", "max_sequence_length"):
-            value = getattr(config, name, None)
-            if isinstance(value, int):
-                return value
-        return None
-
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
 

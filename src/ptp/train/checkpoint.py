@@ -74,10 +74,7 @@ def save_checkpoint(
     final = root / f"{PREFIX}{step:07d}"
     staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=root))
     try:
-        if model_state is None:
-            model.save_pretrained(staging / ADAPTER)
-        else:
-            model.save_pretrained(staging / ADAPTER, state_dict=model_state)
+        model.save_pretrained(staging / ADAPTER, state_dict=model_state)  # None: the model's own weights
         with (staging / STATE).open("wb") as handle:
             torch.save({**state, "step": step}, handle)
             handle.flush()

@@ -85,12 +85,12 @@ def evaluate_adapter(
     adapter = Path(adapter)
     config = PTPConfig.load(adapter)  # FileNotFoundError for a directory that is not an adapter
     dataset = data if isinstance(data, Dataset) else load_dataset(data)
-    if dataset.sampling is not None and dataset.sampling != config.sampling:
-        raise ValueError(
-            f"{dataset.path} was sampled with {dataset.sampling.describe()}, but the adapter {adapter} was trained "
-            f"for {config.sampling.describe()}: its drafts would be scored against the wrong bins. Evaluate on data "
-            "pregenerated under the adapter's sampling configuration."
-        )
+    dataset.check_sampling(
+        config.sampling,
+        f"the adapter {adapter} was trained for",
+        "Its drafts would be scored against the wrong bins: evaluate on data pregenerated under the adapter's "
+        "sampling configuration.",
+    )
 
     if model is None and not config.train_base:
         raise ValueError(f"{adapter} is an adapter without a base model of its own: pass the base model")

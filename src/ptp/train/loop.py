@@ -29,8 +29,8 @@ from torch import nn
 
 from ptp.data.dataset import Dataset, load_dataset
 from ptp.data.packing import PackedRows, document_mask, pack_documents, split_by_prompt
-from ptp.data.pregeneration import context_length
 from ptp.data.prompts import load_tokenizer
+from ptp.decode.inputs import context_length
 from ptp.model.config import PTPConfig
 from ptp.model.ptp import BASE_DIRECTORY, PTPModel, check_drafter
 from ptp.sampling import SamplingConfig
