@@ -363,13 +363,21 @@ def check_windows(evaluation: dict, hint: str) -> dict:
     return evaluation
 
 
-def _make_accelerator(config):
+@contextlib.contextmanager
+def run_processes(config):
     """The run's ``accelerate.Accelerator`` (``config.device``: cpu, cuda or None); several processes under
-    ``accelerate launch`` / ``torchrun``."""
+    ``accelerate launch`` / ``torchrun``. A process group that the run starts is destroyed when the run ends: left to
+    the interpreter's exit, its threads can abort the process (gloo) or keep it waiting (NCCL)."""
     from accelerate import Accelerator
 
     check_device(config.device)
-    return Accelerator(cpu=config.device == "cpu")
+    started = not torch.distributed.is_initialized()
+    accelerator = Accelerator(cpu=config.device == "cpu")
+    try:
+        yield accelerator
+    finally:
+        if started and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
 
 
 def distill(
@@ -390,7 +398,11 @@ def distill(
         tokenizer: if given, checked against the tokenizer recorded in the data.
         dataset: a loaded data directory (default: ``load_dataset(config.data)``).
     """
-    accelerator = _make_accelerator(config)
+    with run_processes(config) as accelerator:
+        return _distill(config, accelerator, base_model, drafter_model, tokenizer, dataset)
+
+
+def _distill(config: DistillConfig, accelerator, base_model, drafter_model, tokenizer, dataset) -> DistillResult:
     device, main = accelerator.device, accelerator.is_main_process
     rank, world = accelerator.process_index, accelerator.num_processes
     if config.fsdp and drafter_model is not None:

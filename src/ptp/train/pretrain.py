@@ -232,14 +232,20 @@ def pretrain(config: PretrainConfig) -> dict | None:
     ``batch_size`` rows per process); only the main process evaluates, writes the model and returns the summary, the
     others return None. Checkpoints go to ``config.run_path()``; ``config.resume`` continues the newest exactly.
     """
+    from ptp.train.loop import run_processes
+
+    with run_processes(config) as accelerator:
+        return _pretrain(config, accelerator)
+
+
+def _pretrain(config: PretrainConfig, accelerator) -> dict | None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from ptp.data.tokenizer import train_bpe
     from ptp.model.config import CONFIG_NAME
     from ptp.model.ptp import PTPModel
-    from ptp.train.loop import _make_accelerator, newest_checkpoint, train_autoregressive, train_rows
+    from ptp.train.loop import newest_checkpoint, train_autoregressive, train_rows, use_bf16
 
-    accelerator = _make_accelerator(config)
     device, main, world = accelerator.device, accelerator.is_main_process, accelerator.num_processes
     out, run_dir = Path(config.out), config.run_path()
     if main:
@@ -247,7 +253,7 @@ def pretrain(config: PretrainConfig) -> dict | None:
         check_writable(run_dir, "run directory")
         remove_stale(run_dir)
     resumed = newest_checkpoint(run_dir, asdict(config), config.resume)
-    bf16 = config.precision == "bf16" or (config.precision == "auto" and device.type == "cuda")
+    bf16 = use_bf16(config.precision, device)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True  # float32 runs use TF32 tensor cores
     train_texts, held_texts = read_text_corpus(config.data, config.held_out_fraction)
