@@ -8,6 +8,7 @@ negligible, so on a CPU its time per call is the host cost that bounds small mod
 
 import argparse
 import cProfile
+import itertools
 import pstats
 import sys
 import time
@@ -43,20 +44,25 @@ else:
     no_eos = {}
     model, tokenizer = ptp.load_default(device=args.device)
     ids = tokenizer("def parse_args(argv):\n    ", return_tensors="pt").input_ids
-for budget in (0, 4, 32):
+graphs = (False, True) if args.device.startswith("cuda") else (False,)
+for budget, graph in itertools.product((0, 4, 32), graphs):
     options = dict(max_new_tokens=args.max_new_tokens, seed=0, sampling=model.config.sampling, **no_eos)
     options.update(use_drafter=False) if budget == 0 else options.update(auxiliary_budget=budget)
-    model.generate(ids, **options)  # warm-up
+    if graph:
+        options.update(cuda_graph=True)
+    model.generate(ids, **options)  # warm-up (and, with a CUDA graph, its capture)
     sync()
     start = time.perf_counter()
     out = model.generate(ids, **options)
     sync()
     elapsed = time.perf_counter() - start
     per_call = elapsed / out.num_calls * 1e3
-    print(f"auxiliary slots {budget}: {out.num_calls} calls, {elapsed * 1e3:.1f} ms, {per_call:.2f} ms per call")
+    step = "captured CUDA graph" if graph else "eager"
+    print(f"auxiliary slots {budget}, {step}: {out.num_calls} calls, {elapsed * 1e3:.1f} ms, {per_call:.2f} ms/call")
 profile = cProfile.Profile()
 profile.enable()
-model.generate(ids, max_new_tokens=args.max_new_tokens, seed=0, sampling=model.config.sampling, **no_eos)
+model.generate(ids, max_new_tokens=args.max_new_tokens, seed=0, sampling=model.config.sampling, cuda_graph=False,
+               **no_eos)  # fmt: skip
 sync()
 profile.disable()
 pstats.Stats(profile, stream=sys.stdout).sort_stats("tottime").print_stats(25)

@@ -204,6 +204,37 @@ def test_engine_equals_plain_sampling_when_drafts_are_accepted(monkeypatch, arch
             assert len({tuple(row) for row in got.accept_lengths}) > 1, "rows must accept different numbers"
 
 
+def count_compactions(monkeypatch) -> list[int]:
+    """A list that grows by one per cache compaction (an eager run's cache holds exactly the prompt, the new tokens
+    and one call, so the rows' holes fill it)."""
+    seen, original = [], engine._Run.compact
+
+    def compact(run):
+        seen.append(run.filled)
+        original(run)
+
+    monkeypatch.setattr(engine._Run, "compact", compact)
+    return seen
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_when_the_rows_holes_fill_the_cache_it_is_compacted_and_the_output_stays_exact(monkeypatch, arch):
+    """Rows that accept fewer drafts than the longest leave holes; a cache sized for the prompt, the new tokens and one
+    call must be compacted and decode exactly as before."""
+    seed = 240 + ARCHITECTURES.index(arch)
+    ids, mask = left_padded(PROMPT_LENGTHS, seed=seed)
+    u = uniform(3, NEW, seed=seed)
+    model, reference, _ = _wrapped(arch, dict(mode="one_hot", embedding="binary", window_length=6), seed=seed)
+    expected = ptp.sample_autoregressive(reference, ids, mask, auxiliaries=u, max_new_tokens=NEW, eos_token_id=[])
+    compactions = count_compactions(monkeypatch)
+    for corruption in (0.2, 0.4):
+        _install_oracle(monkeypatch, expected.new_tokens, corruption, seed)
+        got = model.generate(ids, mask, auxiliaries=u, max_new_tokens=NEW, eos_token_id=[], auxiliary_budget=10)
+        assert_same_tokens(got, expected)
+        assert_well_formed(got, [], 0)
+    assert compactions, "the holes should fill the cache"
+
+
 def draw_sampling(draw) -> dict:
     """A random sampling configuration (greedy half of the time) as ``generate`` keyword arguments."""
     if draw(st.booleans()):
@@ -483,22 +514,55 @@ def test_half_precision_runs_on_the_cpu_and_returns_valid_tokens(monkeypatch, ar
 
 
 # -------------------------------------------------------------------------------------------- GPU
+def install_device_oracle(monkeypatch, truth: torch.Tensor, every: int) -> None:
+    """An oracle drafter (as :func:`_install_oracle`) made of device operations only, so that it can be captured in a
+    CUDA graph: the draft predicting new token t is wrong when ``(7 t + 3) % every == 0``; confidences vary with t."""
+
+    def oracle(model, logits, u_target, targets, sampling):
+        tokens = truth.gather(1, targets.clamp(max=truth.shape[1] - 1))
+        wrong = (targets * 7 + 3) % every == 0
+        confidence = 0.05 + 0.9 * torch.frac(torch.sin(targets.float() * 12.9898) * 43758.5453).abs()
+        return torch.where(wrong, (tokens + 1) % VOCAB, tokens), confidence
+
+    monkeypatch.setattr(engine, "_drafts", oracle)
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("arch", ARCHITECTURES)
 def test_engine_on_cuda(monkeypatch, arch, dtype):
-    """On a GPU: exact in float32 with the drafter and with an oracle, well-formed in 16 bits."""
+    """On a GPU, eager and captured: exact in float32 with the drafter and with an oracle, well-formed in 16 bits."""
     model, reference = wrap(tiny_base(arch, seed=14, dtype=dtype).cuda(), window_length=4)
     randomize_adapter(model, seed=14)
     ids, mask = (t.cuda() for t in left_padded(PROMPT_LENGTHS, seed=14))
     u = uniform(3, NEW, seed=14)
     expected, eos = _reference_with_eos(reference, ids, mask, u, dict(temperature=0.9, top_k=40))
-    for oracle in (False, True):
+    for oracle, cuda_graph in itertools.product((False, True), (False, True)):
         if oracle:
-            _install_oracle(monkeypatch, expected.new_tokens.cpu(), 0.1, seed=14)
+            install_device_oracle(monkeypatch, expected.new_tokens.cuda(), every=5)
         got = model.generate(ids, mask, auxiliaries=u.cuda(), max_new_tokens=NEW, eos_token_id=eos, temperature=0.9,
-                             top_k=40)  # fmt: skip
+                             top_k=40, cuda_graph=cuda_graph)  # fmt: skip
         assert got.sequences.is_cuda
         assert_well_formed(got, [eos], PAD)
         if dtype == torch.float32:
             assert_same_tokens(got, expected)
+        if oracle:
+            assert got.tokens_per_call > 1.5
+
+
+@pytest.mark.gpu
+def test_a_captured_step_is_kept_with_the_model_and_replayed_by_later_calls(monkeypatch):
+    model, reference = wrap(tiny_base("llama", seed=18).cuda(), window_length=4)
+    randomize_adapter(model, seed=18)
+    ids, mask = (t.cuda() for t in left_padded(PROMPT_LENGTHS, seed=18))
+    for seed in (18, 19):
+        u = uniform(3, NEW, seed=seed).cuda()
+        expected = ptp.sample_autoregressive(reference, ids, mask, auxiliaries=u, max_new_tokens=NEW, eos_token_id=[])
+        install_device_oracle(monkeypatch, expected.new_tokens, every=4)
+        for use_drafter in (True, False):
+            got = model.generate(ids, mask, auxiliaries=u, max_new_tokens=NEW, eos_token_id=[], use_drafter=use_drafter)
+            assert_same_tokens(got, expected)
+    runs = model._ptp_graphs
+    assert len(runs) == 2 and all(run.graph is not None for run in runs.values()), "one captured step per setting"
+    with pytest.raises(ValueError, match="CUDA device"):
+        model.cpu().generate(ids.cpu(), max_new_tokens=4, cuda_graph=True)

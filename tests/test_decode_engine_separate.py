@@ -27,7 +27,9 @@ from test_decode_engine import (
     _reference_with_eos,
     assert_live_slots_match_fresh,
     assert_well_formed,
+    count_compactions,
     draw_sampling,
+    install_device_oracle,
     record_live_groups,
 )
 
@@ -89,6 +91,21 @@ def test_a_separate_drafter_with_accepted_drafts_stays_exact(monkeypatch, arch, 
         assert_well_formed(got, [eos], PAD)
         if options.get("max_draft_length", 5) > 3 and corruption < 0.3:
             assert got.tokens_per_call > 1.5, f"an oracle drafter must get drafts accepted ({got.accept_lengths})"
+
+
+def test_both_caches_of_a_separate_drafter_are_compacted_alike(monkeypatch):
+    seed = 450
+    ids, mask = left_padded(PROMPT_LENGTHS, seed=seed)
+    u = uniform(3, NEW, seed=seed)
+    teacher, drafter, reference = _pair("llama", seed, window_length=6)
+    expected, eos = _reference_with_eos(reference, ids, mask, u, SAMPLINGS["T1"])
+    compactions = count_compactions(monkeypatch)
+    _install_oracle(monkeypatch, expected.new_tokens, 0.2, seed)
+    got = engine.generate(teacher, ids, mask, drafter=drafter, auxiliaries=u, max_new_tokens=NEW, eos_token_id=eos,
+                          auxiliary_budget=10, **SAMPLINGS["T1"])  # fmt: skip
+    assert_same_tokens(got, expected)
+    assert_well_formed(got, [eos], PAD)
+    assert compactions, "the holes should fill the cache"
 
 
 @settings(max_examples=40)
@@ -182,5 +199,22 @@ def test_a_bfloat16_drafter_next_to_a_float32_teacher_keeps_the_output_exact(mon
             _install_oracle(monkeypatch, expected.new_tokens, corruption, seed=19)
         got = engine.generate(teacher, ids, mask, drafter=drafter, auxiliaries=u, max_new_tokens=NEW,
                               eos_token_id=eos, temperature=0.9, top_k=30)  # fmt: skip
+        assert_same_tokens(got, expected)
+        assert_well_formed(got, [eos], PAD)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("mode", MODES)
+def test_a_separate_drafter_on_cuda_eager_and_captured(monkeypatch, mode):
+    teacher, drafter, reference = _pair("llama", 460, mode=mode, window_length=5)
+    teacher, drafter, reference = teacher.cuda(), drafter.cuda(), reference.cuda()
+    ids, mask = (t.cuda() for t in left_padded(PROMPT_LENGTHS, seed=460))
+    u = uniform(3, NEW, seed=460).cuda()
+    expected, eos = _reference_with_eos(reference, ids, mask, u, SAMPLINGS["T0.7-k8-p0.9"])
+    for oracle, cuda_graph in ((False, False), (False, True), (True, False), (True, True)):
+        if oracle:
+            install_device_oracle(monkeypatch, expected.new_tokens, every=6)
+        got = engine.generate(teacher, ids, mask, drafter=drafter, auxiliaries=u, max_new_tokens=NEW, eos_token_id=eos,
+                              cuda_graph=cuda_graph, **SAMPLINGS["T0.7-k8-p0.9"])  # fmt: skip
         assert_same_tokens(got, expected)
         assert_well_formed(got, [eos], PAD)

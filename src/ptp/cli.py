@@ -140,6 +140,7 @@ def _add_bench(sub) -> None:
     p.add_argument("--dtype", default="auto", help="auto (bfloat16 on CUDA, float32 on CPU), float32, bfloat16")
     p.add_argument("--auxiliary-budget", type=int, help="auxiliary slots per call of the PTP engine")
     p.add_argument("--max-draft-length", type=int, help="longest draft group of the PTP engine")
+    p.add_argument("--no-cuda-graph", action="store_true", help="engine methods launch each step eagerly on CUDA")
     p.add_argument("--pld-tokens", type=int, default=10, help="prompt_lookup_num_tokens of pld")
     p.add_argument("--assistant-tokens", type=int, help="num_assistant_tokens of hf-assisted")
     p.add_argument("--no-chat-template", action="store_true", help="join Spec-Bench turns plainly")
@@ -162,6 +163,7 @@ def _cmd_bench(args) -> int:
         sampling=parse_sampling(args.sampling, None), repeats=args.repeats, warmup=args.warmup, seed=args.seed,
         device=args.device, dtype=args.dtype, auxiliary_budget=args.auxiliary_budget,
         max_draft_length=args.max_draft_length, prompt_lookup_num_tokens=args.pld_tokens,
+        cuda_graph=not args.no_cuda_graph,
         num_assistant_tokens=args.assistant_tokens, chat_template=not args.no_chat_template,
         progress=not args.no_progress, resume=args.resume,
     )  # fmt: skip

@@ -83,6 +83,8 @@ class BenchConfig:
     """Auxiliary slots per call of the PTP engine (default: the engine's)."""
     max_draft_length: int | None = None
     """Longest draft group of the PTP engine (default: the adapter's window length)."""
+    cuda_graph: bool = True
+    """On CUDA, the engine methods replay their decoding step as a CUDA graph (False: launch it eagerly)."""
     prompt_lookup_num_tokens: int = 10
     """Draft length of prompt lookup decoding (``pld``)."""
     num_assistant_tokens: int | None = None
@@ -154,6 +156,7 @@ def prepare(config: BenchConfig) -> _Prepared:
         config.max_draft_length,
         config.prompt_lookup_num_tokens,
         config.num_assistant_tokens,
+        cuda_graph=config.cuda_graph and config.device.startswith("cuda"),
     )
     return _Prepared(methods, questions, models, sampling, runners)
 
@@ -244,6 +247,7 @@ def _settings(config: BenchConfig, prepared: _Prepared) -> dict:
         "dtype": str(resolve_dtype(config.dtype, config.device)).removeprefix("torch."),
         "auxiliary_budget": config.auxiliary_budget,
         "max_draft_length": config.max_draft_length,
+        "cuda_graph": config.cuda_graph and config.device.startswith("cuda"),
         "prompt_lookup_num_tokens": config.prompt_lookup_num_tokens,
         "num_assistant_tokens": config.num_assistant_tokens,
         "device": config.device,

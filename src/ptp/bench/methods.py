@@ -92,12 +92,13 @@ class EngineRunner:
         auxiliary_budget: int | None = None,
         max_draft_length: int | None = None,
         drafter: PTPModel | None = None,
+        cuda_graph: bool = False,
     ):
         self.model, self.use_drafter, self.sampling, self.drafter = model, use_drafter, sampling, drafter
         self.max_new_tokens, self.eos, self.pad = max_new_tokens, eos, pad
-        self.options = {}
+        self.options = {"cuda_graph": cuda_graph}
         if use_drafter:
-            self.options = {"auxiliary_budget": auxiliary_budget, "max_draft_length": max_draft_length}
+            self.options |= {"auxiliary_budget": auxiliary_budget, "max_draft_length": max_draft_length}
 
     def __call__(self, input_ids: list[int], seed: int, record: bool = False) -> TurnOutput:
         ids = torch.tensor([input_ids], dtype=torch.int64, device=self.model.device)
@@ -372,8 +373,11 @@ def build_runners(
     max_draft_length: int | None = None,
     prompt_lookup_num_tokens: int = 10,
     num_assistant_tokens: int | None = None,
+    *,
+    cuda_graph: bool = False,
 ) -> dict:
-    """One callable per method: ``runner(input_ids, seed, record=False) -> TurnOutput``."""
+    """One callable per method: ``runner(input_ids, seed, record=False) -> TurnOutput``; ``cuda_graph``: the engine
+    methods replay their step as a CUDA graph (see :func:`ptp.decode.engine.generate`)."""
     runners = {}
     for method in methods:
         if method in ENGINE_METHODS:
@@ -387,6 +391,7 @@ def build_runners(
                 auxiliary_budget,
                 max_draft_length,
                 models.drafter if method == "drafter" else None,
+                cuda_graph,
             )
             continue
         extra = {}

@@ -12,21 +12,27 @@ propose the tokens after x_d; the group of the actual m supplies the next drafts
 token the teacher has just decided, which replaces the drafter's guess). The slot budget is split across groups by
 :mod:`ptp.decode.budget`.
 
-The cache keeps only teacher KV: auxiliary slots are cropped after each call, and rows that accept fewer drafts than
-the longest row keep masked holes (``cache_valid``). Per row positions and u indices are tracked on the device; the
-only host synchronisation per step reads the commit counts (needed to crop the cache and to stop).
+The cache (:mod:`ptp.decode.cache`) is allocated once per generation and keeps only teacher KV: each call writes
+``[block | slots]`` at the cache's length, then the length advances past the block tokens that the longest row
+accepted, so slots and rejected drafts are overwritten by the next call. Rows that accept fewer drafts than the
+longest keep masked holes (``cache_valid``); when the holes fill the cache, it is compacted. Every tensor of a step
+has a fixed shape and lives on the device; the only host synchronisation per step reads the commit counts (to stop,
+and for the statistics). On a CUDA device the step is captured once as a CUDA graph and replayed (``cuda_graph``),
+which removes the per-kernel launch cost that otherwise dominates small models and short blocks.
 
 A separate drafter (a smaller model with its own weights, METHOD.md section 3) changes only who computes what in
 the step: the teacher runs the block on its own cache and verifies, the drafter runs the same ``[block | slots]``
-on its own cache and proposes. Both caches hold the same committed tokens and are cropped alike.
+on its own cache and proposes. Both caches hold the same committed tokens at the same columns.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import torch
-from transformers import DynamicCache
 
 from ptp.decode.budget import allocate, hypothesis_weights, layout, survival
+from ptp.decode.cache import OffsetCache
 from ptp.decode.inputs import (
     GenerationOutput,
     check_prompt,
@@ -39,18 +45,28 @@ from ptp.model.embeddings import NULL_AUXILIARY
 from ptp.model.ptp import PTPModel, check_drafter, teacher_logits
 from ptp.sampling import SamplingConfig, pick, probabilities
 
+#: Cache capacities are rounded up to a multiple of this, so that prompts of similar length share a captured graph.
+CAPACITY_STEP = 256
+#: Captured steps kept per model (each holds its own cache and buffers); the least recently used is dropped.
+KEPT_GRAPHS = 4
+#: Steps run eagerly (on a side stream) before a capture: lazy initialisation must not happen while capturing.
+WARMUP_STEPS = 2
+
 
 def visibility(
     cache_valid: torch.Tensor,
+    length: torch.Tensor,
     block_valid: torch.Tensor,
     parent: torch.Tensor,
     group: torch.Tensor,
     index: torch.Tensor,
 ) -> torch.Tensor:
-    """Which key each query of ``[block | slots]`` may see. Returns bool ``[B, 1, P + A, S + P + A]``.
+    """Which cache column each query of ``[block | slots]`` may see. Returns bool ``[B, 1, P + A, K]``.
 
     Args:
-        cache_valid: bool ``[B, S]`` cached teacher keys that belong to the row's committed text.
+        cache_valid: bool ``[B, K]`` the first K cache columns: True where they hold the row's committed text (False
+            from ``length`` on).
+        length: int scalar tensor, the column where this call's ``[block | slots]`` is written.
         block_valid: bool ``[B, P]`` real (not padding) teacher tokens of the block.
         parent: int ``[B, A]`` the last block token each slot sees (its group hangs after it).
         group, index: int ``[B, A]`` each slot's group and position inside the group.
@@ -66,9 +82,12 @@ def visibility(
     slot_to_slot = (group.unsqueeze(-1) == group.unsqueeze(1)) & (index.unsqueeze(1) <= index.unsqueeze(-1))
     top = torch.cat([block_to_block, torch.zeros(batch, blen, alen, dtype=torch.bool, device=device)], dim=2)
     bottom = torch.cat([slot_to_block, slot_to_slot], dim=2)
-    fresh = torch.cat([top, bottom], dim=1)
-    seen = cache_valid.unsqueeze(1).expand(batch, blen + alen, cache_valid.shape[1])
-    return torch.cat([seen, fresh], dim=2).unsqueeze(1)
+    fresh = torch.cat([top, bottom], dim=1)  # [B, Q, Q]: query i -> the call's own key j
+    queries = blen + alen
+    offset = torch.arange(cache_valid.shape[1], device=device) - length  # column -> index in this call, if >= 0
+    inside = (offset >= 0) & (offset < queries)
+    own = fresh.gather(2, offset.clamp(0, queries - 1).view(1, 1, -1).expand(batch, queries, -1))
+    return torch.where(inside, own, cache_valid.unsqueeze(1)).unsqueeze(1)
 
 
 def _drafts(model, logits: torch.Tensor, u_target: torch.Tensor, targets: torch.Tensor, sampling: SamplingConfig):
@@ -87,36 +106,56 @@ def _drafts(model, logits: torch.Tensor, u_target: torch.Tensor, targets: torch.
 
 
 class _Run:
-    """The device state of one generation call (kept explicit, passed to the stages).
+    """The device state of a generation: fixed-shape buffers that every step reads and updates in place.
 
     ``model`` is the :class:`ptp.PTPModel` that drafts. ``verifier`` is a separate teacher (any causal LM with the
-    same vocabulary) with its own cache, or None when the model's frozen base verifies in the same pass.
+    same vocabulary) with its own cache, or None when the model's frozen base verifies in the same pass. A run made
+    for one call can serve later calls of the same shape (:meth:`reset`), which is how a captured graph is reused.
     """
 
-    def __init__(self, model, verifier, prompt, mask, u, sampling, eos, pad, max_new_tokens, pending_size, budget,
-                 max_positions):  # fmt: skip
-        self.model, self.verifier, self.sampling, self.eos = model, verifier, sampling, eos
+    def __init__(self, model, verifier, batch, capacity, sampling, eos, pad, max_new_tokens, pending_size, budget,
+                 max_positions, device):  # fmt: skip
+        self.model, self.verifier, self.sampling = model, verifier, sampling
         self.max_new_tokens, self.pending_size, self.budget = max_new_tokens, pending_size, budget
-        device = prompt.device
-        batch = prompt.shape[0]
-        self.batch = batch
+        self.capacity, self.pad = capacity, pad
+        self.max_position = (max_positions or 1 << 30) - 1
         spare = pending_size + budget + 2
         # u beyond max_new_tokens only feeds slots whose tokens are never committed.
-        self.u = torch.cat([u, torch.full((batch, spare), NULL_AUXILIARY, device=device)], dim=1)
+        self.u = torch.full((batch, max_new_tokens + spare), NULL_AUXILIARY, device=device)
+        self.eos = eos.to(device)
         self.new = torch.full((batch, max_new_tokens + pending_size + 1), pad, dtype=torch.int64, device=device)
         self.committed = torch.zeros(batch, dtype=torch.int64, device=device)
         self.running = torch.ones(batch, dtype=torch.bool, device=device)
-        self.last_position = mask.long().sum(dim=1) - 1  # position id of the last committed token
-        self.max_position = (max_positions or 1 << 30) - 1
-        # Both caches hold the KV of the same committed tokens (with the same holes), so one cache_valid serves both.
-        self.cache = DynamicCache()
-        self.verifier_cache = DynamicCache() if verifier is not None else None
-        self.cache_valid = torch.zeros(batch, 0, dtype=torch.bool, device=device)
+        self.last_position = torch.zeros(batch, dtype=torch.int64, device=device)  # of the last committed token
+        # Both caches write at the same column and hold the same committed tokens, so one length and one
+        # cache_valid serve both.
+        self.length = torch.zeros((), dtype=torch.int64, device=device)
+        self.cache = OffsetCache(capacity, self.length)
+        self.verifier_cache = OffsetCache(capacity, self.length) if verifier is not None else None
+        self.cache_valid = torch.zeros(batch, capacity, dtype=torch.bool, device=device)
+        self.pending = torch.zeros(batch, pending_size, dtype=torch.int64, device=device)
+        self.pending_valid = torch.zeros(batch, pending_size, dtype=torch.bool, device=device)
+        self.confidence = torch.zeros(batch, pending_size, device=device)
+        self.stats = torch.zeros(2 + batch, dtype=torch.int64, device=device)  # kept, alive, commits per row
         self.survival = survival(model.config.acceptance_histogram, pending_size, device)
-        self.calls = 0
+        self.j = torch.arange(pending_size, device=device).unsqueeze(0)
+        self.filled = 0  # host copy of self.length
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.eager_steps = 0
+
+    def reset(self, u: torch.Tensor, mask: torch.Tensor) -> None:
+        """Start a new generation in the same buffers (a captured graph keeps reading them)."""
+        self.u[:, : u.shape[1]].copy_(u)
+        self.new.fill_(self.pad)
+        self.committed.zero_()
+        self.running.fill_(True)
+        self.last_position.copy_(mask.long().sum(dim=1) - 1)
+        self.length.zero_()
+        self.cache_valid.zero_()
+        self.filled = 0
 
     def forward(self, block, block_valid, block_positions, parent, group, index, targets):
-        """One step's pass over ``[block | slots]``; returns block logits ``[B, P, V]`` and slot logits ``[B, A, V]``.
+        """One pass over ``[block | slots]``; returns block logits ``[B, P, V]`` and slot logits ``[B, A, V]``.
 
         With a separate verifier the teacher runs the block alone on its cache and the drafter runs the whole
         ``[block | slots]`` on its own cache, with the same positions, visibility and u's; without one, a single
@@ -136,14 +175,14 @@ class _Run:
             aux_mask = torch.zeros_like(ids, dtype=torch.bool)
             aux_mask[:, blen:] = True
             aux_in = torch.cat([torch.full_like(block, NULL_AUXILIARY, dtype=torch.float32), slot_inputs], dim=1)
-        allowed = visibility(self.cache_valid, block_valid, parent, group, index)
+        columns = self.cache.columns  # None (captured: every column) or the columns in use (eager)
+        allowed = visibility(self.cache_valid[:, :columns], self.length, block_valid, parent, group, index)
         positions = positions.clamp(max=self.max_position)
-        self.calls += 1
         block_logits = None
         if self.verifier is not None:
-            # Block queries see no slot: the block's rows and the cache + block columns are the teacher's own mask.
+            # Block queries see no slot: the block's rows of the mask are the teacher's own.
             block_logits = teacher_logits(self.verifier, block, position_ids=positions[:, :blen],
-                                          attention_mask=allowed[:, :, :blen, : allowed.shape[-1] - alen],
+                                          attention_mask=allowed[:, :, :blen],
                                           past_key_values=self.verifier_cache)  # fmt: skip
             if not alen:  # no slots (plain decoding): the drafter has nothing to do
                 return block_logits, block_logits[:, :0]
@@ -151,13 +190,60 @@ class _Run:
                        past_key_values=self.cache)  # fmt: skip
         return (logits[:, :blen] if block_logits is None else block_logits), logits[:, blen:]
 
-    def crop(self, slots: int, rejected: int) -> None:
-        """Drop the last ``slots`` auxiliary slots and the ``rejected`` block tokens before them from the caches."""
-        # crop(0) empties a DynamicCache in transformers versions where crop takes the length to keep
-        if slots + rejected and (self.verifier is None or self.budget):
-            self.cache.crop(-(slots + rejected))
-        if rejected and self.verifier_cache is not None:
-            self.verifier_cache.crop(-rejected)
+    def compact(self) -> None:
+        """Move every row's committed columns to the front (holes last), so that the next call fits."""
+        order = torch.sort((~self.cache_valid).to(torch.uint8), dim=1, stable=True).indices
+        for cache in (self.cache, self.verifier_cache):
+            if cache is not None:
+                cache.reorder(order)
+        self.cache_valid.copy_(self.cache_valid.gather(1, order))
+        self.filled = int(self.cache_valid.sum(dim=1).max())
+        self.length.fill_(self.filled)
+
+    def use_columns(self, queries: int | None) -> None:
+        """Attention reads the columns in use and the next call's ``queries`` (None: every column)."""
+        columns = None if queries is None else self.filled + queries
+        for cache in (self.cache, self.verifier_cache):
+            if cache is not None:
+                cache.columns = columns
+
+    def step(self, use_graph: bool) -> None:
+        """One step: captured on CUDA after a few eager ones (then replayed), else run eagerly."""
+        if self.filled + self.pending_size + self.budget > self.capacity:
+            self.compact()
+        if self.graph is not None:
+            self.graph.replay()
+            return
+        if not use_graph:
+            self.use_columns(self.pending_size + self.budget)
+            _advance(self)
+            return
+        self.use_columns(None)
+        if self.eager_steps < WARMUP_STEPS:
+            side = torch.cuda.Stream(device=self.length.device)
+            side.wait_stream(torch.cuda.current_stream(self.length.device))
+            with torch.cuda.stream(side):
+                _advance(self)
+            torch.cuda.current_stream(self.length.device).wait_stream(side)
+            self.eager_steps += 1
+            return
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            _advance(self)
+        self.graph = graph
+        graph.replay()
+
+
+def _captured_run(model, key: tuple, make) -> _Run:
+    """The run of ``key`` kept with ``model`` (the drafting PTPModel) for its captured graph, made by ``make()`` on
+    first use; the least recently used beyond :data:`KEPT_GRAPHS` are dropped."""
+    runs = model.__dict__.setdefault("_ptp_graphs", OrderedDict())
+    if key not in runs:
+        runs[key] = make()
+        while len(runs) > KEPT_GRAPHS:
+            runs.popitem(last=False)
+    runs.move_to_end(key)
+    return runs[key]
 
 
 @torch.no_grad()
@@ -182,6 +268,7 @@ def generate(
     auxiliary_budget: int | None = None,
     max_draft_length: int | None = None,
     drafter: PTPModel | None = None,
+    cuda_graph: bool | None = None,
 ) -> GenerationOutput:
     """Generate with a :class:`ptp.PTPModel`; the output equals plain sampling with the same auxiliaries.
 
@@ -206,6 +293,9 @@ def generate(
             the pending block and the drafter runs ``[block | slots]`` with the same positions, masks and u's; the
             output is still exactly the teacher's plain sampling. ``num_calls`` counts steps (one teacher and one
             drafter pass each).
+        cuda_graph: capture the decoding step as a CUDA graph and replay it (default: True on a CUDA device). The
+            graph, its cache and buffers are kept with the model for later calls of the same batch size, settings
+            and cache size (the last few are kept); the output is the same as without.
     Returns:
         :class:`ptp.decode.inputs.GenerationOutput` with the tokens and the per-call statistics.
     """
@@ -233,10 +323,13 @@ def generate(
         raise ValueError("a streamer needs batch size 1")
     u = prepare_auxiliaries(auxiliaries, seed, generator, batch, max_new_tokens, device)
     eos, pad = resolve_stop_tokens(eos_token_id, pad_token_id, teacher)
-    eos = eos.to(device)
+    pad = pad if pad is not None else 0
     for name, value, least in (("max_draft_length", max_draft_length, 1), ("auxiliary_budget", auxiliary_budget, 0)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < least):
             raise ValueError(f"{name} must be an integer >= {least} or None, got {value!r}")
+    if cuda_graph and device.type != "cuda":
+        raise ValueError(f"cuda_graph needs a CUDA device; the model is on {device}")
+    use_graph = device.type == "cuda" if cuda_graph is None else cuda_graph
     window = model.config.window_length
     pending_size = window if max_draft_length is None else max_draft_length
     budget = 2 * window if auxiliary_budget is None else auxiliary_budget
@@ -245,56 +338,87 @@ def generate(
     # There are pending_size groups of at most pending_size slots: a larger budget would only add dead slots.
     pending_size = min(pending_size, max(budget, 1))
     budget = min(budget, pending_size * pending_size)
+    # Room for the prompt, every new token, and one call's block and slots (rows' holes are compacted away); a
+    # captured step's capacity is rounded up, so that later prompts of similar length replay it.
+    capacity = width + max_new_tokens + pending_size + budget
+    if use_graph:
+        capacity = -(-capacity // CAPACITY_STEP) * CAPACITY_STEP
+    settings = (model, verifier, batch, capacity, sampling, eos, pad, max_new_tokens, pending_size, budget,
+                max_positions, device)  # fmt: skip
+    if use_graph:
+        weights = tuple(p.data_ptr() for m in (model, verifier) if m is not None for p in m.parameters())
+        key = (id(verifier), batch, capacity, sampling, tuple(eos.tolist()), pad, max_new_tokens, pending_size,
+               budget, max_positions, hash(weights))  # fmt: skip
+        run = _captured_run(model, key, lambda: _Run(*settings))
+    else:
+        run = _Run(*settings)
+    run.reset(u, mask)
 
-    run = _Run(model, verifier, input_ids, mask, u, sampling, eos, pad if pad is not None else 0, max_new_tokens,
-               pending_size, budget, max_positions)  # fmt: skip
-    accept_lengths: list[list[int]] = [[] for _ in range(batch)]
+    accept_lengths: list[list[int]] = [[1] for _ in range(batch)]
     if streamer is not None:
         streamer.put(input_ids.cpu())
-    state = _prefill(run, input_ids, mask)
-    for b in range(batch):
-        accept_lengths[b].append(1)
+    _prefill(run, input_ids, mask)
+    calls, streamed = 1, 1
     if streamer is not None:
         streamer.put(run.new[0, :1].cpu())
     alive = bool(run.running.any())
     while alive:
-        state, alive = _step(run, *state, accept_lengths, streamer)
+        run.step(use_graph)
+        calls += 1
+        # The one host sync of the step: how far the cache advanced, who is still running, what each row committed.
+        stats = run.stats.tolist()
+        run.filled += stats[0]
+        alive, counts = bool(stats[1]), stats[2:]
+        for b, n in enumerate(counts):
+            if n:
+                accept_lengths[b].append(n)
+        if streamer is not None and counts[0]:
+            streamer.put(run.new[0, streamed : streamed + counts[0]].cpu())
+            streamed += counts[0]
     if streamer is not None:
         streamer.end()
     return GenerationOutput(
-        sequences=torch.cat([input_ids, run.new[:, :max_new_tokens]], dim=1),
+        sequences=torch.cat([input_ids, run.new[:, :max_new_tokens].clone()], dim=1),
         lengths=run.committed.clone(),
         prompt_width=width,
-        num_calls=run.calls,
+        num_calls=calls,
         accept_lengths=accept_lengths,
     )
 
 
-def _prefill(run: _Run, prompt: torch.Tensor, mask: torch.Tensor):
+def _prefill(run: _Run, prompt: torch.Tensor, mask: torch.Tensor) -> None:
     """The prompt through the teacher, and one group of slots after its last token (whose hypothesis is certain)."""
     batch, width = prompt.shape
     device = prompt.device
     slots = min(run.budget, run.pending_size)
+    run.use_columns(width + slots)
     positions = (mask.long().cumsum(dim=1) - 1).clamp(min=0)
     index = torch.arange(slots, device=device).expand(batch, -1)
     group = torch.zeros_like(index)
     parent = torch.full_like(index, width - 1)
     block_logits, slot_logits = run.forward(prompt, mask, positions, parent, group, index, targets=index)
-    run.crop(slots, 0)
-    run.cache_valid = mask
+    run.cache_valid[:, :width] = mask
+    run.length.fill_(width)
+    run.filled = width
     first = pick(run.u[:, 0], block_logits[:, -1], run.sampling)
     run.new[:, 0] = first
     run.committed += 1
     run.last_position += 1
     run.running &= ~torch.isin(first, run.eos) & (run.committed < run.max_new_tokens)
-    return _next_pending(run, first, slot_logits, index, torch.zeros(batch, 1, dtype=torch.long, device=device),
-                         torch.full((batch, 1), slots, device=device))  # fmt: skip
+    _set_pending(run, *_next_pending(run, first, slot_logits, index, torch.zeros(batch, 1, dtype=torch.long,
+                 device=device), torch.full((batch, 1), slots, device=device)))  # fmt: skip
+
+
+def _set_pending(run: _Run, pending, valid, confidence) -> None:
+    run.pending.copy_(pending)
+    run.pending_valid.copy_(valid)
+    run.confidence.copy_(confidence)
 
 
 def _next_pending(run: _Run, decided, slot_logits, targets, start, lengths):
     """The next block: the token the teacher just decided, then the drafts of the live group's slots 1..L-1."""
     size = run.pending_size
-    j = torch.arange(size, device=decided.device).unsqueeze(0)
+    j = run.j
     live = start.squeeze(1).unsqueeze(1) + j  # slot index of the live group's j-th slot
     length = lengths.squeeze(1).unsqueeze(1)
     pending = decided.unsqueeze(1).expand(-1, size).clone()
@@ -312,12 +436,12 @@ def _next_pending(run: _Run, decided, slot_logits, targets, start, lengths):
     return pending, valid, confidence
 
 
-def _step(run: _Run, pending, pending_valid, confidence, accept_lengths, streamer):
-    """Verify the pending drafts, commit, and take the next drafts from the live group."""
-    batch, size = pending.shape
-    device = pending.device
-    j = torch.arange(size, device=device).unsqueeze(0)
-    weights = hypothesis_weights(confidence)
+def _advance(run: _Run) -> None:
+    """Verify the pending drafts, commit, and take the next drafts from the live group: the step, on the device
+    alone, reading and writing ``run``'s buffers in place (so that it can be captured and replayed)."""
+    pending, pending_valid = run.pending, run.pending_valid
+    j = run.j
+    weights = hypothesis_weights(run.confidence)
     lengths = allocate(weights, run.survival, run.budget)
     group, index, start = layout(lengths, run.budget)
     # x_0 is new token committed-1; slot i of group d predicts new token committed + d + i.
@@ -335,26 +459,25 @@ def _step(run: _Run, pending, pending_valid, confidence, accept_lengths, streame
     room = (run.max_new_tokens - run.committed).unsqueeze(1)
     take = offered & through_eos & (j < room) & run.running.unsqueeze(1)
     count = take.long().sum(dim=1)
-    slots = (run.committed.unsqueeze(1) + j).clamp(max=run.new.shape[1] - 1)
-    run.new.scatter_(1, slots, torch.where(take, teacher, run.new.gather(1, slots)))
+    columns = (run.committed.unsqueeze(1) + j).clamp(max=run.new.shape[1] - 1)
+    run.new.scatter_(1, columns, torch.where(take, teacher, run.new.gather(1, columns)))
     was_running = run.running.clone()
     run.committed += count
     run.last_position += count
     run.running &= ~(is_eos & take).any(dim=1) & (run.committed < run.max_new_tokens)
 
-    # The one host sync of the step: how far the cache advances, who is still running, what each row committed.
-    longest = torch.where(was_running, accepted, 0).max().view(1)
-    stats = torch.cat([longest, run.running.any().view(1), count]).tolist()
-    kept, alive, counts = stats[0] + 1, bool(stats[1]), stats[2:]
-    run.crop(run.budget, size - kept)
-    run.cache_valid = torch.cat([run.cache_valid, (offered & pending_valid)[:, :kept]], dim=1)
-    for b, n in enumerate(counts):
-        if n:
-            accept_lengths[b].append(n)
-    if streamer is not None and counts[0]:
-        streamer.put(teacher[0, : counts[0]].cpu())
+    # The cache keeps the block up to the longest accepted run of the rows still running; its other columns (and
+    # the slots') are overwritten by the next call. Shorter rows keep holes there. A block token is the row's text
+    # if it is x_0 or an accepted draft whose token was committed (a row's valid columns never outnumber its prompt
+    # and new tokens, which is what the capacity allows for).
+    kept = torch.where(was_running, accepted, 0).max() + 1
+    committed_before = torch.cat([was_running.unsqueeze(1), take[:, :-1]], dim=1)
+    cache_columns = (run.length + j).clamp(max=run.capacity - 1).expand(pending.shape[0], -1)
+    run.cache_valid.scatter_(1, cache_columns, offered & pending_valid & committed_before & (j < kept))
+    run.length += kept
+    run.stats.copy_(torch.cat([kept.view(1), run.running.any().view(1).long(), count]))
 
     decided = teacher.gather(1, accepted.unsqueeze(1)).squeeze(1)
     live_start = start.gather(1, accepted.unsqueeze(1))
     live_length = lengths.gather(1, accepted.unsqueeze(1))
-    return _next_pending(run, decided, slot_logits, targets, live_start, live_length), alive
+    _set_pending(run, *_next_pending(run, decided, slot_logits, targets, live_start, live_length))
