@@ -9,7 +9,7 @@ set -uo pipefail
 work=${1:?usage: run.sh WORK OUT [TOTAL]}; out=${2:?}; total=${3:-560}
 here=$(cd "$(dirname "$0")" && pwd)
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 PYTHONUNBUFFERED=1
-DEV=${DEV:-cuda}; SMALL=${SMALL:-0}
+export DEV=${DEV:-cuda} SMALL=${SMALL:-0}  # exported: the stages run under `timeout bash -c`, which must see them
 mkdir -p "$work" "$out"; logs=$work/logs; mkdir -p "$logs"
 t0=$(date +%s)
 left() { echo $(( total - $(date +%s) + t0 )); }
@@ -92,14 +92,14 @@ for mode in one_hot independent; do
         --no-progress --out "$work/probe_$mode" > "$logs/probe_$mode.log" 2>&1 &
 done
 wait
-seconds=$(( $(left) - 200 )); [ "$SMALL" = 1 ] && seconds=10
+seconds=$(( $(left) - 200 )); [ "$SMALL" = 1 ] && seconds=10; [ "$seconds" -lt 30 ] && seconds=30
 per_step=$(python3 -c "import json; c=json.load(open('$here/distill.json')); print(c['batch_size']*c['row_length'])")
 [ "$SMALL" = 1 ] && per_step=256
 steps=$(rate_steps "$work/probe_one_hot.run/metrics.jsonl" "$seconds" "$per_step")
 stamp "distillation: $steps steps each in about $seconds s"
 for mode in one_hot independent; do
     gpu=$([ $mode = one_hot ] && echo 0 || echo 1)
-    timeout $(( seconds + 120 )) bash -c "$(declare -f ptp on); DEV=$DEV; on $gpu distill --model '$work/teacher' \
+    timeout $(( seconds + 120 )) bash -c "$(declare -f ptp on); on $gpu distill --model '$work/teacher' \
         --data '$work/pregen' --config '$here/distill.json' --mode $mode ${distill_set[*]} --set max_steps=$steps \
         --max-time $seconds \
         --set eval_interval=$(( steps / 2 )) --set checkpoint_interval=$(( steps / 2 )) --no-progress \
@@ -109,7 +109,7 @@ wait
 
 stamp "bench"
 for sampling in greedy 0.7,50,0.95; do
-    timeout $(( $(left) / 2 - 10 )) bash -c "$(declare -f ptp on); DEV=$DEV; on 0 bench --model '$work/teacher' \
+    timeout $(( $(left) / 2 - 10 )) bash -c "$(declare -f ptp on); on 0 bench --model '$work/teacher' \
         --adapter '$work/one_hot' --independent-adapter '$work/independent' --draft-model '$work/draft' \
         --prompts '$work/bench_prompts.jsonl' --max-new-tokens $bench_tokens --sampling $sampling --repeats 1 \
         --warmup 1 --no-progress --out '$work/bench-${sampling//,/_}'" > "$logs/bench_${sampling//,/_}.log" 2>&1
