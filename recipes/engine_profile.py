@@ -48,8 +48,8 @@ graphs = (False, True) if args.device.startswith("cuda") else (False,)
 for budget, graph in itertools.product((0, 4, 32), graphs):
     options = dict(max_new_tokens=args.max_new_tokens, seed=0, sampling=model.config.sampling, **no_eos)
     options.update(use_drafter=False) if budget == 0 else options.update(auxiliary_budget=budget)
-    if graph:
-        options.update(cuda_graph=True)
+    if args.device.startswith("cuda"):
+        options.update(cuda_graph=graph)
     model.generate(ids, **options)  # warm-up (and, with a CUDA graph, its capture)
     sync()
     start = time.perf_counter()

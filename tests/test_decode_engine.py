@@ -514,9 +514,10 @@ def test_half_precision_runs_on_the_cpu_and_returns_valid_tokens(monkeypatch, ar
 
 
 # -------------------------------------------------------------------------------------------- GPU
-def install_device_oracle(monkeypatch, truth: torch.Tensor, every: int) -> None:
+def install_device_oracle(monkeypatch, truth: torch.Tensor, every: int, *models) -> None:
     """An oracle drafter (as :func:`_install_oracle`) made of device operations only, so that it can be captured in a
-    CUDA graph: the draft predicting new token t is wrong when ``(7 t + 3) % every == 0``; confidences vary with t."""
+    CUDA graph: the draft predicting new token t is wrong when ``(7 t + 3) % every == 0``; confidences vary with t.
+    Steps captured before (with the real drafter) are dropped."""
 
     def oracle(model, logits, u_target, targets, sampling):
         tokens = truth.gather(1, targets.clamp(max=truth.shape[1] - 1))
@@ -525,6 +526,8 @@ def install_device_oracle(monkeypatch, truth: torch.Tensor, every: int) -> None:
         return torch.where(wrong, (tokens + 1) % VOCAB, tokens), confidence
 
     monkeypatch.setattr(engine, "_drafts", oracle)
+    for model in models:
+        engine.release_graphs(model)
 
 
 @pytest.mark.gpu
@@ -539,15 +542,15 @@ def test_engine_on_cuda(monkeypatch, arch, dtype):
     expected, eos = _reference_with_eos(reference, ids, mask, u, dict(temperature=0.9, top_k=40))
     for oracle, cuda_graph in itertools.product((False, True), (False, True)):
         if oracle:
-            install_device_oracle(monkeypatch, expected.new_tokens.cuda(), every=5)
+            install_device_oracle(monkeypatch, expected.new_tokens.cuda(), 5, model)
         got = model.generate(ids, mask, auxiliaries=u.cuda(), max_new_tokens=NEW, eos_token_id=eos, temperature=0.9,
                              top_k=40, cuda_graph=cuda_graph)  # fmt: skip
         assert got.sequences.is_cuda
         assert_well_formed(got, [eos], PAD)
         if dtype == torch.float32:
             assert_same_tokens(got, expected)
-        if oracle:
-            assert got.tokens_per_call > 1.5
+            if oracle:
+                assert max(max(row) for row in got.accept_lengths) > 1, "the oracle's drafts must be accepted"
 
 
 @pytest.mark.gpu
@@ -555,14 +558,19 @@ def test_a_captured_step_is_kept_with_the_model_and_replayed_by_later_calls(monk
     model, reference = wrap(tiny_base("llama", seed=18).cuda(), window_length=4)
     randomize_adapter(model, seed=18)
     ids, mask = (t.cuda() for t in left_padded(PROMPT_LENGTHS, seed=18))
+    truth = torch.zeros(3, NEW, dtype=torch.int64, device="cuda")  # the oracle's, refilled for each call
+    install_device_oracle(monkeypatch, truth, 4, model)
+    graphs = []
     for seed in (18, 19):
         u = uniform(3, NEW, seed=seed).cuda()
         expected = ptp.sample_autoregressive(reference, ids, mask, auxiliaries=u, max_new_tokens=NEW, eos_token_id=[])
-        install_device_oracle(monkeypatch, expected.new_tokens, every=4)
+        truth.copy_(expected.new_tokens)
         for use_drafter in (True, False):
             got = model.generate(ids, mask, auxiliaries=u, max_new_tokens=NEW, eos_token_id=[], use_drafter=use_drafter)
             assert_same_tokens(got, expected)
-    runs = model._ptp_graphs
-    assert len(runs) == 2 and all(run.graph is not None for run in runs.values()), "one captured step per setting"
+            assert (got.tokens_per_call > 1.5) == use_drafter
+        graphs.append([run.graph for run in model._ptp_graphs.values()])
+    assert len(graphs[0]) == 2 and None not in graphs[0], "one captured step per setting"
+    assert graphs[1] == graphs[0], "the second call replays the first call's graphs"
     with pytest.raises(ValueError, match="CUDA device"):
         model.cpu().generate(ids.cpu(), max_new_tokens=4, cuda_graph=True)

@@ -213,7 +213,7 @@ def test_a_separate_drafter_on_cuda_eager_and_captured(monkeypatch, mode):
     expected, eos = _reference_with_eos(reference, ids, mask, u, SAMPLINGS["T0.7-k8-p0.9"])
     for oracle, cuda_graph in ((False, False), (False, True), (True, False), (True, True)):
         if oracle:
-            install_device_oracle(monkeypatch, expected.new_tokens, every=6)
+            install_device_oracle(monkeypatch, expected.new_tokens, 6, drafter)
         got = engine.generate(teacher, ids, mask, drafter=drafter, auxiliaries=u, max_new_tokens=NEW, eos_token_id=eos,
                               cuda_graph=cuda_graph, **SAMPLINGS["T0.7-k8-p0.9"])  # fmt: skip
         assert_same_tokens(got, expected)

@@ -234,6 +234,12 @@ class _Run:
         graph.replay()
 
 
+def release_graphs(model) -> None:
+    """Drop the captured steps kept with ``model`` (the drafting PTPModel), with their caches and buffers: to free
+    their memory, or after changing the model in a way that the graphs cannot see (e.g. its code)."""
+    model.__dict__.pop("_ptp_graphs", None)
+
+
 def _captured_run(model, key: tuple, make) -> _Run:
     """The run of ``key`` kept with ``model`` (the drafting PTPModel) for its captured graph, made by ``make()`` on
     first use; the least recently used beyond :data:`KEPT_GRAPHS` are dropped."""
