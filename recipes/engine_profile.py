@@ -1,9 +1,13 @@
 """Wall time per engine call of the default model, plain AR vs PTP, and a host profile of one PTP generate call.
 
-Usage: python recipes/engine_profile.py [--device cuda] [--tiny]   (BENCHMARKS.md section 7 ran it on an H100)
+Usage: python recipes/engine_profile.py [--device cuda] [--tiny | --preset 1.1b|7b] [--no-profile]
+(BENCHMARKS.md sections 7, 13 and 14)
 
 ``--tiny`` swaps the default model for a random 6-layer, 64-wide Llama with an untrained adapter: its compute is
 negligible, so on a CPU its time per call is the host cost that bounds small models on a GPU (section 13).
+``--preset`` takes a random Llama of a real LLM's shape (``ptp.bench.forward_cost.PRESETS``, in ``--dtype``) with an
+untrained adapter after a 512-token prompt: its drafts are rejected, but a call's cost does not depend on that, so it
+shows what a PTP call costs next to an AR call on a model whose kernels do real work, next to the weights' floor.
 """
 
 import argparse
@@ -22,6 +26,9 @@ parser = argparse.ArgumentParser()
 parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
 parser.add_argument("--max-new-tokens", type=int, default=128)
 parser.add_argument("--tiny", action="store_true", help="a random tiny model instead of the default model")
+parser.add_argument("--preset", help="a random Llama of this shape (1.1b, 7b) instead of the default model")
+parser.add_argument("--dtype", default="bfloat16", help="of --preset")
+parser.add_argument("--no-profile", action="store_true", help="skip the host profile")
 args = parser.parse_args()
 
 
@@ -40,6 +47,18 @@ if args.tiny:
     model = ptp.PTPModel(LlamaForCausalLM(shape), drafter).to(args.device).eval()
     ids = torch.randint(3, 500, (1, 32))
     no_eos = dict(eos_token_id=[])  # every call counts
+elif args.preset:
+    from ptp.bench.forward_cost import build_model, copy_bandwidth, streamed_bytes
+
+    torch.manual_seed(0)
+    base = build_model(args.preset, args.device, getattr(torch, args.dtype))
+    floor = streamed_bytes(base) / copy_bandwidth(args.device) * 1e3
+    print(f"{args.preset}: weights' floor {floor:.2f} ms per call (streamed bytes / measured copy bandwidth)")
+    drafter = ptp.PTPConfig(window_length=16, lora_rank=32, embedding="thermometer", embedding_size=32,
+                            sampling=ptp.SamplingConfig(temperature=0.7, top_k=50, top_p=0.95))  # fmt: skip
+    model = ptp.PTPModel(base, drafter).eval()
+    ids = torch.randint(3, base.config.vocab_size, (1, 512))
+    no_eos = dict(eos_token_id=[])
 else:
     no_eos = {}
     model, tokenizer = ptp.load_default(device=args.device)
@@ -59,6 +78,8 @@ for budget, graph in itertools.product((0, 4, 32), graphs):
     per_call = elapsed / out.num_calls * 1e3
     step = "captured CUDA graph" if graph else "eager"
     print(f"auxiliary slots {budget}, {step}: {out.num_calls} calls, {elapsed * 1e3:.1f} ms, {per_call:.2f} ms/call")
+if args.no_profile:
+    sys.exit()
 profile = cProfile.Profile()
 profile.enable()
 model.generate(ids, max_new_tokens=args.max_new_tokens, seed=0, sampling=model.config.sampling, cuda_graph=False,
