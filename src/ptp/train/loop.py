@@ -32,7 +32,7 @@ from ptp.data.packing import PackedRows, document_mask, pack_documents, split_by
 from ptp.data.prompts import load_tokenizer
 from ptp.decode.inputs import context_length
 from ptp.model.config import PTPConfig
-from ptp.model.ptp import BASE_DIRECTORY, PTPModel, check_drafter
+from ptp.model.ptp import BASE_DIRECTORY, PTPModel, attention_bias, check_drafter
 from ptp.sampling import SamplingConfig
 from ptp.train.checkpoint import (
     ADAPTER,
@@ -652,19 +652,20 @@ def _progress(total: int, initial: int, enabled: bool, desc: str = "distill"):
 
 
 # -------------------------------------------------------------------------------------------------- on text rows
+def text_logits(model, batch: PackedRows) -> torch.Tensor:
+    """A causal LM's logits over packed rows, every document seeing only itself (as in training and evaluation)."""
+    allowed = attention_bias(model, document_mask(batch.document))
+    return model(input_ids=batch.tokens, attention_mask=allowed, position_ids=batch.positions).logits
+
+
 def train_autoregressive(model, rows: PackedRows, **options) -> list[float]:
     """Plain next-token training of a causal LM on packed rows (documents isolated); all parameters train.
 
     ``options`` are those of :func:`train_rows`. Returns the loss of every step.
     """
-    mask_kind = model.config._attn_implementation
 
     def batch_loss(batch: PackedRows, generator: torch.Generator) -> torch.Tensor:
-        allowed = document_mask(batch.document)
-        if mask_kind == "eager":
-            allowed = torch.where(allowed, 0.0, torch.finfo(model.dtype).min).to(model.dtype)
-        logits = model(input_ids=batch.tokens, attention_mask=allowed, position_ids=batch.positions).logits
-        return next_token_loss(logits, batch.tokens, batch.document)
+        return next_token_loss(text_logits(model, batch), batch.tokens, batch.document)
 
     return train_rows(model, rows, batch_loss, **options)
 

@@ -211,14 +211,15 @@ def build_model(config: PretrainConfig, vocab_size: int, special: dict):
 
 @torch.no_grad()
 def held_out_loss(model, rows: PackedRows, batch_size: int, bf16: bool) -> float:
-    """Mean next-token loss over rows (nats per token)."""
+    """Mean next-token loss over rows (nats per token), documents isolated as in training."""
+    from ptp.train.loop import text_logits
     from ptp.train.losses import next_token_loss
 
     total, count = 0.0, 0
     for start in range(0, len(rows), batch_size):
         batch = rows.select(list(range(start, min(start + batch_size, len(rows))))).to(model.device)
         with torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=bf16):
-            logits = model(input_ids=batch.tokens, position_ids=batch.positions).logits
+            logits = text_logits(model, batch)
         n = batch.tokens.shape[0] * (batch.tokens.shape[1] - 1)
         total += float(next_token_loss(logits.float(), batch.tokens, batch.document)) * n
         count += n
