@@ -374,3 +374,24 @@ def test_the_base_state_of_a_wrapped_model_loads_strictly_into_an_unwrapped_one(
     torch.testing.assert_close(
         fresh(ids, attention_mask=mask).logits, model.base_model(ids, attention_mask=mask).logits
     )
+
+
+@torch.no_grad()
+def test_a_16_bit_model_in_eval_mode_runs_its_lora_update_in_its_dtype_and_follows_weight_changes():
+    model = ptp.PTPModel(tiny_base("llama", dtype=torch.bfloat16), window_length=4, lora_rank=4).eval()
+    randomize_adapter(model, seed=1)
+    layer = next(m for m in model.modules() if isinstance(m, GatedLoRA))
+    assert layer.lora_A.weight.dtype == torch.float32  # the trained factors stay float32
+    x = torch.randn(1, 3, layer.lora_A.in_features, generator=torch.Generator().manual_seed(0)).to(torch.bfloat16)
+    model._gate.mask = torch.tensor([[False, True, True]])
+    try:
+        for _ in range(2):  # the second pass sees the weights changed in place by the first
+            out = layer(x)
+            base = layer.base_layer(x)
+            assert out.dtype == torch.bfloat16 and torch.equal(out[:, 0], base[:, 0]), "teacher positions exact"
+            update = x.float() @ layer.lora_A.weight.T @ layer.lora_B.weight.T * layer.scaling
+            error = (out[:, 1:].float() - base[:, 1:].float() - update[:, 1:]).abs().max()
+            assert update[:, 1:].abs().max() > 1.0 and error < 0.02 * update[:, 1:].abs().max(), "16-bit round-off only"
+            layer.lora_B.weight.mul_(2.0)
+    finally:
+        model._gate.mask = None

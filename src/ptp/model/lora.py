@@ -66,6 +66,16 @@ class GatedLoRA(nn.Module):
         self.lora_dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.scaling = alpha / rank
         self.gate = gate
+        self._cast: tuple | None = None  # (key, A, B): the factors in the dtype of an eval-mode input
+
+    def _factors(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """The LoRA factors in ``dtype``, cast once and kept until the weights change (inference only: training keeps
+        its float32 factors)."""
+        a, b = self.lora_A.weight, self.lora_B.weight
+        key = (dtype, a.data_ptr(), b.data_ptr(), a._version, b._version)
+        if self._cast is None or self._cast[0] != key:
+            self._cast = (key, a.detach().to(dtype), b.detach().to(dtype))
+        return self._cast[1], self._cast[2]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.base_layer(x)
@@ -74,7 +84,10 @@ class GatedLoRA(nn.Module):
             return out
         a, b = self.lora_A.weight, self.lora_B.weight
         if x.dtype != a.dtype:
-            x = x.to(a.dtype)
+            if self.training:
+                x = x.to(a.dtype)
+            else:  # a 16-bit model decoding: the update runs in its dtype (float32 factors would double a call's cost)
+                a, b = self._factors(x.dtype)
         if isinstance(self.lora_dropout, nn.Dropout):  # in train mode alone when training (the base stays in eval)
             x = self.lora_dropout(x)
         # The factors as plain functions, not modules, and as few kernels as possible (three): this runs in every
