@@ -96,6 +96,21 @@ def test_resuming_with_a_changed_config_is_refused_with_the_fields_named(corpus,
     assert [p.name for p in list_checkpoints(tmp_path / "model.run")] == ["step-0000004"]
 
 
+def test_a_run_stopped_by_its_time_limit_resumes_with_another_limit_to_the_uninterrupted_run(corpus, tmp_path,
+                                                                                            monkeypatch):  # fmt: skip
+    """A multi-call recipe trains a teacher over several device calls: each ends by --max-time, the next resumes."""
+    whole = pretrain(_config(corpus, tmp_path / "whole", checkpoint_interval=None))
+    checks = []
+    monkeypatch.setattr(loop, "_past", lambda deadline, accelerator: checks.append(1) or len(checks) == 3)
+    stopped = pretrain(_config(corpus, tmp_path / "cut", checkpoint_interval=None, max_time=100.0))
+    monkeypatch.undo()
+    assert stopped["steps"] == 3 and [p.name for p in list_checkpoints(tmp_path / "cut.run")] == ["step-0000003"]
+    resumed = pretrain(_config(corpus, tmp_path / "cut", checkpoint_interval=None, max_time=500.0, resume=True))
+    expected, got = _weights(tmp_path / "whole"), _weights(tmp_path / "cut")
+    assert all(torch.equal(expected[k], got[k]) for k in expected)
+    assert resumed["steps"] == 6 and resumed["final_train_loss"] == whole["final_train_loss"]
+
+
 def test_a_save_killed_midway_leaves_no_temporary_files_and_the_run_resumes_from_the_checkpoint_before(
     corpus, tmp_path, monkeypatch
 ):

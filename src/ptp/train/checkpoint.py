@@ -35,6 +35,7 @@ RESUMABLE_CHANGES = frozenset(
         "eval_rows",
         "checkpoint_interval",
         "keep_checkpoints",
+        "max_time",
     }
 )
 
