@@ -4,12 +4,16 @@
 #   model for hf-assisted (GPU 1) -> O-PTP and independent adapters (one GPU each) -> `ptp bench`, every method,
 #   greedy and T 0.7 (GPU 0). Each training stage gets a share of the time left; its steps come from a short probe.
 # Usage: bash recipes/large/run.sh WORK OUT [TOTAL]     OUT receives results.tar (adapters, logs, bench summaries).
+# Stages whose output exists in WORK are skipped (the bench keeps its answers), so a rerun continues. In two calls on
+# a machine kept warm (its files stay): PHASE=teacher first (corpus, probe and the teacher alone, for the whole TOTAL;
+# run it again to train the teacher further), then without PHASE (the rest, with the whole TOTAL).
 # DEV=cpu runs a smoke test on CPU processes (gloo); SMALL=1 shrinks every size for it.
 set -uo pipefail
 work=${1:?usage: run.sh WORK OUT [TOTAL]}; out=${2:?}; total=${3:-560}
 here=$(cd "$(dirname "$0")" && pwd)
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 PYTHONUNBUFFERED=1
 export DEV=${DEV:-cuda} SMALL=${SMALL:-0}  # exported: the stages run under `timeout bash -c`, which must see them
+PHASE=${PHASE:-all}
 mkdir -p "$work" "$out"; logs=$work/logs; mkdir -p "$logs"
 t0=$(date +%s)
 left() { echo $(( total - $(date +%s) + t0 )); }
@@ -47,6 +51,7 @@ fi
 python3 -c "import torch, transformers; print(torch.__version__, transformers.__version__)"
 nvidia-smi -L 2>/dev/null
 
+if [ ! -f "$work/bench_prompts.jsonl" ]; then
 stamp "corpus"
 python3 "$here/corpus.py" "$work/corpus" --max-mb "${CORPUS_MB:-60}"
 ptp prompts --data "$work/corpus" --held-out-fraction 0.02 --split train --count "$prompt_count" --max-lines $max_lines \
@@ -54,29 +59,44 @@ ptp prompts --data "$work/corpus" --held-out-fraction 0.02 --split train --count
 ptp prompts --data "$work/corpus" --held-out-fraction 0.02 --split held-out --count 64 --seed 1 --max-lines $max_lines \
     --out "$work/heldout_prompts.jsonl"
 head -n "$bench_prompts" "$work/heldout_prompts.jsonl" > "$work/bench_prompts.jsonl"
+fi
 
+if [ ! -f "$work/probe/tokenizer.json" ]; then
 stamp "teacher probe (BPE + 20 steps)"
 two train --objective ar --config "$here/teacher.json" --data "$work/corpus" "${teacher_set[@]}" --steps 20 \
     --warmup-steps 2 --no-progress --out "$work/probe" > "$logs/teacher_probe.log" 2>&1
-row=$(python3 -c "import json,sys; c=json.load(open('$here/teacher.json')); print(c['batch_size']*c['row_length']*2)")
-[ "$SMALL" = 1 ] && row=512
-seconds=$(( $(left) - 370 )); [ "$SMALL" = 1 ] && seconds=10
-# The probe's rate includes start-up (on 2 x H200: 143k tokens/s measured, 421k in the run), so the steps are
-# over-estimated threefold; --max-time ends the run on time either way.
-steps=$(( $(rate_steps "$logs/teacher_probe.log" "$seconds" "$row") * 3 ))
-stamp "teacher: $steps steps at most in about $seconds s (--max-time ends it on time)"
-timeout $(( seconds + 90 )) bash -c "$(declare -f ptp two); two train --objective ar --config '$here/teacher.json' \
-    --data '$work/corpus' --tokenizer '$work/probe' ${teacher_set[*]} --steps $steps --max-time $seconds \
-    --no-progress --out '$work/teacher'" > "$logs/teacher.log" 2>&1
-tail -n 1 "$logs/teacher.log" | cut -c1-400
-last=$(ls -d "$work"/teacher.run/checkpoints/step-* 2>/dev/null | tail -n 1)
-if [ ! -f "$work/teacher/tokenizer.json" ] && [ -n "$last" ]; then  # stopped after its last checkpoint: use that
-    stamp "the teacher run did not finish; its checkpoint $last becomes the teacher"
-    mkdir -p "$work/teacher" && cp "$last"/adapter/* "$work/probe"/tokenizer* "$work/teacher/"
+fi
+if [ "$PHASE" = teacher ] || [ ! -f "$work/teacher/tokenizer.json" ]; then
+    row=$(python3 -c "import json; c=json.load(open('$here/teacher.json')); print(c['batch_size']*c['row_length']*2)")
+    [ "$SMALL" = 1 ] && row=512
+    reserve=370; [ "$PHASE" = teacher ] && reserve=40  # the later stages need about 370 s
+    seconds=$(( $(left) - reserve )); [ "$SMALL" = 1 ] && seconds=10
+    if [ ! -f "$work/teacher_steps" ]; then  # fixed at the first teacher call, so that resumed calls keep the schedule
+        # The probe's rate includes start-up (on 2 x H200: 143k tokens/s measured, 421k in the run), so the steps
+        # are over-estimated threefold; --max-time ends each call on time either way.
+        echo $(( $(rate_steps "$logs/teacher_probe.log" "$seconds" "$row") * 3 )) > "$work/teacher_steps"
+    fi
+    steps=$(cat "$work/teacher_steps")
+    resume=$(ls -d "$work"/teacher.run/checkpoints/step-* > /dev/null 2>&1 && echo --resume)
+    stamp "teacher: $steps steps in all, this call at most $seconds s ${resume:+(resumed)}"
+    timeout $(( seconds + 90 )) bash -c "$(declare -f ptp two); two train --objective ar --config '$here/teacher.json' \
+        --data '$work/corpus' --tokenizer '$work/probe' ${teacher_set[*]} --steps $steps --max-time $seconds \
+        $resume --no-progress --out '$work/teacher'" >> "$logs/teacher.log" 2>&1
+    tail -n 1 "$logs/teacher.log" | cut -c1-400
+    last=$(ls -d "$work"/teacher.run/checkpoints/step-* 2>/dev/null | tail -n 1)
+    if [ ! -f "$work/teacher/tokenizer.json" ] && [ -n "$last" ]; then  # stopped after its last checkpoint: use that
+        stamp "the teacher run did not finish; its checkpoint $last becomes the teacher"
+        mkdir -p "$work/teacher" && cp "$last"/adapter/* "$work/probe"/tokenizer* "$work/teacher/"
+    fi
+fi
+if [ "$PHASE" = teacher ]; then
+    mkdir -p "$work/results" && cp -r "$logs" "$work/results/"
+    [ -f "$work/teacher/training_summary.json" ] && cp "$work/teacher/training_summary.json" "$work/results/teacher_training.json"
+    tar -C "$work" -cf "$out/teacher_phase.tar" results && ls -la "$out"; stamp "teacher phase done"; exit 0
 fi
 
 stamp "pregeneration (GPU 0) and draft model (GPU 1)"
-on 1 train --objective ar --config "$here/../default/draft.json" --data "$work/corpus" --tokenizer "$work/teacher" \
+[ -f "$work/draft/tokenizer.json" ] || on 1 train --objective ar --config "$here/../default/draft.json" --data "$work/corpus" --tokenizer "$work/teacher" \
     --held-out-fraction 0.02 --steps "$draft_steps" --no-progress --out "$work/draft" "${draft_set[@]}" \
     > "$logs/draft.log" 2>&1 &
 draft=$!
@@ -86,6 +106,8 @@ on 0 pregenerate --model "$work/teacher" --prompts "$work/train_prompts.jsonl" -
     > "$logs/pregen.log" 2>&1
 wait $draft
 
+if [ ! -f "$work/one_hot/adapter_config.json" ] || [ ! -f "$work/independent/adapter_config.json" ]; then
+rm -rf "$work"/probe_one_hot* "$work"/probe_independent* "$work"/one_hot* "$work"/independent*  # a cut run restarts
 stamp "distillation probes"
 for mode in one_hot independent; do
     gpu=$([ $mode = one_hot ] && echo 0 || echo 1)
@@ -108,13 +130,15 @@ for mode in one_hot independent; do
         --out '$work/$mode'" > "$logs/distill_$mode.log" 2>&1 &
 done
 wait
+fi
 
 stamp "bench"
 for sampling in greedy 0.7,50,0.95; do
+    resume=$([ -f "$work/bench-${sampling//,/_}/settings.json" ] && echo --resume)  # keeps an earlier call's answers
     timeout $(( $(left) / 2 - 10 )) bash -c "$(declare -f ptp on); on 0 bench --model '$work/teacher' \
         --adapter '$work/one_hot' --independent-adapter '$work/independent' --draft-model '$work/draft' \
         --prompts '$work/bench_prompts.jsonl' --max-new-tokens $bench_tokens --sampling $sampling --repeats 1 \
-        --warmup 1 --no-progress --out '$work/bench-${sampling//,/_}'" > "$logs/bench_${sampling//,/_}.log" 2>&1
+        --warmup 1 $resume --no-progress --out '$work/bench-${sampling//,/_}'" >> "$logs/bench_${sampling//,/_}.log" 2>&1
     tail -n 1 "$logs/bench_${sampling//,/_}.log" | cut -c1-300
 done
 
