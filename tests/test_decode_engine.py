@@ -10,6 +10,7 @@ gets a draft accepted, so a second sweep replaces the drafter by an oracle that 
 
 from __future__ import annotations
 
+import copy
 import itertools
 
 import pytest
@@ -569,8 +570,11 @@ def test_a_captured_step_is_kept_with_the_model_and_replayed_by_later_calls(monk
             got = model.generate(ids, mask, auxiliaries=u, max_new_tokens=NEW, eos_token_id=[], use_drafter=use_drafter)
             assert_same_tokens(got, expected)
             assert (got.tokens_per_call > 1.5) == use_drafter
-        graphs.append([run.graph for run in model._ptp_graphs.values()])
+        graphs.append([run.graph for run in engine.captured_runs(model)])
     assert len(graphs[0]) == 2 and None not in graphs[0], "one captured step per setting"
     assert graphs[1] == graphs[0], "the second call replays the first call's graphs"
+    assert not engine.captured_runs(copy.deepcopy(model)), "the graphs are kept for the model, not in it"
+    engine.release_graphs(model)
+    assert not engine.captured_runs(model)
     with pytest.raises(ValueError, match="CUDA device"):
         model.cpu().generate(ids.cpu(), max_new_tokens=4, cuda_graph=True)

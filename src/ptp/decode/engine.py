@@ -27,6 +27,7 @@ on its own cache and proposes. Both caches hold the same committed tokens at the
 
 from __future__ import annotations
 
+import weakref
 from collections import OrderedDict
 
 import torch
@@ -110,12 +111,13 @@ class _Run:
 
     ``model`` is the :class:`ptp.PTPModel` that drafts. ``verifier`` is a separate teacher (any causal LM with the
     same vocabulary) with its own cache, or None when the model's frozen base verifies in the same pass. A run made
-    for one call can serve later calls of the same shape (:meth:`reset`), which is how a captured graph is reused.
+    for one call can serve later calls of the same shape (:meth:`reset`), which is how a captured graph is reused;
+    it refers to the models only during a call (a kept run must not keep its model alive).
     """
 
     def __init__(self, model, verifier, batch, capacity, sampling, eos, pad, max_new_tokens, pending_size, budget,
-                 max_positions, device):  # fmt: skip
-        self.model, self.verifier, self.sampling = model, verifier, sampling
+                 max_positions, device, capture):  # fmt: skip
+        self.model, self.verifier, self.sampling, self.capture = model, verifier, sampling, capture
         self.max_new_tokens, self.pending_size, self.budget = max_new_tokens, pending_size, budget
         self.capacity, self.pad = capacity, pad
         self.max_position = (max_positions or 1 << 30) - 1
@@ -143,8 +145,9 @@ class _Run:
         self.graph: torch.cuda.CUDAGraph | None = None
         self.eager_steps = 0
 
-    def reset(self, u: torch.Tensor, mask: torch.Tensor) -> None:
+    def reset(self, model, verifier, u: torch.Tensor, mask: torch.Tensor) -> None:
         """Start a new generation in the same buffers (a captured graph keeps reading them)."""
+        self.model, self.verifier = model, verifier
         self.u[:, : u.shape[1]].copy_(u)
         self.new.fill_(self.pad)
         self.committed.zero_()
@@ -207,14 +210,14 @@ class _Run:
             if cache is not None:
                 cache.columns = columns
 
-    def step(self, use_graph: bool) -> None:
-        """One step: captured on CUDA after a few eager ones (then replayed), else run eagerly."""
+    def step(self) -> None:
+        """One step: with ``capture``, captured after a few eager ones and replayed from then on; else eager."""
         if self.filled + self.pending_size + self.budget > self.capacity:
             self.compact()
         if self.graph is not None:
             self.graph.replay()
             return
-        if not use_graph:
+        if not self.capture:
             self.use_columns(self.pending_size + self.budget)
             _advance(self)
             return
@@ -234,16 +237,25 @@ class _Run:
         graph.replay()
 
 
+#: The runs kept for their captured steps, per drafting model (dropped with the model), least recently used first.
+_CAPTURED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def captured_runs(model) -> list[_Run]:
+    """The runs (with their captured steps) kept for ``model``, the drafting PTPModel, least recently used first."""
+    return list(_CAPTURED.get(model, {}).values())
+
+
 def release_graphs(model) -> None:
-    """Drop the captured steps kept with ``model`` (the drafting PTPModel), with their caches and buffers: to free
+    """Drop the captured steps kept for ``model`` (the drafting PTPModel), with their caches and buffers: to free
     their memory, or after changing the model in a way that the graphs cannot see (e.g. its code)."""
-    model.__dict__.pop("_ptp_graphs", None)
+    _CAPTURED.pop(model, None)
 
 
 def _captured_run(model, key: tuple, make) -> _Run:
-    """The run of ``key`` kept with ``model`` (the drafting PTPModel) for its captured graph, made by ``make()`` on
+    """The run of ``key`` kept for ``model`` (the drafting PTPModel) and its captured step, made by ``make()`` on
     first use; the least recently used beyond :data:`KEPT_GRAPHS` are dropped."""
-    runs = model.__dict__.setdefault("_ptp_graphs", OrderedDict())
+    runs = _CAPTURED.setdefault(model, OrderedDict())
     if key not in runs:
         runs[key] = make()
         while len(runs) > KEPT_GRAPHS:
@@ -350,7 +362,7 @@ def generate(
     if use_graph:
         capacity = -(-capacity // CAPACITY_STEP) * CAPACITY_STEP
     settings = (model, verifier, batch, capacity, sampling, eos, pad, max_new_tokens, pending_size, budget,
-                max_positions, device)  # fmt: skip
+                max_positions, device, use_graph)  # fmt: skip
     if use_graph:
         weights = tuple(p.data_ptr() for m in (model, verifier) if m is not None for p in m.parameters())
         key = (id(verifier), batch, capacity, sampling, tuple(eos.tolist()), pad, max_new_tokens, pending_size,
@@ -358,9 +370,24 @@ def generate(
         run = _captured_run(model, key, lambda: _Run(*settings))
     else:
         run = _Run(*settings)
-    run.reset(u, mask)
+    run.reset(model, verifier, u, mask)
+    try:
+        accept_lengths, calls = _decode(run, input_ids, mask, streamer)
+    finally:
+        run.model = run.verifier = None
+    return GenerationOutput(
+        sequences=torch.cat([input_ids, run.new[:, :max_new_tokens].clone()], dim=1),
+        lengths=run.committed.clone(),
+        prompt_width=width,
+        num_calls=calls,
+        accept_lengths=accept_lengths,
+    )
 
-    accept_lengths: list[list[int]] = [[1] for _ in range(batch)]
+
+def _decode(run: _Run, input_ids: torch.Tensor, mask: torch.Tensor, streamer) -> tuple[list[list[int]], int]:
+    """The loop: a prefill, then steps until every row has stopped. Returns the commits of each row's calls and the
+    number of calls."""
+    accept_lengths: list[list[int]] = [[1] for _ in range(input_ids.shape[0])]
     if streamer is not None:
         streamer.put(input_ids.cpu())
     _prefill(run, input_ids, mask)
@@ -369,7 +396,7 @@ def generate(
         streamer.put(run.new[0, :1].cpu())
     alive = bool(run.running.any())
     while alive:
-        run.step(use_graph)
+        run.step()
         calls += 1
         # The one host sync of the step: how far the cache advanced, who is still running, what each row committed.
         stats = run.stats.tolist()
@@ -383,13 +410,7 @@ def generate(
             streamed += counts[0]
     if streamer is not None:
         streamer.end()
-    return GenerationOutput(
-        sequences=torch.cat([input_ids, run.new[:, :max_new_tokens].clone()], dim=1),
-        lengths=run.committed.clone(),
-        prompt_width=width,
-        num_calls=calls,
-        accept_lengths=accept_lengths,
-    )
+    return accept_lengths, calls
 
 
 def _prefill(run: _Run, prompt: torch.Tensor, mask: torch.Tensor) -> None:
