@@ -248,7 +248,8 @@ def captured_runs(model) -> list[_Run]:
 
 def release_graphs(model) -> None:
     """Drop the captured steps kept for ``model`` (the drafting PTPModel), with their caches and buffers: to free
-    their memory, or after changing the model in a way that the graphs cannot see (e.g. its code)."""
+    their memory, or after changing the model in a way that the graphs cannot see: its code, or its configuration
+    (e.g. ``acceptance_histogram``); new weights copied in place are seen, replaced tensors make new graphs."""
     _CAPTURED.pop(model, None)
 
 
