@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -89,12 +90,42 @@ def test_a_run_from_a_saved_adapter_starts_from_its_weights_and_refuses_other_dr
                     base_model=tiny_base("llama"))  # fmt: skip
     assert not all(torch.equal(expected[k], v) for k, v in _weights(fresh.adapter).items())
 
-    other = quick_config(data, tmp_path / "other", init_adapter=str(first.adapter), lora_rank=8)
-    with pytest.raises(ValueError, match=r"other drafter settings: lora_rank=4 \(config: 8\)"):
+    other = quick_config(data, tmp_path / "other", init_adapter=str(first.adapter), lora_rank=2)
+    with pytest.raises(ValueError, match=r"other drafter settings: lora_rank=4 \(config: 2\)"):
+        distill(other, base_model=tiny_base("llama"))  # a rank may grow, not shrink
+    other = quick_config(data, tmp_path / "other", init_adapter=str(first.adapter), lora_rank=8, window_length=5)
+    with pytest.raises(ValueError, match=r"other drafter settings: window_length=4 \(config: 5\)"):
         distill(other, base_model=tiny_base("llama"))
     with pytest.raises(FileNotFoundError, match="init_adapter .* does not exist"):
         missing = quick_config(data, tmp_path / "none", init_adapter=str(tmp_path / "nothing"))
         distill(missing, base_model=tiny_base("llama"))
+
+
+def test_a_lower_rank_adapter_grows_into_a_higher_rank_run_and_drafts_as_before(data, tmp_path):
+    """``init_adapter`` of rank 4 into a rank-8 run with another alpha: the grown drafter's slot logits are the saved
+    drafter's, the saved factors fill the first ranks (B rescaled to the new alpha / rank), and the run trains on."""
+    first = distill(quick_config(data, tmp_path / "first", max_steps=2), base_model=tiny_base("llama"))
+    small = ptp.PTPModel.from_pretrained(tiny_base("llama"), first.adapter)
+    big = ptp.PTPModel(tiny_base("llama"), dataclasses.replace(small.config, lora_rank=8, lora_alpha=4.0)).eval()
+    big.load_adapter(first.adapter)
+    generator = torch.Generator().manual_seed(0)
+    ids = torch.randint(3, 90, (2, 7), generator=generator)
+    slots = torch.tensor([[False] * 4 + [True] * 3] * 2)
+    inputs = dict(position_ids=torch.arange(7).expand(2, -1), attention_mask=torch.ones(7, 7).tril().bool().expand(
+        2, 1, 7, 7), auxiliaries=torch.rand(2, 7, generator=generator), auxiliary_mask=slots)  # fmt: skip
+    with torch.no_grad():
+        expected, got = small(ids, **inputs), big(ids, **inputs)
+        for name, parameter in small.named_parameters():
+            if ".lora_B." in name:
+                parameter.zero_()
+        without = small(ids, **inputs)
+    assert (expected[slots] - without[slots]).abs().max() > 1e-3, "the saved LoRA changes the slots' logits"
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+    run = distill(quick_config(data, tmp_path / "grown", init_adapter=str(first.adapter), lora_rank=8,
+                               lora_alpha=4.0, max_steps=2), base_model=tiny_base("llama"))  # fmt: skip
+    saved = ptp.PTPModel.from_pretrained(tiny_base("llama"), run.adapter)
+    assert saved.config.lora_rank == 8 and run.evaluation["windows"] > 0
 
 
 def test_a_time_limit_ends_the_run_early_with_its_evaluation_checkpoint_and_adapter(data, tmp_path):

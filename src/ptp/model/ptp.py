@@ -264,20 +264,42 @@ class PTPModel(nn.Module):
         if device is not None:
             base_model = base_model.to(device)
         _check_fits(config.base_model, describe_base(base_model))
-        _check_adapter_config(adapter_path / ADAPTER_CONFIG, config)
         model = cls(base_model, config)
-        expected = lora.adapter_state(model.base_model)
+        model.load_adapter(adapter_path)
+        model.eval()
+        return model
+
+    def load_adapter(self, adapter_path: str | os.PathLike) -> None:
+        """Load a saved drafter's LoRA factors and u embedding into this one (same drafter settings), or grow a
+        lower-rank drafter into this one: its factors fill the first rows of A and columns of B, the rest of B is
+        zero (A keeps its fresh random rows), and B is rescaled to this drafter's alpha / rank, so the drafter computes
+        exactly what the saved one did until training moves the new directions."""
+        adapter_path = Path(adapter_path)
+        saved = PTPConfig.load(adapter_path)
+        _check_adapter_config(adapter_path / ADAPTER_CONFIG, saved)
+        rank = saved.lora_rank
+        if rank > self.config.lora_rank:
+            raise ValueError(f"{adapter_path} has LoRA rank {rank}, more than this drafter's {self.config.lora_rank}")
+        expected = lora.adapter_state(self.base_model)
         adapter = _load_weights(adapter_path / ADAPTER_WEIGHTS)
         if set(adapter) != set(expected):
             unexpected, missing = sorted(set(adapter) - set(expected)), sorted(set(expected) - set(adapter))
             raise ValueError(
-                f"adapter in {adapter_path} does not fit this {config.base_model.get('model_type')} model: "
+                f"adapter in {adapter_path} does not fit this {self.config.base_model.get('model_type')} model: "
                 f"unexpected keys {unexpected[:3]}, missing keys {missing[:3]}"
             )
-        parameters = dict(model.base_model.named_parameters())
+        rescale = (saved.lora_alpha / rank) / (self.config.lora_alpha / self.config.lora_rank)
+        parameters = dict(self.base_model.named_parameters())
         with torch.no_grad():
             for key, value in adapter.items():
                 target = parameters[key[len(lora.PEFT_PREFIX) :]]
+                factor_b = ".lora_B." in key
+                if factor_b:
+                    value = value * rescale
+                if rank < self.config.lora_rank:  # the saved factors fill a corner; B's other columns become 0
+                    if factor_b:
+                        target.zero_()
+                    target = target[:, :rank] if factor_b else target[:rank]
                 if target.shape != value.shape:
                     raise ValueError(
                         f"adapter weight {key} has shape {tuple(value.shape)}, expected {tuple(target.shape)}"
@@ -285,12 +307,10 @@ class PTPModel(nn.Module):
                 target.copy_(value)
         embedding = _load_weights(adapter_path / EMBEDDING_WEIGHTS)
         try:
-            model.auxiliary_embedding.load_state_dict(embedding, strict=True)
+            self.auxiliary_embedding.load_state_dict(embedding, strict=True)
         except RuntimeError as error:
             raise ValueError(f"{adapter_path / EMBEDDING_WEIGHTS} does not fit this drafter: {error}") from error
-        model.auxiliary_embedding.to(model.device)
-        model.eval()
-        return model
+        self.auxiliary_embedding.to(self.device)
 
 
 def use_mask_attention(model: PreTrainedModel) -> None:

@@ -345,15 +345,21 @@ def first_rows(rows: PackedRows, count: int, hint: str) -> PackedRows:
     return rows
 
 
-def check_initial_drafter(path: Path, config) -> None:
-    """``init_adapter`` must be a drafter with ``config``'s drafter settings (else its weights would not fit)."""
+def check_initial_drafter(path: Path, config) -> bool:
+    """``init_adapter`` must be a drafter with ``config``'s drafter settings (else its weights would not fit), except
+    that its LoRA rank may be lower (it grows, :meth:`PTPModel.load_adapter`) when its base does not train. Returns
+    whether it grows."""
     if not path.is_dir():
         raise FileNotFoundError(f"init_adapter {path} does not exist")
     saved = PTPConfig.load(path)
     wanted = {name: getattr(config, name) for name in DRAFTER_FIELDS} | {"train_base": config.train_drafter_base}
+    grows = saved.lora_rank < config.lora_rank and not config.train_drafter_base
+    if grows:
+        wanted = {k: v for k, v in wanted.items() if k not in ("lora_rank", "lora_alpha")}
     differ = [f"{k}={getattr(saved, k)!r} (config: {v!r})" for k, v in wanted.items() if getattr(saved, k) != v]
     if differ:
         raise ValueError(f"init_adapter {path} was trained with other drafter settings: " + ", ".join(differ))
+    return grows
 
 
 def check_windows(evaluation: dict, hint: str) -> dict:
@@ -462,9 +468,12 @@ def _distill(config: DistillConfig, accelerator, base_model, drafter_model, toke
     torch.manual_seed(config.seed)
     start_step, resume_state = 0, newest_checkpoint(run_dir, config.to_dict(), config.resume)
     saved = resume_state["path"] / ADAPTER if resume_state is not None else config.init_adapter
-    if saved:
-        if resume_state is None:
-            check_initial_drafter(Path(saved), config)
+    grows = saved and resume_state is None and check_initial_drafter(Path(saved), config)
+    if grows:  # a lower-rank drafter grows into this run's rank
+        drafter = PTPConfig(sampling=sampling, **{name: getattr(config, name) for name in DRAFTER_FIELDS})
+        model = PTPModel(drafter_base if separate else base, drafter)
+        model.load_adapter(saved)
+    elif saved:
         if config.train_drafter_base:  # the drafter's own weights come from the saved drafter too
             dtype = torch.bfloat16 if bf16 else torch.float32
             model = PTPModel.from_pretrained(None, saved, dtype=dtype, device=device)
