@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import warnings
 
 import pytest
 import torch
@@ -512,6 +513,68 @@ def test_half_precision_runs_on_the_cpu_and_returns_valid_tokens(monkeypatch, ar
         assert_well_formed(got, [eos], PAD)
         agree = (got.new_tokens == expected.new_tokens).float().mean().item()
         assert agree > 0.5, f"16-bit output should mostly agree with the 16-bit reference ({agree:.2f})"
+
+
+# ---------------------------------------------------------------------- the captured step, simulated on the CPU
+class FakeGraph:
+    """Stands in for a CUDA graph on the CPU: a replay runs the captured step again (what replaying its kernels on the
+    same buffers does)."""
+
+    def __init__(self, step):
+        self.step, self.replays = step, 0
+
+    def replay(self):
+        self.replays += 1
+        self.step()
+
+
+def fake_capture(monkeypatch, fail: bool = False) -> list[FakeGraph]:
+    """Let the engine capture on the CPU; returns the graphs it captures (or makes every capture fail)."""
+    graphs = []
+
+    def capture(step):
+        if fail:
+            raise RuntimeError("operation not permitted when stream is capturing")
+        graphs.append(FakeGraph(step))
+        return graphs[-1]
+
+    monkeypatch.setattr(engine, "_can_capture", lambda device: True)
+    monkeypatch.setattr(engine, "_on_side_stream", lambda step, device: step())
+    monkeypatch.setattr(engine, "_capture", capture)
+    return graphs
+
+
+def test_a_captured_step_is_replayed_by_later_steps_and_calls_with_the_output_unchanged(monkeypatch):
+    model, reference, options = _wrapped("llama", SETTINGS[1], seed=30)
+    ids, mask = left_padded(PROMPT_LENGTHS, seed=30)
+    graphs, steps = fake_capture(monkeypatch), []
+    for seed in (30, 31):
+        u = uniform(3, NEW, seed=seed)
+        expected = ptp.sample_autoregressive(reference, ids, mask, auxiliaries=u, max_new_tokens=NEW, eos_token_id=[])
+        _install_oracle(monkeypatch, expected.new_tokens, 0.2, seed)
+        got = model.generate(ids, mask, auxiliaries=u, max_new_tokens=NEW, eos_token_id=[], **options)
+        assert_same_tokens(got, expected)
+        assert got.tokens_per_call > 1.3
+        steps.append(got.num_calls - 1)  # the prefill is not a step
+    runs = engine.captured_runs(model)
+    assert len(graphs) == 1 and [run.graph for run in runs] == graphs, "one capture, kept and reused by the 2nd call"
+    # The first call: two eager warm-up steps, then every step replays (the captured one too); the second: all.
+    assert graphs[0].replays == steps[0] - engine.WARMUP_STEPS + steps[1]
+
+
+def test_a_step_that_cannot_be_captured_runs_eagerly_with_one_warning(monkeypatch):
+    model, reference, options = _wrapped("gpt2", SETTINGS[0], seed=32)
+    ids, mask = left_padded(PROMPT_LENGTHS, seed=32)
+    fake_capture(monkeypatch, fail=True)
+    u = uniform(3, NEW, seed=32)
+    expected = ptp.sample_autoregressive(reference, ids, mask, auxiliaries=u, max_new_tokens=NEW, eos_token_id=[])
+    with pytest.warns(UserWarning, match="could not be captured as a CUDA graph, so it runs eagerly"):
+        got = model.generate(ids, mask, auxiliaries=u, max_new_tokens=NEW, eos_token_id=[], **options)
+    assert_same_tokens(got, expected)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the kept run does not try again
+        assert_same_tokens(model.generate(ids, mask, auxiliaries=u, max_new_tokens=NEW, eos_token_id=[], **options),
+                           expected)  # fmt: skip
 
 
 # -------------------------------------------------------------------------------------------- GPU

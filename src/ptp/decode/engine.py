@@ -27,6 +27,7 @@ on its own cache and proposes. Both caches hold the same committed tokens at the
 
 from __future__ import annotations
 
+import warnings
 import weakref
 from collections import OrderedDict
 
@@ -214,27 +215,48 @@ class _Run:
         """One step: with ``capture``, captured after a few eager ones and replayed from then on; else eager."""
         if self.filled + self.pending_size + self.budget > self.capacity:
             self.compact()
-        if self.graph is not None:
-            self.graph.replay()
-            return
         if not self.capture:
             self.use_columns(self.pending_size + self.budget)
             _advance(self)
             return
-        self.use_columns(None)
+        self.use_columns(None)  # a captured step reads every column
+        if self.graph is not None:
+            self.graph.replay()
+            return
         if self.eager_steps < WARMUP_STEPS:
-            side = torch.cuda.Stream(device=self.length.device)
-            side.wait_stream(torch.cuda.current_stream(self.length.device))
-            with torch.cuda.stream(side):
-                _advance(self)
-            torch.cuda.current_stream(self.length.device).wait_stream(side)
+            _on_side_stream(lambda: _advance(self), self.length.device)
             self.eager_steps += 1
             return
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            _advance(self)
-        self.graph = graph
-        graph.replay()
+        try:
+            self.graph = _capture(lambda: _advance(self))
+        except RuntimeError as error:  # e.g. a model whose forward synchronises with the host
+            warnings.warn(f"the decoding step could not be captured as a CUDA graph, so it runs eagerly: {error}",
+                          stacklevel=4)  # fmt: skip
+            self.capture = False  # the capture ran nothing: the step runs as if it had never been tried
+            self.step()
+            return
+        self.graph.replay()
+
+
+def _can_capture(device: torch.device) -> bool:
+    return device.type == "cuda"
+
+
+def _on_side_stream(step, device) -> None:
+    """Run ``step`` eagerly on a side stream, as steps before a capture must (lazy initialisation, allocator)."""
+    side = torch.cuda.Stream(device=device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side):
+        step()
+    torch.cuda.current_stream(device).wait_stream(side)
+
+
+def _capture(step) -> torch.cuda.CUDAGraph:
+    """``step`` captured as a CUDA graph (recorded, not run)."""
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        step()
+    return graph
 
 
 #: The runs kept for their captured steps, per drafting model (dropped with the model), least recently used first.
@@ -313,8 +335,9 @@ def generate(
             output is still exactly the teacher's plain sampling. ``num_calls`` counts steps (one teacher and one
             drafter pass each).
         cuda_graph: capture the decoding step as a CUDA graph and replay it (default: True on a CUDA device). The
-            graph, its cache and buffers are kept with the model for later calls of the same batch size, settings
-            and cache size (the last few are kept); the output is the same as without.
+            graph, its cache and buffers are kept for the model for later calls of the same batch size, settings
+            and cache size (the last few are kept); the output is the same as without. A model whose step cannot
+            be captured (its forward waits on the host) decodes eagerly, with a warning.
     Returns:
         :class:`ptp.decode.inputs.GenerationOutput` with the tokens and the per-call statistics.
     """
@@ -346,9 +369,9 @@ def generate(
     for name, value, least in (("max_draft_length", max_draft_length, 1), ("auxiliary_budget", auxiliary_budget, 0)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < least):
             raise ValueError(f"{name} must be an integer >= {least} or None, got {value!r}")
-    if cuda_graph and device.type != "cuda":
+    if cuda_graph and not _can_capture(device):
         raise ValueError(f"cuda_graph needs a CUDA device; the model is on {device}")
-    use_graph = device.type == "cuda" if cuda_graph is None else cuda_graph
+    use_graph = _can_capture(device) if cuda_graph is None else cuda_graph
     window = model.config.window_length
     pending_size = window if max_draft_length is None else max_draft_length
     budget = 2 * window if auxiliary_budget is None else auxiliary_budget
