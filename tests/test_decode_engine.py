@@ -33,7 +33,7 @@ from conftest import (
     wrap,
     zero_adapter,
 )
-from ptp.decode import engine
+from ptp.decode import engine, graphs
 
 NEW = 24
 SAMPLINGS = {
@@ -530,24 +530,24 @@ class FakeGraph:
 
 def fake_capture(monkeypatch, fail: bool = False) -> list[FakeGraph]:
     """Let the engine capture on the CPU; returns the graphs it captures (or makes every capture fail)."""
-    graphs = []
+    made = []
 
     def capture(step):
         if fail:
             raise RuntimeError("operation not permitted when stream is capturing")
-        graphs.append(FakeGraph(step))
-        return graphs[-1]
+        made.append(FakeGraph(step))
+        return made[-1]
 
-    monkeypatch.setattr(engine, "_can_capture", lambda device: True)
-    monkeypatch.setattr(engine, "_on_side_stream", lambda step, device: step())
-    monkeypatch.setattr(engine, "_capture", capture)
-    return graphs
+    monkeypatch.setattr(graphs, "can_capture", lambda device: True)
+    monkeypatch.setattr(graphs, "on_side_stream", lambda step, device: step())
+    monkeypatch.setattr(graphs, "capture", capture)
+    return made
 
 
 def test_a_captured_step_is_replayed_by_later_steps_and_calls_with_the_output_unchanged(monkeypatch):
     model, reference, options = _wrapped("llama", SETTINGS[1], seed=30)
     ids, mask = left_padded(PROMPT_LENGTHS, seed=30)
-    graphs, steps = fake_capture(monkeypatch), []
+    captured, steps = fake_capture(monkeypatch), []
     for seed in (30, 31):
         u = uniform(3, NEW, seed=seed)
         expected = ptp.sample_autoregressive(reference, ids, mask, auxiliaries=u, max_new_tokens=NEW, eos_token_id=[])
@@ -556,10 +556,10 @@ def test_a_captured_step_is_replayed_by_later_steps_and_calls_with_the_output_un
         assert_same_tokens(got, expected)
         assert got.tokens_per_call > 1.3
         steps.append(got.num_calls - 1)  # the prefill is not a step
-    runs = engine.captured_runs(model)
-    assert len(graphs) == 1 and [run.graph for run in runs] == graphs, "one capture, kept and reused by the 2nd call"
+    runs = graphs.captured_runs(model)
+    assert len(captured) == 1 and [run.graph for run in runs] == captured, "one capture, kept, reused by the 2nd call"
     # The first call: two eager warm-up steps, then every step replays (the captured one too); the second: all.
-    assert graphs[0].replays == steps[0] - engine.WARMUP_STEPS + steps[1]
+    assert captured[0].replays == steps[0] - graphs.WARMUP_STEPS + steps[1]
 
 
 def test_a_step_that_cannot_be_captured_runs_eagerly_with_one_warning(monkeypatch):
@@ -591,7 +591,7 @@ def install_device_oracle(monkeypatch, truth: torch.Tensor, every: int, *models)
 
     monkeypatch.setattr(engine, "_drafts", oracle)
     for model in models:
-        engine.release_graphs(model)
+        graphs.release_graphs(model)
 
 
 @pytest.mark.gpu
@@ -624,7 +624,7 @@ def test_a_captured_step_is_kept_with_the_model_and_replayed_by_later_calls(monk
     ids, mask = (t.cuda() for t in left_padded(PROMPT_LENGTHS, seed=18))
     truth = torch.zeros(3, NEW, dtype=torch.int64, device="cuda")  # the oracle's, refilled for each call
     install_device_oracle(monkeypatch, truth, 4, model)
-    graphs = []
+    seen = []
     for seed in (18, 19):
         u = uniform(3, NEW, seed=seed).cuda()
         expected = ptp.sample_autoregressive(reference, ids, mask, auxiliaries=u, max_new_tokens=NEW, eos_token_id=[])
@@ -633,11 +633,11 @@ def test_a_captured_step_is_kept_with_the_model_and_replayed_by_later_calls(monk
             got = model.generate(ids, mask, auxiliaries=u, max_new_tokens=NEW, eos_token_id=[], use_drafter=use_drafter)
             assert_same_tokens(got, expected)
             assert (got.tokens_per_call > 1.5) == use_drafter
-        graphs.append([run.graph for run in engine.captured_runs(model)])
-    assert len(graphs[0]) == 2 and None not in graphs[0], "one captured step per setting"
-    assert graphs[1] == graphs[0], "the second call replays the first call's graphs"
-    assert not engine.captured_runs(copy.deepcopy(model)), "the graphs are kept for the model, not in it"
-    engine.release_graphs(model)
-    assert not engine.captured_runs(model)
+        seen.append([run.graph for run in graphs.captured_runs(model)])
+    assert len(seen[0]) == 2 and None not in seen[0], "one captured step per setting"
+    assert seen[1] == seen[0], "the second call replays the first call's graphs"
+    assert not graphs.captured_runs(copy.deepcopy(model)), "the graphs are kept for the model, not in it"
+    graphs.release_graphs(model)
+    assert not graphs.captured_runs(model)
     with pytest.raises(ValueError, match="CUDA device"):
         model.cpu().generate(ids.cpu(), max_new_tokens=4, cuda_graph=True)

@@ -17,8 +17,9 @@ The cache (:mod:`ptp.decode.cache`) is allocated once per generation and keeps o
 accepted, so slots and rejected drafts are overwritten by the next call. Rows that accept fewer drafts than the
 longest keep masked holes (``cache_valid``); when the holes fill the cache, it is compacted. Every tensor of a step
 has a fixed shape and lives on the device; the only host synchronisation per step reads the commit counts (to stop,
-and for the statistics). On a CUDA device the step is captured once as a CUDA graph and replayed (``cuda_graph``),
-which removes the per-kernel launch cost that otherwise dominates small models and short blocks.
+and for the statistics). On a CUDA device the step is captured once as a CUDA graph and replayed (``cuda_graph``,
+:mod:`ptp.decode.graphs`), which removes the per-kernel launch cost that otherwise dominates small models and short
+blocks.
 
 A separate drafter (a smaller model with its own weights, METHOD.md section 3) changes only who computes what in
 the step: the teacher runs the block on its own cache and verifies, the drafter runs the same ``[block | slots]``
@@ -28,11 +29,10 @@ on its own cache and proposes. Both caches hold the same committed tokens at the
 from __future__ import annotations
 
 import warnings
-import weakref
-from collections import OrderedDict
 
 import torch
 
+from ptp.decode import graphs
 from ptp.decode.budget import allocate, hypothesis_weights, layout, survival
 from ptp.decode.cache import OffsetCache
 from ptp.decode.inputs import (
@@ -49,10 +49,6 @@ from ptp.sampling import SamplingConfig, pick, probabilities
 
 #: Cache capacities are rounded up to a multiple of this, so that prompts of similar length share a captured graph.
 CAPACITY_STEP = 256
-#: Captured steps kept per model (each holds its own cache and buffers); the least recently used is dropped.
-KEPT_GRAPHS = 4
-#: Steps run eagerly (on a side stream) before a capture: lazy initialisation must not happen while capturing.
-WARMUP_STEPS = 2
 
 
 def visibility(
@@ -223,12 +219,12 @@ class _Run:
         if self.graph is not None:
             self.graph.replay()
             return
-        if self.eager_steps < WARMUP_STEPS:
-            _on_side_stream(lambda: _advance(self), self.length.device)
+        if self.eager_steps < graphs.WARMUP_STEPS:
+            graphs.on_side_stream(lambda: _advance(self), self.length.device)
             self.eager_steps += 1
             return
         try:
-            self.graph = _capture(lambda: _advance(self))
+            self.graph = graphs.capture(lambda: _advance(self))
         except RuntimeError as error:  # e.g. a model whose forward synchronises with the host
             warnings.warn(f"the decoding step could not be captured as a CUDA graph, so it runs eagerly: {error}",
                           stacklevel=4)  # fmt: skip
@@ -236,55 +232,6 @@ class _Run:
             self.step()
             return
         self.graph.replay()
-
-
-def _can_capture(device: torch.device) -> bool:
-    return device.type == "cuda"
-
-
-def _on_side_stream(step, device) -> None:
-    """Run ``step`` eagerly on a side stream, as steps before a capture must (lazy initialisation, allocator)."""
-    side = torch.cuda.Stream(device=device)
-    side.wait_stream(torch.cuda.current_stream(device))
-    with torch.cuda.stream(side):
-        step()
-    torch.cuda.current_stream(device).wait_stream(side)
-
-
-def _capture(step) -> torch.cuda.CUDAGraph:
-    """``step`` captured as a CUDA graph (recorded, not run)."""
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        step()
-    return graph
-
-
-#: The runs kept for their captured steps, per drafting model (dropped with the model), least recently used first.
-_CAPTURED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def captured_runs(model) -> list[_Run]:
-    """The runs (with their captured steps) kept for ``model``, the drafting PTPModel, least recently used first."""
-    return list(_CAPTURED.get(model, {}).values())
-
-
-def release_graphs(model) -> None:
-    """Drop the captured steps kept for ``model`` (the drafting PTPModel), with their caches and buffers: to free
-    their memory, or after changing the model in a way that the graphs cannot see: its code, or its configuration
-    (e.g. ``acceptance_histogram``); new weights copied in place are seen, replaced tensors make new graphs."""
-    _CAPTURED.pop(model, None)
-
-
-def _captured_run(model, key: tuple, make) -> _Run:
-    """The run of ``key`` kept for ``model`` (the drafting PTPModel) and its captured step, made by ``make()`` on
-    first use; the least recently used beyond :data:`KEPT_GRAPHS` are dropped."""
-    runs = _CAPTURED.setdefault(model, OrderedDict())
-    if key not in runs:
-        runs[key] = make()
-        while len(runs) > KEPT_GRAPHS:
-            runs.popitem(last=False)
-    runs.move_to_end(key)
-    return runs[key]
 
 
 @torch.no_grad()
@@ -369,9 +316,9 @@ def generate(
     for name, value, least in (("max_draft_length", max_draft_length, 1), ("auxiliary_budget", auxiliary_budget, 0)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < least):
             raise ValueError(f"{name} must be an integer >= {least} or None, got {value!r}")
-    if cuda_graph and not _can_capture(device):
+    if cuda_graph and not graphs.can_capture(device):
         raise ValueError(f"cuda_graph needs a CUDA device; the model is on {device}")
-    use_graph = _can_capture(device) if cuda_graph is None else cuda_graph
+    use_graph = graphs.can_capture(device) if cuda_graph is None else cuda_graph
     window = model.config.window_length
     pending_size = window if max_draft_length is None else max_draft_length
     budget = 2 * window if auxiliary_budget is None else auxiliary_budget
@@ -391,7 +338,7 @@ def generate(
         weights = tuple(p.data_ptr() for m in (model, verifier) if m is not None for p in m.parameters())
         key = (id(verifier), batch, capacity, sampling, tuple(eos.tolist()), pad, max_new_tokens, pending_size,
                budget, max_positions, hash(weights))  # fmt: skip
-        run = _captured_run(model, key, lambda: _Run(*settings))
+        run = graphs.kept_run(model, key, lambda: _Run(*settings))
     else:
         run = _Run(*settings)
     run.reset(model, verifier, u, mask)
