@@ -31,6 +31,7 @@ def test_summary_numbers():
     assert summary["categories"] == ["coding", "math"]
     assert ptp["all"]["tau"] == pytest.approx(6 / 4)
     assert ptp["all"]["tokens_per_s"] == pytest.approx(3.0)
+    assert ptp["all"]["ms_per_call"] == pytest.approx(1e3 * 2.0 / 4)
     assert ptp["all"]["speedup_over_ar"] == pytest.approx(3.0 / 1.0)
     assert ptp["categories"]["coding"]["speedup_over_ar"] == pytest.approx(4.0)
     assert ptp["all"]["speedup_over_hf"] == pytest.approx(3.0 / 1.5)

@@ -87,6 +87,8 @@ def _aggregate(turns: list[TurnRecord]) -> dict:
         "wall_time": seconds,
         "tau": tokens / calls if calls else None,
         "tokens_per_s": tokens / seconds if seconds > 0 else None,
+        # What a call costs: speedup over ar = tau x (ar's ms per call / this method's).
+        "ms_per_call": 1e3 * seconds / calls if calls else None,
     }
 
 
@@ -217,8 +219,9 @@ def markdown(summary: dict) -> str:
         f"max_new_tokens {config['max_new_tokens']}, median of {config['repeats']} repeats after "
         f"{config['warmup']} warm-up runs",
         "",
-        "| method | category | turns | tokens | tau | tokens/s | speedup vs ar | speedup vs hf | matches ar |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---|",
+        "| method | category | turns | tokens | tau | ms per call | tokens/s | speedup vs ar | speedup vs hf "
+        "| matches ar |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for method, entry in summary["methods"].items():
         scopes = [("all", entry["all"])]
@@ -232,7 +235,7 @@ def markdown(summary: dict) -> str:
                     match += " UNEXPECTED"
             lines.append(
                 f"| {method} | {scope} | {s['turns']} | {s['new_tokens']} | {_number(s['tau'])} | "
-                f"{_number(s['tokens_per_s'], 1)} | {_number(s['speedup_over_ar'])} | "
+                f"{_number(s['ms_per_call'])} | {_number(s['tokens_per_s'], 1)} | {_number(s['speedup_over_ar'])} | "
                 f"{_number(s['speedup_over_hf'])} | {match} |"
             )
     for method, entry in summary["methods"].items():
@@ -250,7 +253,8 @@ def markdown(summary: dict) -> str:
         ]
     lines += [
         "",
-        "tau: tokens committed per forward call of the main model (prefill included). ar, ptp and independent share "
+        "tau: tokens committed per forward call of the main model (prefill included); ms per call: wall time per such "
+        "call, so that speedup vs ar = tau x ar's ms per call / the method's. ar, ptp and independent share "
         "their auxiliaries and must always equal ar; under sampling the transformers methods (hf, hf-assisted, pld) "
         "draw other random numbers, so their text differs from ar's by design.",
         "",
