@@ -156,9 +156,14 @@ def prepare(config: BenchConfig) -> _Prepared:
         config.max_draft_length,
         config.prompt_lookup_num_tokens,
         config.num_assistant_tokens,
-        cuda_graph=config.cuda_graph and config.device.startswith("cuda"),
+        cuda_graph=_captures(config),
     )
     return _Prepared(methods, questions, models, sampling, runners)
+
+
+def _captures(config: BenchConfig) -> bool:
+    """Whether the engine methods replay their step as a CUDA graph (only on a CUDA device)."""
+    return config.cuda_graph and config.device.startswith("cuda")
 
 
 def _check_lengths(models: BenchModels, questions: list[Question], config: BenchConfig) -> None:
@@ -247,7 +252,7 @@ def _settings(config: BenchConfig, prepared: _Prepared) -> dict:
         "dtype": str(resolve_dtype(config.dtype, config.device)).removeprefix("torch."),
         "auxiliary_budget": config.auxiliary_budget,
         "max_draft_length": config.max_draft_length,
-        "cuda_graph": config.cuda_graph and config.device.startswith("cuda"),
+        "cuda_graph": _captures(config),
         "prompt_lookup_num_tokens": config.prompt_lookup_num_tokens,
         "num_assistant_tokens": config.num_assistant_tokens,
         "device": config.device,

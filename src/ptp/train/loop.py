@@ -469,11 +469,7 @@ def _distill(config: DistillConfig, accelerator, base_model, drafter_model, toke
     start_step, resume_state = 0, newest_checkpoint(run_dir, config.to_dict(), config.resume)
     saved = resume_state["path"] / ADAPTER if resume_state is not None else config.init_adapter
     grows = saved and resume_state is None and check_initial_drafter(Path(saved), config)
-    if grows:  # a lower-rank drafter grows into this run's rank
-        drafter = PTPConfig(sampling=sampling, **{name: getattr(config, name) for name in DRAFTER_FIELDS})
-        model = PTPModel(drafter_base if separate else base, drafter)
-        model.load_adapter(saved)
-    elif saved:
+    if saved and not grows:
         if config.train_drafter_base:  # the drafter's own weights come from the saved drafter too
             dtype = torch.bfloat16 if bf16 else torch.float32
             model = PTPModel.from_pretrained(None, saved, dtype=dtype, device=device)
@@ -484,6 +480,8 @@ def _distill(config: DistillConfig, accelerator, base_model, drafter_model, toke
         drafter = PTPConfig(sampling=sampling, train_base=config.train_drafter_base,
                             **{name: getattr(config, name) for name in DRAFTER_FIELDS})  # fmt: skip
         model = PTPModel(drafter_base if separate else base, drafter)
+        if grows:  # a lower-rank drafter grows into this run's rank
+            model.load_adapter(saved)
     if separate:
         check_drafter(teacher, model)
     model.auxiliary_embedding.to(place)
