@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue #6 item 2 and #7 in one device call on two GPUs (nvidia-h100-x2), within TOTAL seconds:
+# Issue #6 item 2 and #7 in one device call on two GPUs (nvidia-h100-x2; or one: GPUS=1), within TOTAL seconds:
 #   corpus (site-packages Python) -> ~110M Llama teacher, DDP over both GPUs -> pregeneration (GPU 0) and a draft
 #   model for hf-assisted (GPU 1) -> O-PTP and independent adapters (one GPU each) -> `ptp bench`, every method,
 #   greedy and T 0.7 (GPU 0). Each training stage gets a share of the time left; its steps come from a short probe.
@@ -7,21 +7,27 @@
 # Stages whose output exists in WORK are skipped (the bench keeps its answers), so a rerun continues. In two calls on
 # a machine kept warm (its files stay): PHASE=teacher first (corpus, probe and the teacher alone, for the whole TOTAL;
 # run it again to train the teacher further), then without PHASE (the rest, with the whole TOTAL).
+# GPUS=1 runs it on one GPU (the teacher in one process, the two drafters side by side on it).
 # DEV=cpu runs a smoke test on CPU processes (gloo); SMALL=1 shrinks every size for it.
 set -uo pipefail
 work=${1:?usage: run.sh WORK OUT [TOTAL]}; out=${2:?}; total=${3:-560}
 here=$(cd "$(dirname "$0")" && pwd)
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 PYTHONUNBUFFERED=1
-export DEV=${DEV:-cuda} SMALL=${SMALL:-0}  # exported: the stages run under `timeout bash -c`, which must see them
+export DEV=${DEV:-cuda} SMALL=${SMALL:-0} GPUS=${GPUS:-2}  # exported: the stages run under `timeout bash -c`, which must see them
 PHASE=${PHASE:-all}
 mkdir -p "$work" "$out"; logs=$work/logs; mkdir -p "$logs"
 t0=$(date +%s)
 left() { echo $(( total - $(date +%s) + t0 )); }
 stamp() { echo "[$(( $(date +%s) - t0 )) s] $*"; }
 ptp() { python3 -m ptp.cli "$@"; }
-on() { local gpu=$1; shift; if [ "$DEV" = cuda ]; then CUDA_VISIBLE_DEVICES=$gpu ptp "$@"; else ptp "$@" --device cpu; fi; }
-two() {
-    if [ "$DEV" = cuda ]; then
+on() {  # on GPU N (GPU N mod GPUS)
+    local gpu=$(( $1 % GPUS )); shift
+    if [ "$DEV" = cuda ]; then CUDA_VISIBLE_DEVICES=$gpu ptp "$@"; else ptp "$@" --device cpu; fi
+}
+two() {  # data-parallel over the GPUs (one process when GPUS=1)
+    if [ "$GPUS" = 1 ]; then
+        on 0 "$@"
+    elif [ "$DEV" = cuda ]; then
         accelerate launch --multi_gpu --num_processes 2 --num_machines 1 --mixed_precision no --dynamo_backend no \
             -m ptp.cli "$@"
     else
@@ -67,7 +73,7 @@ two train --objective ar --config "$here/teacher.json" --data "$work/corpus" "${
     --warmup-steps 2 --no-progress --out "$work/probe" > "$logs/teacher_probe.log" 2>&1
 fi
 if [ "$PHASE" = teacher ] || [ ! -f "$work/teacher/tokenizer.json" ]; then
-    row=$(python3 -c "import json; c=json.load(open('$here/teacher.json')); print(c['batch_size']*c['row_length']*2)")
+    row=$(python3 -c "import json; c=json.load(open('$here/teacher.json')); print(c['batch_size']*c['row_length']*$GPUS)")
     [ "$SMALL" = 1 ] && row=512
     reserve=370; [ "$PHASE" = teacher ] && reserve=40  # the later stages need about 370 s
     seconds=$(( $(left) - reserve )); [ "$SMALL" = 1 ] && seconds=10
@@ -79,7 +85,7 @@ if [ "$PHASE" = teacher ] || [ ! -f "$work/teacher/tokenizer.json" ]; then
     steps=$(cat "$work/teacher_steps")
     resume=$(ls -d "$work"/teacher.run/checkpoints/step-* > /dev/null 2>&1 && echo --resume)
     stamp "teacher: $steps steps in all, this call at most $seconds s ${resume:+(resumed)}"
-    timeout $(( seconds + 90 )) bash -c "$(declare -f ptp two); two train --objective ar --config '$here/teacher.json' \
+    timeout $(( seconds + 90 )) bash -c "$(declare -f ptp on two); two train --objective ar --config '$here/teacher.json' \
         --data '$work/corpus' --tokenizer '$work/probe' ${teacher_set[*]} --steps $steps --max-time $seconds \
         $resume --no-progress --out '$work/teacher'" >> "$logs/teacher.log" 2>&1
     tail -n 1 "$logs/teacher.log" | cut -c1-400
