@@ -19,6 +19,25 @@ def test_text_rows_cut_the_stream_into_full_rows():
         text_rows([[1]], row_length=8, eos=None)
 
 
+def test_held_out_loss_is_the_mean_over_every_counted_target_whatever_the_batches():
+    from ptp.data.packing import PackedRows
+    from ptp.train.pretrain import build_model, held_out_loss
+
+    config = PretrainConfig(out="x", hidden_size=16, num_layers=1, num_heads=2, num_kv_heads=1,
+                            intermediate_size=32, context=64, row_length=16)  # fmt: skip
+    model = build_model(config, vocab_size=50, special={})
+    g = torch.Generator().manual_seed(0)
+    tokens = torch.randint(0, 50, (5, 16), generator=g)
+    document = torch.zeros(5, 16, dtype=torch.long)
+    document[4, 6:] = -1  # the last row is mostly padding: few targets
+    document[2, 8:] = 1  # two documents in a row
+    positions = torch.arange(16).expand(5, 16).clone()
+    positions[2, 8:] -= 8
+    rows = PackedRows(tokens=tokens, positions=positions, document=document, targets=document >= 0)
+    whole = held_out_loss(model, rows, batch_size=5, bf16=False)
+    assert held_out_loss(model, rows, batch_size=2, bf16=False) == pytest.approx(whole, rel=1e-5)  # ragged last batch
+
+
 def test_config_rejects_bad_values():
     with pytest.raises(ValueError, match="architecture"):
         PretrainConfig(out="x", architecture="bert")

@@ -71,8 +71,12 @@ def next_token_loss(logits: torch.Tensor, tokens: torch.Tensor, document: torch.
     Args:
         logits: ``[B, L, V]``; tokens, document: ``[B, L]`` (:class:`ptp.data.PackedRows`).
     """
-    same = (document[:, 1:] == document[:, :-1]) & (document[:, 1:] >= 0)
-    return cross_entropy_loss(logits[:, :-1], tokens[:, 1:], same.float())
+    return cross_entropy_loss(logits[:, :-1], tokens[:, 1:], next_token_targets(document).float())
+
+
+def next_token_targets(document: torch.Tensor) -> torch.Tensor:
+    """bool ``[B, L - 1]``: position k has a target (token k + 1 belongs to the same document)."""
+    return (document[:, 1:] == document[:, :-1]) & (document[:, 1:] >= 0)
 
 
 def draft_tokens(logits: torch.Tensor, u: torch.Tensor, mode: str, sampling: SamplingConfig) -> torch.Tensor:

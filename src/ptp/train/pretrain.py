@@ -211,16 +211,16 @@ def build_model(config: PretrainConfig, vocab_size: int, special: dict):
 
 @torch.no_grad()
 def held_out_loss(model, rows: PackedRows, batch_size: int, bf16: bool) -> float:
-    """Mean next-token loss over rows (nats per token), documents isolated as in training."""
+    """Mean next-token loss over rows (nats per counted target token), documents isolated as in training."""
     from ptp.train.loop import text_logits
-    from ptp.train.losses import next_token_loss
+    from ptp.train.losses import next_token_loss, next_token_targets
 
     total, count = 0.0, 0
     for start in range(0, len(rows), batch_size):
         batch = rows.select(list(range(start, min(start + batch_size, len(rows))))).to(model.device)
         with torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=bf16):
             logits = text_logits(model, batch)
-        n = batch.tokens.shape[0] * (batch.tokens.shape[1] - 1)
+        n = int(next_token_targets(batch.document).sum())  # the batch's loss is a mean over its counted targets
         total += float(next_token_loss(logits.float(), batch.tokens, batch.document)) * n
         count += n
     return total / max(count, 1)
