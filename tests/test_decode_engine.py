@@ -314,8 +314,8 @@ def _fresh_slot_logits(model, prompt: list[int], committed: list[int], u_targets
         torch.cat([context, torch.zeros(1, slots, dtype=torch.long)], dim=1),
         position_ids=torch.cat([torch.arange(width), width - 1 + torch.arange(slots)]).unsqueeze(0),
         attention_mask=allowed.view(1, 1, length, length),
-        auxiliaries=torch.cat([torch.full((width,), 0.5), slot_inputs]).unsqueeze(0),
-        auxiliary_mask=(torch.arange(length) >= width).unsqueeze(0),
+        auxiliaries=slot_inputs.unsqueeze(0),
+        slots_from=width,
     )[0, width:]
 
 

@@ -19,7 +19,7 @@ from conftest import (
     zero_adapter,
 )
 from ptp.model.config import PTPConfig
-from ptp.model.lora import GatedLoRA
+from ptp.model.lora import Gate, GatedLoRA
 from ptp.sampling import SamplingConfig
 
 PTP_FILES = ("adapter_config.json", "adapter_model.safetensors", "auxiliary_embedding.safetensors", "ptp_config.json")
@@ -36,13 +36,13 @@ def _block(model: ptp.PTPModel, slots: int = 4, seed: int = 0):
     causal = torch.ones(length, length, dtype=torch.bool).tril()
     valid = torch.cat([mask.bool(), torch.ones(batch, slots, dtype=torch.bool)], dim=1)
     allowed = (causal.unsqueeze(0) & valid.unsqueeze(1)) | torch.eye(length, dtype=torch.bool)
-    u = torch.rand(batch, length, generator=torch.Generator().manual_seed(seed))
+    u = torch.rand(batch, slots, generator=torch.Generator().manual_seed(seed))
     return dict(
         input_ids=torch.cat([ids, torch.zeros(batch, slots, dtype=torch.long)], dim=1),
         position_ids=torch.cat([positions, slot_positions], dim=1),
         attention_mask=allowed.unsqueeze(1),
         auxiliaries=u,
-        auxiliary_mask=torch.arange(length).expand(batch, -1) >= width,
+        slots_from=width,
     ), width
 
 
@@ -50,7 +50,7 @@ def _reference_logits(model: ptp.PTPModel, reference, inputs: dict) -> torch.Ten
     """The base model (the copy taken before wrapping) on exactly the inputs PTPModel feeds it."""
     embeds = reference.get_input_embeddings()(inputs["input_ids"])
     slots = model.auxiliary_embedding(inputs["auxiliaries"]).to(embeds.dtype)
-    embeds = torch.where(inputs["auxiliary_mask"].unsqueeze(-1), slots, embeds)
+    embeds = torch.cat([embeds[:, : inputs["slots_from"]], slots], dim=1)
     return reference(
         inputs_embeds=embeds,
         position_ids=inputs["position_ids"],
@@ -239,11 +239,11 @@ def test_the_adapter_loads_in_peft_as_an_ordinary_lora(tmp_path, arch):
     assert targets == sorted(targets)  # the same file for the same adapter, whatever the process's hash seed
     peft_model = PeftModel.from_pretrained(tiny_base(arch), str(directory)).eval()
     ids, mask = left_padded([5, 3], seed=7)
-    model._gate.mask = torch.ones_like(ids, dtype=torch.bool)  # the adapter on at every position
+    model._gate.start = 0  # the adapter on at every position
     try:
         ours = model.base_model(input_ids=ids, attention_mask=mask).logits
     finally:
-        model._gate.mask = None
+        model._gate.start = None
     theirs = peft_model(input_ids=ids, attention_mask=mask).logits
     assert torch.allclose(ours, theirs, atol=1e-5)
 
@@ -376,6 +376,33 @@ def test_the_base_state_of_a_wrapped_model_loads_strictly_into_an_unwrapped_one(
     )
 
 
+@pytest.mark.parametrize("start, batch", [(0, 1), (0, 3), (2, 1), (2, 3)])
+@pytest.mark.parametrize("autocast", [False, True])
+def test_the_gated_update_reaches_the_slots_rows_alone_with_the_plain_formulas_gradients(start, batch, autocast):
+    """Rows from ``start`` on get base + scaling * B A x (in place: one contiguous block, rows strided across a batch,
+    or under autocast), teacher rows the base output exactly; gradients are those of the plain formula."""
+    gate, base = Gate(), torch.nn.Linear(8, 6).requires_grad_(False)
+    layer = GatedLoRA(base, rank=4, alpha=8.0, dropout=0.0, gate=gate)
+    torch.nn.init.normal_(layer.lora_B.weight, generator=torch.Generator().manual_seed(1))
+    x = torch.randn(batch, 5, 8, generator=torch.Generator().manual_seed(2), requires_grad=True)
+    gate.start = start
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        out = layer(x).float()
+    gate.start = None
+    a, b = layer.lora_A.weight, layer.lora_B.weight
+    slot = (torch.arange(5) >= start).view(1, 5, 1)
+    expected = base(x) + torch.where(slot, x @ a.T @ b.T * layer.scaling, 0.0)
+    weights = torch.randn(expected.shape, generator=torch.Generator().manual_seed(3))
+    got = torch.autograd.grad((out * weights).sum(), [x, a, b])
+    want = torch.autograd.grad((expected * weights).sum(), [x, a, b])
+    tolerance = 2e-2 if autocast else 1e-5
+    torch.testing.assert_close(out, expected, rtol=tolerance, atol=tolerance * 4)
+    if not autocast:
+        assert torch.equal(out[:, :start], base(x)[:, :start]), "teacher rows are the base output bit for bit"
+    for g, w in zip(got, want, strict=True):
+        assert (g - w).abs().max() <= tolerance * w.abs().max()
+
+
 @torch.no_grad()
 def test_a_16_bit_model_in_eval_mode_runs_its_lora_update_in_its_dtype_and_follows_weight_changes():
     model = ptp.PTPModel(tiny_base("llama", dtype=torch.bfloat16), window_length=4, lora_rank=4).eval()
@@ -383,7 +410,7 @@ def test_a_16_bit_model_in_eval_mode_runs_its_lora_update_in_its_dtype_and_follo
     layer = next(m for m in model.modules() if isinstance(m, GatedLoRA))
     assert layer.lora_A.weight.dtype == torch.float32  # the trained factors stay float32
     x = torch.randn(1, 3, layer.lora_A.in_features, generator=torch.Generator().manual_seed(0)).to(torch.bfloat16)
-    model._gate.mask = torch.tensor([[False, True, True]])
+    model._gate.start = 1  # position 0 is a teacher token, 1 and 2 are slots
     try:
         for _ in range(2):  # the second pass sees the weights changed in place by the first
             out = layer(x)
@@ -394,4 +421,4 @@ def test_a_16_bit_model_in_eval_mode_runs_its_lora_update_in_its_dtype_and_follo
             assert update[:, 1:].abs().max() > 1.0 and error < 0.02 * update[:, 1:].abs().max(), "16-bit round-off only"
             layer.lora_B.weight.mul_(2.0)
     finally:
-        model._gate.mask = None
+        model._gate.start = None

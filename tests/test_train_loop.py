@@ -112,7 +112,7 @@ def test_a_lower_rank_adapter_grows_into_a_higher_rank_run_and_drafts_as_before(
     ids = torch.randint(3, 90, (2, 7), generator=generator)
     slots = torch.tensor([[False] * 4 + [True] * 3] * 2)
     inputs = dict(position_ids=torch.arange(7).expand(2, -1), attention_mask=torch.ones(7, 7).tril().bool().expand(
-        2, 1, 7, 7), auxiliaries=torch.rand(2, 7, generator=generator), auxiliary_mask=slots)  # fmt: skip
+        2, 1, 7, 7), auxiliaries=torch.rand(2, 3, generator=generator), slots_from=4)  # fmt: skip
     with torch.no_grad():
         expected, got = small(ids, **inputs), big(ids, **inputs)
         for name, parameter in small.named_parameters():

@@ -164,7 +164,7 @@ class _Run:
         model = self.model
         blen, alen = block.shape[1], group.shape[1]
         positions = block_positions
-        ids, aux_mask, aux_in = block, None, None
+        ids, slots_from, aux_in = block, None, None
         if alen:
             u_target = self.u.gather(1, targets)
             u_previous = self.u.gather(1, (targets - 1).clamp(min=0))
@@ -172,9 +172,7 @@ class _Run:
             slot_positions = block_positions.gather(1, parent) + index
             positions = torch.cat([block_positions, slot_positions], dim=1)
             ids = torch.cat([block, model.slot_tokens(block.gather(1, parent), index == 0)], dim=1)
-            aux_mask = torch.zeros_like(ids, dtype=torch.bool)
-            aux_mask[:, blen:] = True
-            aux_in = torch.cat([torch.full_like(block, NULL_AUXILIARY, dtype=torch.float32), slot_inputs], dim=1)
+            slots_from, aux_in = blen, slot_inputs
         columns = self.cache.columns  # None (captured: every column) or the columns in use (eager)
         allowed = visibility(self.cache_valid[:, :columns], self.length, block_valid, parent, group, index)
         positions = positions.clamp(max=self.max_position)
@@ -186,7 +184,7 @@ class _Run:
                                           past_key_values=self.verifier_cache)  # fmt: skip
             if not alen:  # no slots (plain decoding): the drafter has nothing to do
                 return block_logits, block_logits[:, :0]
-        logits = model(ids, position_ids=positions, attention_mask=allowed, auxiliaries=aux_in, auxiliary_mask=aux_mask,
+        logits = model(ids, position_ids=positions, attention_mask=allowed, auxiliaries=aux_in, slots_from=slots_from,
                        past_key_values=self.cache)  # fmt: skip
         return (logits[:, :blen] if block_logits is None else block_logits), logits[:, blen:]
 

@@ -5,8 +5,9 @@
     y = base(x)                                   on teacher positions (bit for bit the base model's output)
     y = base(x) + B(A(dropout(x))) * alpha / r    on auxiliary slots
 
-A shared :class:`Gate` says which positions of the current forward call are slots; when it is unset the update is
-not computed at all, so teacher-only calls cost what the base model costs.
+A shared :class:`Gate` says where the slots of the current forward call start (a block of teacher tokens is
+followed by its slots, in every row alike); the update is computed for the slots' rows alone, and not at all when the
+gate is unset, so teacher-only calls cost what the base model costs.
 
 The parameters are named as PEFT names them (``<module>.lora_A.weight``, ``<module>.lora_B.weight``, the original
 layer under ``<module>.base_layer``), and :func:`save_adapter` writes PEFT's ``adapter_config.json`` and
@@ -32,19 +33,10 @@ PEFT_PREFIX = "base_model.model."
 
 
 class Gate:
-    """Which query positions of the current forward call are auxiliary slots: bool ``[B, L]``, or None for none."""
+    """Where the auxiliary slots of the current forward call start: positions ``start:`` of every row, or None."""
 
     def __init__(self) -> None:
-        self.column: torch.Tensor | None = None
-        """The mask as ``[B, L, 1]``, made once per call for every layer."""
-
-    @property
-    def mask(self) -> torch.Tensor | None:
-        return None if self.column is None else self.column.squeeze(-1)
-
-    @mask.setter
-    def mask(self, mask: torch.Tensor | None) -> None:
-        self.column = None if mask is None else mask.unsqueeze(-1)
+        self.start: int | None = None
 
 
 class GatedLoRA(nn.Module):
@@ -79,8 +71,8 @@ class GatedLoRA(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.base_layer(x)
-        column = self.gate.column
-        if column is None:
+        start = self.gate.start
+        if start is None:
             return out
         a, b = self.lora_A.weight, self.lora_B.weight
         if x.dtype != a.dtype:
@@ -88,15 +80,21 @@ class GatedLoRA(nn.Module):
                 x = x.to(a.dtype)
             else:  # a 16-bit model decoding: the update runs in its dtype (float32 factors would double a call's cost)
                 a, b = self._factors(x.dtype)
+        x = x[:, start:]  # the slots' rows
         if isinstance(self.lora_dropout, nn.Dropout):  # in train mode alone when training (the base stays in eval)
             x = self.lora_dropout(x)
-        # The factors as plain functions, not modules, and as few kernels as possible (three): this runs in every
-        # linear layer of every call. Teacher positions get h = 0, so out + scaling * (0 @ B^T) is out exactly.
-        h = torch.where(column, F.linear(x, a), 0.0)
-        if out.dtype != b.dtype:
-            return out + (F.linear(h, b) * self.scaling).to(out.dtype)
-        flat = torch.addmm(out.reshape(-1, out.shape[-1]), h.reshape(-1, h.shape[-1]), b.t(), alpha=self.scaling)
-        return flat.view(out.shape)
+        # The factors as plain functions, not modules, and as few kernels as possible (two): this runs in every linear
+        # layer of every call. The update is added to the slots' rows of the base output in place (teacher rows are
+        # the base's output exactly); autograd sees an ordinary in-place addition.
+        h = F.linear(x, a)
+        slots = out[:, start:]
+        if out.dtype != b.dtype:  # under autocast
+            slots += (F.linear(h, b) * self.scaling).to(out.dtype)
+        elif slots.is_contiguous():
+            slots.view(-1, slots.shape[-1]).addmm_(h.reshape(-1, h.shape[-1]), b.t(), alpha=self.scaling)
+        else:
+            slots.baddbmm_(h, b.t().expand(h.shape[0], -1, -1), alpha=self.scaling)
+        return out
 
 
 def target_names(model: nn.Module, target_modules: str | list[str]) -> list[str]:

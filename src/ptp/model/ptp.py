@@ -146,32 +146,34 @@ class PTPModel(nn.Module):
         position_ids: torch.Tensor,
         attention_mask: torch.Tensor,
         auxiliaries: torch.Tensor | None = None,
-        auxiliary_mask: torch.Tensor | None = None,
+        slots_from: int | None = None,
         past_key_values=None,
     ) -> torch.Tensor:
-        """Logits of a block of teacher tokens and auxiliary slots.
+        """Logits of a block of teacher tokens followed by auxiliary slots.
 
         Args:
             input_ids: int ``[B, L]``; at slot positions the slot's token from :meth:`slot_tokens` (-1: none; any
                 value is ignored without ``first_slot_token``).
             position_ids: int ``[B, L]``.
             attention_mask: bool ``[B, 1, L, K]``, True where query l may see key k; K = cached length + L.
-            auxiliaries: float ``[B, L]`` slot inputs (see :meth:`slot_auxiliaries`); ignored at token positions.
-            auxiliary_mask: bool ``[B, L]``, True at slot positions. None: the block holds teacher tokens only.
+            auxiliaries: float ``[B, L - slots_from]``: the slots' inputs (see :meth:`slot_auxiliaries`).
+            slots_from: positions ``slots_from:`` of every row are auxiliary slots, those before it teacher tokens.
+                None: the block holds teacher tokens only.
             past_key_values: a transformers cache; the block's keys and values are appended to it.
         Returns:
             ``[B, L, V]`` logits.
         """
         embed = self.base_model.get_input_embeddings()
-        inputs = embed(input_ids if auxiliary_mask is None else input_ids.masked_fill(auxiliary_mask, 0))
-        if auxiliary_mask is not None:
-            # A slot's input is embed(u) (the lookup above used a placeholder id), plus its given token's embedding.
-            slots = self.auxiliary_embedding(auxiliaries).to(inputs.dtype)
+        if slots_from is None:
+            inputs = embed(input_ids)
+        else:
+            # A slot's input is embed(u), plus its given token's embedding.
+            tokens = input_ids[:, slots_from:]
+            slots = self.auxiliary_embedding(auxiliaries).to(embed.weight.dtype)
             if self.config.first_slot_token:
-                given = (auxiliary_mask & (input_ids >= 0)).unsqueeze(-1)
-                slots = slots + torch.where(given, embed(input_ids.clamp(min=0)), 0.0)
-            inputs = torch.where(auxiliary_mask.unsqueeze(-1), slots, inputs)
-        self._gate.mask = auxiliary_mask
+                slots = slots + torch.where((tokens >= 0).unsqueeze(-1), embed(tokens.clamp(min=0)), 0.0)
+            inputs = torch.cat([embed(input_ids[:, :slots_from]), slots], dim=1)
+        self._gate.start = slots_from
         try:
             out = self.base_model(
                 inputs_embeds=inputs,
@@ -181,7 +183,7 @@ class PTPModel(nn.Module):
                 **cache_argument(self.base_model, past_key_values),
             )
         finally:
-            self._gate.mask = None
+            self._gate.start = None
         return out.logits
 
     # --------------------------------------------------------------------------------------------- generate

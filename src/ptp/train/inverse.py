@@ -85,7 +85,7 @@ def chain(
             position_ids=windows.positions[:, k::n],
             attention_mask=torch.cat([sees_context, sees_slots], dim=-1),
             auxiliaries=inputs,
-            auxiliary_mask=torch.ones(batch, width, dtype=torch.bool, device=device),
+            slots_from=0,
             past_key_values=cache,
         )
         previous = next_u(k, logits)

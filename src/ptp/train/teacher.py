@@ -145,13 +145,12 @@ def slot_logits(model, windows: Windows, u: torch.Tensor, cache: DynamicCache, f
     n = windows.window_length
     first = first_in_window(tuple(u.shape), n, u.device)
     inputs = model.slot_auxiliaries(u, previous_in_window(u, n, NULL_AUXILIARY), first)
-    mask = torch.ones(u.shape, dtype=torch.bool, device=u.device)
     return (forward or model)(
         model.slot_tokens(windows.current, first),
         position_ids=windows.positions,
         attention_mask=windows.attention,
         auxiliaries=inputs,
-        auxiliary_mask=mask,
+        slots_from=0,
         past_key_values=cache,
     )
 
