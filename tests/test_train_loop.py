@@ -211,3 +211,21 @@ def test_bad_input_is_refused_with_a_clear_message(data, tmp_path, case, message
     if case in ("another model", "another sampling"):  # accepted on request, as raw text would be
         options.update(allow_foreign_data=True, max_steps=1, checkpoint_interval=0)
         distill(quick_config(target, tmp_path / "foreign", **options), base_model=tiny_base("llama", seed=7))
+
+
+def test_bf16_training_learns_as_float32_does():
+    """Autocast keeps bf16 copies of the weights for as long as its context lasts: each step's forward must run in its
+    own context, or every step computes its loss with the initial weights and the model does not learn."""
+    from ptp.data.packing import PackedRows
+
+    tokens = torch.randint(3, 90, (4, 32), generator=torch.Generator().manual_seed(0))
+    rows = PackedRows(tokens, torch.zeros_like(tokens), torch.arange(32).expand(4, 32).contiguous(),
+                      torch.ones_like(tokens, dtype=torch.bool))  # fmt: skip
+    final = {}
+    for bf16 in (False, True):
+        torch.manual_seed(0)
+        losses = loop.train_autoregressive(tiny_base("llama"), rows, steps=40, batch_size=4, learning_rate=3e-3,
+                                           warmup_steps=2, bf16=bf16)  # fmt: skip
+        final[bf16] = sum(losses[-5:]) / 5
+    assert final[False] < 0.5 * losses[0], "the model memorises four random rows"
+    assert final[True] < final[False] + 0.3, f"bf16 must learn as float32 does: {final}"

@@ -132,6 +132,8 @@ def _set_lora_dropout(model: nn.Module, training: bool) -> None:
 
 
 def _autocast(device: torch.device, bf16: bool):
+    """bf16 autocast for one step's forward and loss, never longer: autocast keeps its bf16 copies of the weights
+    until its context exits, so a context spanning optimizer steps would run every forward on stale weights."""
     if not bf16:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
@@ -697,9 +699,11 @@ def train_rows(
     config: dict | None = None,
     resumed: dict | None = None,
     max_time: float | None = None,
+    bf16: bool = False,
 ) -> list[float]:
     """The loop of training on text rows: every parameter that requires a gradient trains on
-    ``batch_loss(rows, generator)`` (a scalar), with AdamW and a warm-up then cosine schedule.
+    ``batch_loss(rows, generator)`` (a scalar), with AdamW and a warm-up then cosine schedule; with ``bf16`` the
+    loss of each step is computed under bf16 autocast (the weights and the optimizer stay float32).
 
     ``generator`` (on the model's device) is seeded per step, for whatever the loss draws (window starts, u's).
     Returns the loss of every step (one host sync per step, for the record).
@@ -731,7 +735,8 @@ def train_rows(
         torch.manual_seed(step_seed(seed, step, rank))  # dropout, if the model has any
         position = step * world + rank
         batch = rows.select(stream_rows(len(rows), seed, position * batch_size, batch_size)).to(device)
-        loss = batch_loss(batch, torch.Generator(device).manual_seed(step_seed(seed, step, rank)))
+        with _autocast(device, bf16):
+            loss = batch_loss(batch, torch.Generator(device).manual_seed(step_seed(seed, step, rank)))
         loss.backward()
         _average_gradients(accelerator, parameters)
         if max_grad_norm > 0:

@@ -296,12 +296,11 @@ def _pretrain(config: PretrainConfig, accelerator) -> dict | None:
                    warmup_steps=config.warmup_steps, weight_decay=config.weight_decay, seed=config.seed,
                    progress=config.progress, accelerator=accelerator, run_dir=run_dir,
                    checkpoint_interval=config.checkpoint_interval, keep_checkpoints=config.keep_checkpoints,
-                   config=asdict(config), resumed=resumed, max_time=config.max_time)  # fmt: skip
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-        if ptp_model is None:
-            losses = train_autoregressive(model, rows, **options)
-        else:
-            losses = train_rows(ptp_model, rows, inverse_loss(ptp_model, config), **options)
+                   config=asdict(config), resumed=resumed, max_time=config.max_time, bf16=bf16)  # fmt: skip
+    if ptp_model is None:
+        losses = train_autoregressive(model, rows, **options)
+    else:
+        losses = train_rows(ptp_model, rows, inverse_loss(ptp_model, config), **options)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - started
