@@ -4,10 +4,14 @@
 #   model for hf-assisted (GPU 1) -> O-PTP and independent adapters (one GPU each) -> `ptp bench`, every method,
 #   greedy and T 0.7 (GPU 0). Each training stage gets a share of the time left; its steps come from a short probe.
 # Usage: bash recipes/large/run.sh WORK OUT [TOTAL]     OUT receives results.tar (adapters, logs, bench summaries).
-# Stages whose output exists in WORK are skipped (the bench keeps its answers), so a rerun continues. In two calls on
-# a machine kept warm (its files stay): PHASE=teacher first (corpus, probe and the teacher alone, for the whole TOTAL;
-# run it again to train the teacher further), then without PHASE (the rest, with the whole TOTAL).
+# Stages whose output exists in WORK are skipped (the bench keeps its answers), so a rerun continues: PHASE=teacher
+# trains the teacher alone (for the whole TOTAL; run it again to train further), then a run without PHASE does the
+# rest. That needs WORK to survive between the calls; on the lent GPU machines it did not (2026-11-26: a warm machine
+# started the next call without WORK), so there the recipe runs as one call.
 # GPUS=1 runs it on one GPU (the teacher in one process, the two drafters side by side on it).
+# Time after the teacher: RESERVE seconds (default 370); after the drafters: BENCH_SECONDS (default 200) for the
+# bench of SAMPLINGS (default "greedy 0.7,50,0.95") on BENCH_PROMPTS prompts (default 6); PER_PROMPT completions per
+# prompt (default 4).
 # DEV=cpu runs a smoke test on CPU processes (gloo); SMALL=1 shrinks every size for it.
 set -uo pipefail
 work=${1:?usage: run.sh WORK OUT [TOTAL]}; out=${2:?}; total=${3:-560}
@@ -45,7 +49,7 @@ print(max(20, int(rates[-1] * seconds / per_step) // 10 * 10))
 PY
 }
 teacher_set=(); draft_set=(); distill_set=()
-max_lines=15; prompt_count=1500; per_prompt=4; new_tokens=160; pregen_batch=512; draft_steps=600; bench_prompts=6; bench_tokens=128
+max_lines=15; prompt_count=1500; per_prompt=${PER_PROMPT:-4}; new_tokens=160; pregen_batch=512; draft_steps=600; bench_prompts=${BENCH_PROMPTS:-6}; bench_tokens=128
 if [ "$SMALL" = 1 ]; then
     teacher_set=(--hidden-size 64 --num-layers 2 --num-heads 2 --num-kv-heads 1 --intermediate-size 128 --vocab-size 512
                  --row-length 128 --context 256 --batch-size 2 --warmup-steps 2 --precision float32)
@@ -75,7 +79,7 @@ fi
 if [ "$PHASE" = teacher ] || [ ! -f "$work/teacher/tokenizer.json" ]; then
     row=$(python3 -c "import json; c=json.load(open('$here/teacher.json')); print(c['batch_size']*c['row_length']*$GPUS)")
     [ "$SMALL" = 1 ] && row=512
-    reserve=370; [ "$PHASE" = teacher ] && reserve=40  # the later stages need about 370 s
+    reserve=${RESERVE:-370}; [ "$PHASE" = teacher ] && reserve=40  # the later stages need about 370 s
     seconds=$(( $(left) - reserve )); [ "$SMALL" = 1 ] && seconds=10
     if [ ! -f "$work/teacher_steps" ]; then  # fixed at the first teacher call, so that resumed calls keep the schedule
         # The probe's rate includes start-up (on 2 x H200: 143k tokens/s measured, 421k in the run), so the steps
@@ -122,7 +126,7 @@ for mode in one_hot independent; do
         --no-progress --out "$work/probe_$mode" > "$logs/probe_$mode.log" 2>&1 &
 done
 wait
-seconds=$(( $(left) - 200 )); [ "$SMALL" = 1 ] && seconds=10; [ "$seconds" -lt 30 ] && seconds=30
+seconds=$(( $(left) - ${BENCH_SECONDS:-200} )); [ "$SMALL" = 1 ] && seconds=10; [ "$seconds" -lt 30 ] && seconds=30
 per_step=$(python3 -c "import json; c=json.load(open('$here/distill.json')); print(c['batch_size']*c['row_length'])")
 [ "$SMALL" = 1 ] && per_step=256
 steps=$(rate_steps "$work/probe_one_hot.run/metrics.jsonl" "$seconds" "$per_step")
@@ -139,13 +143,15 @@ wait
 fi
 
 stamp "bench"
-for sampling in greedy 0.7,50,0.95; do
+samplings=(${SAMPLINGS:-greedy 0.7,50,0.95}); remaining=${#samplings[@]}
+for sampling in "${samplings[@]}"; do
     resume=$([ -f "$work/bench-${sampling//,/_}/settings.json" ] && echo --resume)  # keeps an earlier call's answers
-    timeout $(( $(left) / 2 - 10 )) bash -c "$(declare -f ptp on); on 0 bench --model '$work/teacher' \
+    timeout $(( $(left) / remaining - 10 )) bash -c "$(declare -f ptp on); on 0 bench --model '$work/teacher' \
         --adapter '$work/one_hot' --independent-adapter '$work/independent' --draft-model '$work/draft' \
         --prompts '$work/bench_prompts.jsonl' --max-new-tokens $bench_tokens --sampling $sampling --repeats 1 \
         --warmup 1 $resume --no-progress --out '$work/bench-${sampling//,/_}'" >> "$logs/bench_${sampling//,/_}.log" 2>&1
     tail -n 1 "$logs/bench_${sampling//,/_}.log" | cut -c1-300
+    remaining=$(( remaining - 1 ))
 done
 
 stamp "packing results"
