@@ -149,7 +149,7 @@ for sampling in "${samplings[@]}"; do
     timeout $(( $(left) / remaining - 10 )) bash -c "$(declare -f ptp on); on 0 bench --model '$work/teacher' \
         --adapter '$work/one_hot' --independent-adapter '$work/independent' --draft-model '$work/draft' \
         --prompts '$work/bench_prompts.jsonl' --max-new-tokens $bench_tokens --sampling $sampling --repeats 1 \
-        --warmup 1 $resume --no-progress --out '$work/bench-${sampling//,/_}'" >> "$logs/bench_${sampling//,/_}.log" 2>&1
+        --warmup 1 --dtype float32 $resume --no-progress --out '$work/bench-${sampling//,/_}'" >> "$logs/bench_${sampling//,/_}.log" 2>&1
     tail -n 1 "$logs/bench_${sampling//,/_}.log" | cut -c1-300
     remaining=$(( remaining - 1 ))
 done
