@@ -128,6 +128,22 @@ def test_a_lower_rank_adapter_grows_into_a_higher_rank_run_and_drafts_as_before(
     assert saved.config.lora_rank == 8 and run.evaluation["windows"] > 0
 
 
+def test_a_drafter_without_its_first_slots_token_continues_with_it(data, tmp_path):
+    """``first_slot_token`` may be switched on for a saved drafter: the run starts from its weights, and the new
+    adapter receives the token; switching it off again, like any other drafter setting, is refused."""
+    first = distill(quick_config(data, tmp_path / "first", max_steps=2), base_model=tiny_base("llama"))
+    saved = ptp.PTPModel.from_pretrained(tiny_base("llama"), first.adapter)
+    run = distill(quick_config(data, tmp_path / "given", init_adapter=str(first.adapter), first_slot_token=True,
+                               max_steps=1, checkpoint_interval=0, eval_interval=0, learning_rate=1e-12),
+                   base_model=tiny_base("llama"))  # fmt: skip
+    given = ptp.PTPModel.from_pretrained(tiny_base("llama"), run.adapter)
+    assert given.config.first_slot_token and not saved.config.first_slot_token
+    for (name, before), after in zip(saved.named_parameters(), given.parameters(), strict=True):
+        torch.testing.assert_close(after, before, rtol=1e-6, atol=1e-6, msg=name)  # the saved weights, kept
+    with pytest.raises(ValueError, match="first_slot_token"):
+        distill(quick_config(data, tmp_path / "off", init_adapter=str(run.adapter)), base_model=tiny_base("llama"))
+
+
 def test_a_time_limit_ends_the_run_early_with_its_evaluation_checkpoint_and_adapter(data, tmp_path):
     result = distill(quick_config(data, tmp_path / "a", max_steps=50, max_time=1e-6), base_model=tiny_base("llama"))
     assert result.steps == 1

@@ -40,8 +40,8 @@ class DistillConfig:
     """Start from a saved drafter (an adapter directory) instead of a fresh one: continue distilling it for more
     steps or on new data. Its drafter settings (mode, embedding, window length, LoRA) must equal this config's, except
     that a lower LoRA rank (and another alpha) grows into this config's (:meth:`ptp.PTPModel.load_adapter`: it drafts
-    as the saved drafter did until training moves the new ranks); the optimizer and the schedule start anew
-    (``resume`` continues a stopped run instead)."""
+    as the saved drafter did until training moves the new ranks) and ``first_slot_token`` may be switched on; the
+    optimizer and the schedule start anew (``resume`` continues a stopped run instead)."""
     train_drafter_base: bool = False
     """With ``drafter_model``: its own weights train too (and are saved with the adapter), not only the LoRA and
     the u embedding. A drafter trained from scratch needs it."""

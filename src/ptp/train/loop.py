@@ -349,19 +349,24 @@ def first_rows(rows: PackedRows, count: int, hint: str) -> PackedRows:
 
 def check_initial_drafter(path: Path, config) -> bool:
     """``init_adapter`` must be a drafter with ``config``'s drafter settings (else its weights would not fit), except
-    that its LoRA rank may be lower (it grows, :meth:`PTPModel.load_adapter`) when its base does not train. Returns
-    whether it grows."""
+    that, when its base does not train, its LoRA rank may be lower (it grows, :meth:`PTPModel.load_adapter`) and
+    ``first_slot_token`` may be switched on (the weights fit; the first slots then also receive their token, which
+    training teaches the drafter to use). Returns whether the run builds its own drafter and loads the saved one into
+    it (else it continues the saved drafter as it is)."""
     if not path.is_dir():
         raise FileNotFoundError(f"init_adapter {path} does not exist")
     saved = PTPConfig.load(path)
     wanted = {name: getattr(config, name) for name in DRAFTER_FIELDS} | {"train_base": config.train_drafter_base}
     grows = saved.lora_rank < config.lora_rank and not config.train_drafter_base
+    given = config.first_slot_token and not saved.first_slot_token and not config.train_drafter_base
     if grows:
         wanted = {k: v for k, v in wanted.items() if k not in ("lora_rank", "lora_alpha")}
+    if given:
+        wanted.pop("first_slot_token")
     differ = [f"{k}={getattr(saved, k)!r} (config: {v!r})" for k, v in wanted.items() if getattr(saved, k) != v]
     if differ:
         raise ValueError(f"init_adapter {path} was trained with other drafter settings: " + ", ".join(differ))
-    return grows
+    return grows or given
 
 
 def check_windows(evaluation: dict, hint: str) -> dict:
@@ -470,8 +475,8 @@ def _distill(config: DistillConfig, accelerator, base_model, drafter_model, toke
     torch.manual_seed(config.seed)
     start_step, resume_state = 0, newest_checkpoint(run_dir, config.to_dict(), config.resume)
     saved = resume_state["path"] / ADAPTER if resume_state is not None else config.init_adapter
-    grows = saved and resume_state is None and check_initial_drafter(Path(saved), config)
-    if saved and not grows:
+    adapts = saved and resume_state is None and check_initial_drafter(Path(saved), config)
+    if saved and not adapts:
         if config.train_drafter_base:  # the drafter's own weights come from the saved drafter too
             dtype = torch.bfloat16 if bf16 else torch.float32
             model = PTPModel.from_pretrained(None, saved, dtype=dtype, device=device)
@@ -482,7 +487,7 @@ def _distill(config: DistillConfig, accelerator, base_model, drafter_model, toke
         drafter = PTPConfig(sampling=sampling, train_base=config.train_drafter_base,
                             **{name: getattr(config, name) for name in DRAFTER_FIELDS})  # fmt: skip
         model = PTPModel(drafter_base if separate else base, drafter)
-        if grows:  # a lower-rank drafter grows into this run's rank
+        if adapts:  # a lower-rank drafter grows into this run's rank, or starts receiving its first slots' token
             model.load_adapter(saved)
     if separate:
         check_drafter(teacher, model)
