@@ -74,13 +74,13 @@ class GatedLoRA(nn.Module):
         start = self.gate.start
         if start is None:
             return out
+        x = x[:, start:]  # the slots' rows
         a, b = self.lora_A.weight, self.lora_B.weight
         if x.dtype != a.dtype:
             if self.training:
                 x = x.to(a.dtype)
             else:  # a 16-bit model decoding: the update runs in its dtype (float32 factors would double a call's cost)
                 a, b = self._factors(x.dtype)
-        x = x[:, start:]  # the slots' rows
         if isinstance(self.lora_dropout, nn.Dropout):  # in train mode alone when training (the base stays in eval)
             x = self.lora_dropout(x)
         # The factors as plain functions, not modules, and as few kernels as possible (two): this runs in every linear

@@ -357,8 +357,9 @@ def check_initial_drafter(path: Path, config) -> bool:
         raise FileNotFoundError(f"init_adapter {path} does not exist")
     saved = PTPConfig.load(path)
     wanted = {name: getattr(config, name) for name in DRAFTER_FIELDS} | {"train_base": config.train_drafter_base}
-    grows = saved.lora_rank < config.lora_rank and not config.train_drafter_base
-    given = config.first_slot_token and not saved.first_slot_token and not config.train_drafter_base
+    frozen_base = not config.train_drafter_base  # a drafter whose base trains is continued as it is
+    grows = frozen_base and saved.lora_rank < config.lora_rank
+    given = frozen_base and config.first_slot_token and not saved.first_slot_token
     if grows:
         wanted = {k: v for k, v in wanted.items() if k not in ("lora_rank", "lora_alpha")}
     if given:
