@@ -422,3 +422,19 @@ def test_a_16_bit_model_in_eval_mode_runs_its_lora_update_in_its_dtype_and_follo
             layer.lora_B.weight.mul_(2.0)
     finally:
         model._gate.start = None
+
+
+def test_a_16_bit_base_in_eval_mode_still_trains_its_float32_factors_when_gradients_are_on():
+    """Distillation keeps the base in eval mode (only LoRA dropout trains); with a bf16 base the update must still run
+    on the float32 factors themselves, not on the cached 16-bit copies of inference, or no gradient reaches them."""
+    gate, base = Gate(), torch.nn.Linear(8, 6).to(torch.bfloat16).requires_grad_(False)
+    layer = GatedLoRA(base, rank=4, alpha=8.0, dropout=0.0, gate=gate).eval()
+    torch.nn.init.normal_(layer.lora_B.weight, generator=torch.Generator().manual_seed(1))
+    x = torch.randn(2, 5, 8, generator=torch.Generator().manual_seed(2)).to(torch.bfloat16)
+    gate.start = 2
+    layer(x).float().square().sum().backward()
+    for weight in (layer.lora_A.weight, layer.lora_B.weight):
+        assert weight.grad is not None and weight.grad.abs().sum() > 0
+    with torch.no_grad():  # inference: the cached copies in the model's dtype
+        assert layer(x).dtype == torch.bfloat16 and layer._cast is not None
+    gate.start = None

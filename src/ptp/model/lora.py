@@ -77,8 +77,8 @@ class GatedLoRA(nn.Module):
         x = x[:, start:]  # the slots' rows
         a, b = self.lora_A.weight, self.lora_B.weight
         if x.dtype != a.dtype:
-            if self.training:
-                x = x.to(a.dtype)
+            if torch.is_grad_enabled() and (a.requires_grad or b.requires_grad):
+                x = x.to(a.dtype)  # training (whose base stays in eval mode): the float32 factors get the gradients
             else:  # a 16-bit model decoding: the update runs in its dtype (float32 factors would double a call's cost)
                 a, b = self._factors(x.dtype)
         if isinstance(self.lora_dropout, nn.Dropout):  # in train mode alone when training (the base stays in eval)
@@ -88,7 +88,7 @@ class GatedLoRA(nn.Module):
         # the base's output exactly); autograd sees an ordinary in-place addition.
         h = F.linear(x, a)
         slots = out[:, start:]
-        if out.dtype != b.dtype:  # under autocast
+        if out.dtype != b.dtype:  # a 16-bit base or autocast
             slots += (F.linear(h, b) * self.scaling).to(out.dtype)
         elif slots.is_contiguous():
             slots.view(-1, slots.shape[-1]).addmm_(h.reshape(-1, h.shape[-1]), b.t(), alpha=self.scaling)
