@@ -24,11 +24,15 @@ def test_held_out_split_is_by_module_and_about_five_percent():
 
 
 def test_line_prompts_end_at_line_boundaries_and_are_deterministic():
-    texts = ["a = 1\nb = 2\nc = 3\n", "def f():\n    return 1\n"]
-    prompts = line_prompts(texts, 20, seed=3, max_lines=2)
-    assert prompts == line_prompts(texts, 20, seed=3, max_lines=2)
-    assert all(p.endswith("\n") and p.count("\n") <= 2 for p in prompts)
-    assert all(any(t.startswith(p) or ("\n" + p) in t or p in t for t in texts) for p in prompts)
+    texts = ["a = 1\nb = 2\r\nc = 3\n\nd = 4\n", "def f():\n    return 1\n"]
+    kept = line_prompts(texts, 40, seed=3, max_lines=2, final_newline=True)
+    assert kept == line_prompts(texts, 40, seed=3, max_lines=2, final_newline=True)
+    assert all(p.endswith("\n") and p.count("\n") <= 2 for p in kept)
+    assert all(any(p in t for t in texts) for p in kept)
+    # By default the same cuts without the last line's ending (a blank last line leaves the one before it).
+    prompts = line_prompts(texts, 40, seed=3, max_lines=2)
+    assert prompts == [p[:-2] if p.endswith("\r\n") else p[:-1] for p in kept]
+    assert "a = 1\nb = 2" in prompts and "c = 3\n" in prompts and "def f():" in prompts
     with pytest.raises(ValueError):
         line_prompts(["one line"], 1)
 

@@ -15,7 +15,7 @@ ptp train --objective ar --config "$here/draft.json" --tokenizer "$work/teacher"
 python "$here/fp16.py" "$work/draft32" "$work/draft"
 
 # 2. Prompts cut at random line boundaries of the training split; the teacher's completions under S.
-ptp prompts --split train --count 2000 --max-lines 15 --out "$work/train_prompts.jsonl"
+ptp prompts --split train --count 2000 --max-lines 15 --final-newline --out "$work/train_prompts.jsonl"
 ptp pregenerate --model "$work/teacher" --prompts "$work/train_prompts.jsonl" --out "$work/pregen" \
     --n-per-prompt 4 --max-new-tokens 160 --temperature 0.7 --top-k 50 --top-p 0.95 --batch-size 1024 \
     --prompts-per-shard 256 --seed 0 --dtype float32 --skip-long-prompts
@@ -28,7 +28,7 @@ done
 
 # 3b. v1.1 (shipped): both drafters continue from v1 for 1,600 more steps of 8 rows on fresh completions of other
 #     prompts, the two runs side by side on one GPU (an H200, 417 s; BENCHMARKS.md section 7).
-ptp prompts --split train --count 3000 --max-lines 15 --seed 2 --out "$work/train_prompts2.jsonl"
+ptp prompts --split train --count 3000 --max-lines 15 --seed 2 --final-newline --out "$work/train_prompts2.jsonl"
 ptp pregenerate --model "$work/teacher" --prompts "$work/train_prompts2.jsonl" --out "$work/pregen2" \
     --n-per-prompt 4 --max-new-tokens 160 --temperature 0.7 --top-k 50 --top-p 0.95 --batch-size 1024 \
     --prompts-per-shard 256 --seed 1 --dtype float32 --skip-long-prompts
@@ -40,7 +40,7 @@ done
 wait
 
 # 4. Held-out evaluation: 256 new tokens after the first 8 prompts of heldout_prompts.jsonl, which is
-#    `ptp prompts --split held-out --count 64 --seed 1 --max-lines 15` run where the teacher was trained.
+#    `ptp prompts --split held-out --count 64 --seed 1 --max-lines 15 --final-newline` run where the teacher was trained.
 head -8 "$here/heldout_prompts.jsonl" > "$work/heldout8.jsonl"
 for sampling in 0.7,50,0.95 greedy; do
     ptp bench --model "$work/teacher" --adapter "$work/one_hot_v1.1" --independent-adapter "$work/independent_v1.1" \

@@ -400,6 +400,12 @@ def _add_prompts(sub) -> None:
     p.add_argument("--count", type=int, required=True)
     p.add_argument("--max-lines", type=int, default=40)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--final-newline",
+        action="store_true",
+        help="keep each prompt's last line ending (a bare newline token after which models tend to stop; the shipped "
+        "model's prompt files were cut this way)",
+    )
     p.add_argument("--out", required=True)
 
 
@@ -414,7 +420,7 @@ def _cmd_prompts(args) -> int:
         texts = train if args.split == "train" else held_out
         if not texts:
             raise ValueError(f"the {args.split} split of {args.data} is empty")
-        prompts = line_prompts(texts, args.count, args.seed, args.max_lines)
+        prompts = line_prompts(texts, args.count, args.seed, args.max_lines, args.final_newline)
     except (ValueError, FileNotFoundError) as error:
         raise SystemExit(f"ptp prompts: {error}") from error
     Path(args.out).write_text("".join(json.dumps({"prompt": p}) + "\n" for p in prompts))
