@@ -74,8 +74,11 @@ def test_window_metrics_count_leading_correct_slots():
     # Prefixes: 2, 0 (a wrong first slot stops it), 2 (an invalid slot stops it too).
     assert sums["windows"] == 3 and sums["prefix"] == 4
     assert sums["histogram"].tolist() == [1, 0, 2, 0]
+    # The runs of correct slots from the second slot on: 1, 2 (the first slot is not asked), 1.
+    assert sums["after_first"] == 4
     summary = summarize(sums)
     assert summary["correct_prefix"] == pytest.approx(4 / 3)
+    assert summary["tokens_per_call"] == pytest.approx(1 + 4 / 3)
     assert summary["histogram"] == pytest.approx([1 / 3, 0, 2 / 3, 0])
     assert summary["accuracy"] == pytest.approx([3 / 4, 4 / 4, 2 / 3])
 

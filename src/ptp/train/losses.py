@@ -95,18 +95,21 @@ def window_metrics(correct: torch.Tensor, valid: torch.Tensor, exists: torch.Ten
             token counts the missing slots as wrong: its correct prefix stops there).
         exists: bool ``[B, W]`` the window exists.
     Returns:
-        ``windows`` (count), ``prefix`` (sum of correct prefixes), ``histogram`` ``[N + 1]`` (windows per correct
-        prefix), ``position_correct`` and ``position_count`` ``[N]`` (accuracy per slot over valid slots).
+        ``windows`` (count), ``prefix`` (sum of correct prefixes), ``after_first`` (sum of the leading correct slots
+        from the second slot on), ``histogram`` ``[N + 1]`` (windows per correct prefix), ``position_correct`` and
+        ``position_count`` ``[N]`` (accuracy per slot over valid slots).
     """
     batch = correct.shape[0]
     n = window_length
     hit = (correct & valid).view(batch, -1, n)
     prefix = hit.long().cumprod(dim=-1).sum(dim=-1)  # [B, W]
+    after_first = hit[..., 1:].long().cumprod(dim=-1).sum(dim=-1)
     histogram = torch.zeros(n + 1, dtype=torch.float32, device=correct.device)
     histogram.index_add_(0, prefix[exists], torch.ones_like(prefix[exists], dtype=torch.float32))
     return {
         "windows": exists.float().sum(),
         "prefix": (prefix * exists).float().sum(),
+        "after_first": (after_first * exists).float().sum(),
         "histogram": histogram,
         "position_correct": hit.float().sum(dim=(0, 1)),
         "position_count": valid.view(batch, -1, n).float().sum(dim=(0, 1)),
@@ -114,12 +117,17 @@ def window_metrics(correct: torch.Tensor, valid: torch.Tensor, exists: torch.Ten
 
 
 def summarize(sums: dict) -> dict:
-    """Plain numbers from summed :func:`window_metrics`: mean correct prefix, normalised histogram, accuracies."""
+    """Plain numbers from summed :func:`window_metrics`: mean correct prefix, normalised histogram, accuracies, and
+    ``tokens_per_call``: 1 + the mean run of correct slots from the second slot on. The decoder replaces every
+    group's first draft by the teacher's own token (METHOD.md section 6), so that run, not the correct prefix, is what
+    a call gains; averaged over windows rather than calls it reads above the decoder's tau where the drafter is right
+    over long stretches (BENCHMARKS.md section 17)."""
     windows = float(sums["windows"])
     histogram = (sums["histogram"] / max(windows, 1.0)).tolist()
     accuracy = (sums["position_correct"] / sums["position_count"].clamp(min=1.0)).tolist()
     return {
         "correct_prefix": float(sums["prefix"]) / max(windows, 1.0),
+        "tokens_per_call": 1.0 + float(sums["after_first"]) / max(windows, 1.0),
         "histogram": histogram,
         "accuracy": accuracy,
         "windows": int(windows),
