@@ -40,7 +40,7 @@ done
 wait
 
 # 4. Held-out evaluation: 256 new tokens after the first 8 prompts of heldout_prompts.jsonl, which is
-#    `ptp prompts --split held-out --count 64 --seed 1 --max-lines 15 --final-newline` run where the teacher was trained.
+#    `ptp prompts --split held-out --count 64 --seed 1 --max-lines 15 --final-newline` where the teacher was trained.
 head -8 "$here/heldout_prompts.jsonl" > "$work/heldout8.jsonl"
 for sampling in 0.7,50,0.95 greedy; do
     ptp bench --model "$work/teacher" --adapter "$work/one_hot_v1.1" --independent-adapter "$work/independent_v1.1" \

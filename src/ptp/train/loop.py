@@ -131,7 +131,7 @@ def _set_lora_dropout(model: nn.Module, training: bool) -> None:
                 module.train()
 
 
-def _autocast(device: torch.device, bf16: bool):
+def autocast_step(device: torch.device, bf16: bool):
     """bf16 autocast for one step's forward and loss, never longer: autocast keeps its bf16 copies of the weights
     until its context exits, so a context spanning optimizer steps would run every forward on stale weights."""
     if not bf16:
@@ -264,7 +264,7 @@ def evaluate(
         chunk = rows.select(range(start, min(start + batch_size, len(rows)))).to(device)
         starts = evaluation_starts(chunk, windows_per_row, seed + number)
         generator = torch.Generator(device).manual_seed(seed * 31 + number)
-        with _autocast(device, bf16):
+        with autocast_step(device, bf16):
             batch = run_windows(
                 model,
                 chunk,
@@ -560,7 +560,7 @@ def _distill(config: DistillConfig, accelerator, base_model, drafter_model, toke
             starts = sample_window_starts(rows, config.windows_per_row, generator)
             last = micro == config.gradient_accumulation - 1
             with _gradient_sync(accelerator, forward, last):
-                with _autocast(device, bf16):
+                with autocast_step(device, bf16):
                     batch = run_windows(
                         model,
                         rows,
@@ -741,7 +741,7 @@ def train_rows(
         torch.manual_seed(step_seed(seed, step, rank))  # dropout, if the model has any
         position = step * world + rank
         batch = rows.select(stream_rows(len(rows), seed, position * batch_size, batch_size)).to(device)
-        with _autocast(device, bf16):
+        with autocast_step(device, bf16):
             loss = batch_loss(batch, torch.Generator(device).manual_seed(step_seed(seed, step, rank)))
         loss.backward()
         _average_gradients(accelerator, parameters)

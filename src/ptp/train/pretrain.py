@@ -212,18 +212,19 @@ def build_model(config: PretrainConfig, vocab_size: int, special: dict):
 @torch.no_grad()
 def held_out_loss(model, rows: PackedRows, batch_size: int, bf16: bool) -> float:
     """Mean next-token loss over rows (nats per counted target token), documents isolated as in training."""
-    from ptp.train.loop import text_logits
-    from ptp.train.losses import next_token_loss, next_token_targets
+    from ptp.train.loop import autocast_step, text_logits
+    from ptp.train.losses import cross_entropy_loss, next_token_targets
 
     total, count = 0.0, 0
     for start in range(0, len(rows), batch_size):
         batch = rows.select(list(range(start, min(start + batch_size, len(rows))))).to(model.device)
-        with torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=bf16):
+        with autocast_step(model.device, bf16):
             logits = text_logits(model, batch)
-        n = int(next_token_targets(batch.document).sum())  # the batch's loss is a mean over its counted targets
-        total += float(next_token_loss(logits.float(), batch.tokens, batch.document)) * n
+        targets = next_token_targets(batch.document).float()
+        n = float(targets.sum())  # the batch's loss is a mean over its counted targets
+        total += float(cross_entropy_loss(logits[:, :-1].float(), batch.tokens[:, 1:], targets)) * n
         count += n
-    return total / max(count, 1)
+    return total / max(count, 1.0)
 
 
 def pretrain(config: PretrainConfig) -> dict | None:
