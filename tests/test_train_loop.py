@@ -232,11 +232,10 @@ def test_bad_input_is_refused_with_a_clear_message(data, tmp_path, case, message
 def test_bf16_training_learns_as_float32_does():
     """Autocast keeps bf16 copies of the weights for as long as its context lasts: each step's forward must run in its
     own context, or every step computes its loss with the initial weights and the model does not learn."""
-    from ptp.data.packing import PackedRows
+    from ptp.train.pretrain import text_rows
 
-    tokens = torch.randint(3, 90, (4, 32), generator=torch.Generator().manual_seed(0))
-    rows = PackedRows(tokens, torch.zeros_like(tokens), torch.arange(32).expand(4, 32).contiguous(),
-                      torch.ones_like(tokens, dtype=torch.bool))  # fmt: skip
+    tokens = torch.randint(3, 90, (4 * 32,), generator=torch.Generator().manual_seed(0))
+    rows = text_rows([tokens.tolist()], row_length=32, eos=None)  # 4 rows of 32, as `ptp train` packs text
     final = {}
     for bf16 in (False, True):
         torch.manual_seed(0)
