@@ -244,3 +244,12 @@ def test_bf16_training_learns_as_float32_does():
         final[bf16] = sum(losses[-5:]) / 5
     assert final[False] < 0.5 * losses[0], "the model memorises four random rows"
     assert final[True] < final[False] + 0.3, f"bf16 must learn as float32 does: {final}"
+
+
+def test_a_bf16_distillation_trains_the_lora_not_only_the_u_embedding(data, tmp_path):
+    """A bf16 base stays in eval mode while the drafter trains; every LoRA factor B starts at zero and must move (a
+    bf16 run once trained only the u embedding: its LoRA ran on detached 16-bit copies of the factors)."""
+    result = distill(quick_config(data, tmp_path / "bf16", precision="bf16"), base_model=tiny_base("llama"))
+    weights = _weights(result.adapter)
+    factors_b = [w for name, w in weights.items() if ".lora_B." in name]
+    assert factors_b and all(w.abs().max() > 0 for w in factors_b)
