@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Candidate v2 drafters for the shipped teacher, in one GPU call of TOTAL seconds (default 540): fresh training-split
+# prompts, pregeneration under T 0.7 / 50 / 0.95, then O-PTP and independent drafters side by side on the one GPU,
+# each with the first slot's token, LoRA rank 64 and bf16, for two loss weightings (VARIANTS, default gamma 0.7 and
+# 1.0: BENCHMARKS.md section 19); float16 copies of the adapters and their metrics go to OUT as results.tar.part-*.
+# tau is then measured with `ptp bench` on recipes/default/heldout_prompts.jsonl (float32, on a CPU or the GPU).
+# Usage: bash recipes/default/drafters_v2.sh WORK OUT    FROM_V11=1 starts from the shipped adapters (grown to rank
+# 64) instead of from scratch; RATE: expected steps/s of each run (default 4, four runs sharing an H200); DEV=cpu
+# SMALL=1: a smoke test on the CPU.
+set -uo pipefail
+work=${1:?usage: drafters_v2.sh WORK OUT}; out=${2:?}; total=${TOTAL:-540}; dev=${DEV:-cuda}; small=${SMALL:-0}
+here=$(cd "$(dirname "$0")" && pwd); assets=$here/../../src/ptp/assets/default
+mkdir -p "$work/logs" "$out"; logs=$work/logs
+t0=$(date +%s)
+left() { echo $(( total - $(date +%s) + t0 )); }
+stamp() { echo "[$(( $(date +%s) - t0 )) s] $*"; }
+ptp() { python3 -m ptp.cli "$@"; }
+count=6000; per_prompt=2; new_tokens=192; batch=16; pregen_batch=1024; rate=${RATE:-4}; set_small=()
+if [ "$small" = 1 ]; then
+    count=16; per_prompt=1; new_tokens=24; batch=2; pregen_batch=32; rate=1
+    set_small=(--set windows_per_row=8 --set eval_rows=2 --set row_length=256)
+fi
+stamp "prompts and pregeneration"
+ptp prompts --split train --count $count --max-lines 15 --seed 5 --out "$work/prompts.jsonl"
+ptp pregenerate --model "$assets/teacher" --prompts "$work/prompts.jsonl" --out "$work/pregen" \
+    --n-per-prompt $per_prompt --max-new-tokens $new_tokens --temperature 0.7 --top-k 50 --top-p 0.95 \
+    --batch-size $pregen_batch --prompts-per-shard 512 --seed 5 --dtype float32 --skip-long-prompts --device "$dev" \
+    > "$logs/pregen.log" 2>&1; tail -n 1 "$logs/pregen.log" | cut -c1-200
+seconds=$(( $(left) - 25 )); steps=$(( rate * seconds / 40 * 40 )); [ "$steps" -lt 40 ] && steps=40
+stamp "distillation: $steps steps each, at most $seconds s"
+for variant in ${VARIANTS:-one_hot:0.7 independent:0.7 one_hot:1.0 independent:1.0}; do
+    mode=${variant%%:*}; gamma=${variant#*:}; name=${mode}_g$gamma
+    init=(); [ "${FROM_V11:-0}" = 1 ] && init=(--init-adapter "$assets/$([ $mode = one_hot ] && echo adapter || echo independent)")
+    ptp distill --model "$assets/teacher" --data "$work/pregen" --config "$here/distill.json" --mode $mode \
+        "${init[@]}" --set first_slot_token=true --set lora_rank=64 --set lora_alpha=128 \
+        --set position_decay=$gamma --set batch_size=$batch --set precision=bf16 --set max_steps=$steps \
+        --set warmup_steps=50 --set eval_interval=$(( steps / 4 )) --set checkpoint_interval=0 "${set_small[@]}" \
+        --max-time $seconds --device "$dev" --no-progress --out "$work/$name" > "$logs/distill_$name.log" 2>&1 &
+done
+wait
+mkdir -p "$work/results/adapters"
+for run in "$work"/*_g*.run; do
+    name=$(basename "$run" .run)
+    echo "$name $(grep '"split": "eval"' "$run/metrics.jsonl" | tail -n 1 | cut -c1-160)"
+    python3 "$here/fp16.py" "$work/$name" "$work/results/adapters/$name"
+    cp "$run/metrics.jsonl" "$work/results/metrics_$name.jsonl"
+done
+cp -r "$logs" "$work/results/"
+tar -C "$work" -cf "$work/results.tar" results && split -b 15M "$work/results.tar" "$out/results.tar.part-"
+ls -la "$out"; stamp done
