@@ -107,10 +107,10 @@ def line_prompts(
     while len(prompts) < count:
         lines = rng.choice(candidates)
         cut = rng.randrange(1, len(lines))
-        prompt = "".join(lines[max(0, cut - max_lines) : cut])
+        chosen = lines[max(0, cut - max_lines) : cut]
         if not final_newline:
-            last = lines[cut - 1]
-            prompt = prompt[: len(prompt) - (len(last) - len(last.rstrip("\r\n")))]
+            chosen[-1] = chosen[-1].rstrip("\r\n")
+        prompt = "".join(chosen)
         if prompt.strip():
             prompts.append(prompt)
     return prompts

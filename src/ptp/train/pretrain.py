@@ -213,18 +213,17 @@ def build_model(config: PretrainConfig, vocab_size: int, special: dict):
 def held_out_loss(model, rows: PackedRows, batch_size: int, bf16: bool) -> float:
     """Mean next-token loss over rows (nats per counted target token), documents isolated as in training."""
     from ptp.train.loop import autocast_step, text_logits
-    from ptp.train.losses import cross_entropy_loss, next_token_targets
+    from ptp.train.losses import next_token_loss, next_token_targets
 
     total, count = 0.0, 0
     for start in range(0, len(rows), batch_size):
         batch = rows.select(list(range(start, min(start + batch_size, len(rows))))).to(model.device)
         with autocast_step(model.device, bf16):
             logits = text_logits(model, batch)
-        targets = next_token_targets(batch.document).float()
-        n = float(targets.sum())  # the batch's loss is a mean over its counted targets
-        total += float(cross_entropy_loss(logits[:, :-1].float(), batch.tokens[:, 1:], targets)) * n
+        n = int(next_token_targets(batch.document).sum())  # the batch's loss is a mean over its counted targets
+        total += float(next_token_loss(logits.float(), batch.tokens, batch.document)) * n
         count += n
-    return total / max(count, 1.0)
+    return total / max(count, 1)
 
 
 def pretrain(config: PretrainConfig) -> dict | None:
