@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Candidate v2 drafters for the shipped teacher, in one GPU call of TOTAL seconds (default 540): fresh training-split
 # prompts, pregeneration under T 0.7 / 50 / 0.95, then O-PTP and independent drafters side by side on the one GPU,
-# each with the first slot's token, LoRA rank 64 and bf16, for two loss weightings (VARIANTS, default gamma 0.7 and
-# 1.0: BENCHMARKS.md section 19); float16 copies of the adapters and their metrics go to OUT as results.tar.part-*.
+# each with LoRA rank 64 and bf16; VARIANTS lists them as mode:gamma:first_slot_token (position weights gamma^j,
+# BENCHMARKS.md section 19; first_slot_token 1 or 0); float16 copies of the adapters and their metrics go to OUT as
+# results.tar.part-*.
 # tau is then measured with `ptp bench` on recipes/default/heldout_prompts.jsonl (float32, on a CPU or the GPU).
 # Usage: bash recipes/default/drafters_v2.sh WORK OUT    FROM_V11=1 starts from the shipped adapters (grown to rank
 # 64) instead of from scratch; RATE: expected steps/s of each run (default 4, four runs sharing an H200); DEV=cpu
@@ -28,11 +29,12 @@ ptp pregenerate --model "$assets/teacher" --prompts "$work/prompts.jsonl" --out 
     > "$logs/pregen.log" 2>&1; tail -n 1 "$logs/pregen.log" | cut -c1-200
 seconds=$(( $(left) - 25 )); steps=$(( rate * seconds / 40 * 40 )); [ "$steps" -lt 40 ] && steps=40
 stamp "distillation: $steps steps each, at most $seconds s"
-for variant in ${VARIANTS:-one_hot:0.7 independent:0.7 one_hot:1.0 independent:1.0}; do
-    mode=${variant%%:*}; gamma=${variant#*:}; name=${mode}_g$gamma
+for variant in ${VARIANTS:-one_hot:0.7:1 independent:0.7:1 one_hot:1.0:1 one_hot:0.7:0}; do
+    IFS=: read -r mode gamma first <<< "$variant"; name=${mode}_g${gamma}_t$first
+    token=$([ "$first" = 1 ] && echo true || echo false)
     init=(); [ "${FROM_V11:-0}" = 1 ] && init=(--init-adapter "$assets/$([ $mode = one_hot ] && echo adapter || echo independent)")
     ptp distill --model "$assets/teacher" --data "$work/pregen" --config "$here/distill.json" --mode $mode \
-        "${init[@]}" --set first_slot_token=true --set lora_rank=64 --set lora_alpha=128 \
+        "${init[@]}" --set first_slot_token=$token --set lora_rank=64 --set lora_alpha=128 \
         --set position_decay=$gamma --set batch_size=$batch --set precision=bf16 --set max_steps=$steps \
         --set warmup_steps=50 --set eval_interval=$(( steps / 4 )) --set checkpoint_interval=0 "${set_small[@]}" \
         --max-time $seconds --device "$dev" --no-progress --out "$work/$name" > "$logs/distill_$name.log" 2>&1 &
