@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# Candidate v2 drafters for the shipped teacher, in one GPU call of TOTAL seconds (default 540): fresh training-split
-# prompts, pregeneration under T 0.7 / 50 / 0.95, then O-PTP and independent drafters side by side on the one GPU,
-# each with LoRA rank 64 and bf16; VARIANTS lists them as mode:gamma:first_slot_token (position weights gamma^j,
-# BENCHMARKS.md section 19; first_slot_token 1 or 0); float16 copies of the adapters and their metrics go to OUT as
-# results.tar.part-*.
-# tau is then measured with `ptp bench` on recipes/default/heldout_prompts.jsonl (float32, on a CPU or the GPU).
-# Usage: bash recipes/default/drafters_v2.sh WORK OUT    FROM_V11=1 starts from the shipped adapters (grown to rank
-# 64) instead of from scratch; RATE: expected steps/s of each run (default 4, four runs sharing an H200); DEV=cpu
-# SMALL=1: a smoke test on the CPU.
+# Candidate v2 drafters for the shipped teacher, in one GPU call of TOTAL seconds (default 540): fresh prompts,
+# pregeneration under T 0.7 / 50 / 0.95, then O-PTP and independent drafters side by side on the one GPU, each with
+# LoRA rank 64 and bf16. VARIANTS lists them as mode:gamma:token[:init] (position weights gamma^j, BENCHMARKS.md
+# section 19; token 1 or 0: first_slot_token; init: an adapter to continue from, `v11` for the shipped one of that
+# mode). PROMPTS=stdlib (default) draws the prompts from the standard library's training split, which the teacher
+# has memorised; PROMPTS=site from the Python files of the installed packages (recipes/large/corpus.py), text it has
+# never seen, like the held-out split (BENCHMARKS.md section 20). Float16 copies of the adapters and their metrics go
+# to OUT as results.tar.part-*; tau is then measured with `ptp bench` on recipes/default/heldout_prompts.jsonl.
+# Usage: bash recipes/default/drafters_v2.sh WORK OUT    RATE: expected steps/s of each run (default 4, four runs
+# sharing an H200); DEV=cpu SMALL=1: a smoke test on the CPU.
 set -uo pipefail
 work=${1:?usage: drafters_v2.sh WORK OUT}; out=${2:?}; total=${TOTAL:-540}; dev=${DEV:-cuda}; small=${SMALL:-0}
 here=$(cd "$(dirname "$0")" && pwd); assets=$here/../../src/ptp/assets/default
@@ -22,7 +23,11 @@ if [ "$small" = 1 ]; then
     set_small=(--set windows_per_row=8 --set eval_rows=2 --set row_length=256)
 fi
 stamp "prompts and pregeneration"
-ptp prompts --split train --count $count --max-lines 15 --seed 5 --out "$work/prompts.jsonl"
+source=(); if [ "${PROMPTS:-stdlib}" = site ]; then
+    python3 "$here/../large/corpus.py" "$work/site" --max-mb $([ "$small" = 1 ] && echo 2 || echo 60)
+    source=(--data "$work/site" --held-out-fraction 0)
+fi
+ptp prompts "${source[@]}" --split train --count $count --max-lines 15 --seed 5 --out "$work/prompts.jsonl"
 ptp pregenerate --model "$assets/teacher" --prompts "$work/prompts.jsonl" --out "$work/pregen" \
     --n-per-prompt $per_prompt --max-new-tokens $new_tokens --temperature 0.7 --top-k 50 --top-p 0.95 \
     --batch-size $pregen_batch --prompts-per-shard 512 --seed 5 --dtype float32 --skip-long-prompts --device "$dev" \
@@ -30,9 +35,10 @@ ptp pregenerate --model "$assets/teacher" --prompts "$work/prompts.jsonl" --out 
 seconds=$(( $(left) - 25 )); steps=$(( rate * seconds / 40 * 40 )); [ "$steps" -lt 40 ] && steps=40
 stamp "distillation: $steps steps each, at most $seconds s"
 for variant in ${VARIANTS:-one_hot:0.7:1 independent:0.7:1 one_hot:1.0:1 one_hot:0.7:0}; do
-    IFS=: read -r mode gamma first <<< "$variant"; name=${mode}_g${gamma}_t$first
+    IFS=: read -r mode gamma first start <<< "$variant"; name=${mode}_g${gamma}_t$first${start:+_init}
     token=$([ "$first" = 1 ] && echo true || echo false)
-    init=(); [ "${FROM_V11:-0}" = 1 ] && init=(--init-adapter "$assets/$([ $mode = one_hot ] && echo adapter || echo independent)")
+    [ "${start:-}" = v11 ] && start=$assets/$([ $mode = one_hot ] && echo adapter || echo independent)
+    init=(); [ -n "${start:-}" ] && init=(--init-adapter "$start")
     ptp distill --model "$assets/teacher" --data "$work/pregen" --config "$here/distill.json" --mode $mode \
         "${init[@]}" --set first_slot_token=$token --set lora_rank=64 --set lora_alpha=128 \
         --set position_decay=$gamma --set batch_size=$batch --set precision=bf16 --set max_steps=$steps \
