@@ -41,7 +41,7 @@ def data_dir(model_dir, tmp_path_factory):
     prompts = root / "prompts.jsonl"
     rows = [{"prompt": f"def f{i}(x):"} for i in range(6)] + [{"turns": ["Write a poem.", "Shorter."]}]
     prompts.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    options = "--n-per-prompt 2 --max-new-tokens 16 --prompts-per-shard 3 --device cpu"
+    options = "--n-per-prompt 2 --max-new-tokens 16 --prompts-per-shard 3 --device cpu --no-progress"
     main(f"pregenerate --model {model_dir} --prompts {prompts} --out {root / 'data'} {options}".split())
     return root / "data"
 

@@ -227,6 +227,7 @@ def _add_pregenerate(sub) -> None:
     p.add_argument("--raw", action="store_true", help="store the texts as raw training documents; generate nothing")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32")
+    p.add_argument("--no-progress", action="store_true")
 
 
 def _cmd_pregenerate(args) -> int:
@@ -248,6 +249,7 @@ def _cmd_pregenerate(args) -> int:
             skip_long_prompts=args.skip_long_prompts,
         )
         options = dict(tokenizer=args.tokenizer, split=args.split, raw=args.raw, device=args.device)
+        options["progress"] = not args.no_progress
         dtype = getattr(torch, args.dtype)
         out = pregenerate_from_paths(args.model, args.prompts, args.out, config, dtype=dtype, **options)
     except (ValueError, FileNotFoundError) as error:
