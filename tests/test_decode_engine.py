@@ -449,6 +449,26 @@ def test_the_sampling_argument_and_the_drafters_own_configuration():
     assert_same_tokens(plain, ptp.sample_autoregressive(reference, ids, mask, auxiliaries=u, max_new_tokens=NEW))
 
 
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_a_drafter_with_bins_in_probability_order_decodes_plain_sampling_in_that_order(monkeypatch, arch):
+    """generate's transformers-style arguments take the order of the bins from the drafter; with random and with
+    oracle drafts the output is plain sampling with the same u's in that order (which picks other tokens)."""
+    trained = ptp.SamplingConfig(temperature=0.7, top_k=8, top_p=0.9, order="probability")
+    model, reference = wrap(tiny_base(arch, seed=30), window_length=5, lora_rank=4, embedding_size=8, sampling=trained)
+    randomize_adapter(model, seed=31)
+    ids, mask = left_padded(PROMPT_LENGTHS, seed=30)
+    u = uniform(3, NEW, seed=30)
+    plain = dict(auxiliaries=u, max_new_tokens=NEW, eos_token_id=[], temperature=0.7, top_k=8, top_p=0.9)
+    expected = ptp.sample_autoregressive(reference, ids, mask, auxiliaries=u, max_new_tokens=NEW, eos_token_id=[],
+                                         sampling=trained)  # fmt: skip
+    in_vocabulary_order = ptp.sample_autoregressive(reference, ids, mask, **plain)
+    assert not torch.equal(expected.new_tokens, in_vocabulary_order.new_tokens)
+    assert_same_tokens(model.generate(ids, mask, **plain), expected)
+    for corruption, options in ORACLE_RUNS[:2]:
+        _install_oracle(monkeypatch, expected.new_tokens, corruption, seed=32)
+        assert_same_tokens(model.generate(ids, mask, **plain, **options), expected)
+
+
 # --------------------------------------------------------------------------------------- streamer
 class RecordingStreamer:
     """The protocol of transformers' TextStreamer: put(prompt), put(tokens) per call, end()."""

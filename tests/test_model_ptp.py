@@ -190,7 +190,13 @@ def test_save_and_load_round_trip_gives_identical_generation(tmp_path, arch):
     assert not [p.name for p in tmp_path.iterdir() if p.name != "adapter"], "the save left staging files"
     saved = json.loads((directory / "ptp_config.json").read_text())
     assert saved["mode"] == "categorical" and saved["embedding"] == "cosine" and saved["window_length"] == 5
-    assert saved["sampling"] == {"do_sample": True, "temperature": 0.9, "top_k": 40, "top_p": None}
+    assert saved["sampling"] == {
+        "do_sample": True,
+        "temperature": 0.9,
+        "top_k": 40,
+        "top_p": None,
+        "order": "vocabulary",
+    }
     assert saved["acceptance_histogram"] == options["acceptance_histogram"] and saved["first_slot_token"] is True
 
     loaded = ptp.PTPModel.from_pretrained(tiny_base(arch), directory)

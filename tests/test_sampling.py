@@ -12,6 +12,7 @@ from scipy import stats
 
 from ptp.sampling import (
     MAX_AUXILIARY,
+    ORDERS,
     SamplingConfig,
     bins,
     cumulative,
@@ -30,13 +31,14 @@ def _logits():
     return st.lists(value, min_size=1, max_size=24).filter(lambda row: any(math.isfinite(v) for v in row))
 
 
-def _configs():
+def _configs(orders=ORDERS):
     sampled = st.builds(
         SamplingConfig,
         do_sample=st.just(True),
         temperature=st.floats(0.05, 5.0),
         top_k=st.one_of(st.none(), st.integers(1, 30)),
         top_p=st.one_of(st.none(), st.floats(0.001, 1.0)),
+        order=st.sampled_from(orders),
     )
     return st.one_of(sampled, st.just(SamplingConfig.greedy()))
 
@@ -53,6 +55,8 @@ CHI_SQUARE_CONFIGS = [
     SamplingConfig(temperature=1.5, top_p=0.8),
     SamplingConfig(temperature=1.0, top_k=8, top_p=0.6),
     SamplingConfig(temperature=0.4, top_k=50, top_p=0.95),
+    SamplingConfig(temperature=1.0, order="probability"),
+    SamplingConfig(temperature=0.7, top_k=8, top_p=0.9, order="probability"),
 ]
 
 
@@ -93,7 +97,7 @@ def test_pick_never_lands_in_an_empty_bin_and_its_bin_holds_u(row, config, us):
 
 
 @settings(max_examples=200, deadline=None)
-@given(row=_logits(), config=_configs())
+@given(row=_logits(), config=_configs(orders=("vocabulary",)))
 def test_cdf_is_monotone_ends_at_exactly_one_and_u_extremes_pick_the_end_tokens(row, config):
     logits = torch.tensor(row, dtype=torch.float32)
     p = probabilities(logits, config)
@@ -127,6 +131,23 @@ def test_top_p_at_an_exact_prefix_mass_keeps_exactly_that_prefix(row, temperatur
         return
     kept = probabilities(logits, SamplingConfig(temperature=temperature, top_p=mass)) > 0
     assert int(kept.sum()) == k
+
+
+# ------------------------------------------------------------------------------- bins in probability order
+def test_probability_order_lays_the_bins_out_from_the_most_likely_token():
+    logits = torch.tensor([0.0, 2.0, -INF, 1.0, 2.0])  # ids 1 and 4 tie for the mode: 1 comes first
+    config = SamplingConfig(order="probability")
+    p = probabilities(logits, config)
+    places = [1, 4, 3, 0]  # descending probability, ties to the lower id; id 2 is outside the kept set
+    edges = torch.cumsum(p[places], dim=0)
+    for place, token in enumerate(places):
+        left = 0.0 if place == 0 else float(edges[place - 1])
+        for u in (left, (left + float(edges[place])) / 2):
+            assert pick(torch.tensor(u), logits, config).item() == token
+        got_left, got_right = bins(logits, torch.tensor(token), config)
+        assert got_left.item() == pytest.approx(left, abs=1e-7)
+        assert got_right.item() == pytest.approx(float(edges[place]))
+    assert pick(torch.tensor(MAX_AUXILIARY), logits, config).item() == 0
 
 
 # --------------------------------------------------------------------------------- u at the extremes
@@ -275,6 +296,12 @@ def test_greedy_ignores_the_sampling_parameters_and_configs_round_trip():
     assert SamplingConfig(do_sample=False, temperature=0.0).describe() == "greedy"
     config = SamplingConfig(temperature=0.7, top_k=50, top_p=0.95)
     assert SamplingConfig.from_dict(config.to_dict()) == config
+    ordered = SamplingConfig(temperature=0.7, top_k=50, top_p=0.95, order="probability")
+    assert SamplingConfig.from_dict(ordered.to_dict()) == ordered
+    assert ordered.describe().endswith("order=probability") and ordered.same_distribution(config)
+    assert not ordered.same_distribution(SamplingConfig(temperature=0.8, top_k=50, top_p=0.95))
+    with pytest.raises(ValueError, match="order"):
+        SamplingConfig(order="alphabetical")
     with pytest.raises(ValueError, match="unknown"):
         SamplingConfig.from_dict({"temperature": 1.0, "typical_p": 0.5})
 

@@ -25,6 +25,8 @@ from ptp.train.config import parse_overrides
         ({"position_decay": 1.5}, "position_decay"),
         ({"warmup_steps": 50, "max_steps": 20, "eval_interval": 0, "checkpoint_interval": 0}, "warmup_steps"),
         ({"sampling": {"temperature": -1.0}}, "temperature"),
+        ({"bin_order": "alphabetical"}, "bin_order must be one of"),
+        ({"sampling": {"temperature": 0.7, "order": "probability"}}, "with bin_order, not inside sampling"),
         ({"out_of_set": "ignore"}, "out_of_set"),
         ({"precision": "fp8"}, "precision"),
     ],

@@ -15,7 +15,7 @@ import ptp.train.loop as loop
 from conftest import assert_same_tokens, tiny_base
 from ptp.data import write_text_dataset
 from ptp.data.dataset import METADATA
-from ptp.train import distill
+from ptp.train import distill, evaluate_adapter
 from ptp.train.checkpoint import list_checkpoints
 from train_support import SAMPLING, make_data, quick_config, reference
 
@@ -53,6 +53,29 @@ def test_distill_writes_an_adapter_that_loads_with_its_histogram_and_decodes_exa
     s = model.config.sampling
     expected = reference(tiny_base("llama"), prompt, auxiliaries=u, sampling=s, eos_token_id=[])
     assert_same_tokens(model.generate(prompt, max_new_tokens=12, auxiliaries=u, sampling=s, eos_token_id=[]), expected)
+
+
+def test_a_drafter_learns_the_bins_in_probability_order_from_data_sampled_in_either(data, tmp_path):
+    result = distill(quick_config(data, tmp_path / "a", bin_order="probability"), base_model=tiny_base("llama"))
+    trained = ptp.PTPConfig.load(tmp_path / "a").sampling
+    assert trained == dataclasses.replace(SAMPLING, order="probability") and result.evaluation["windows"] > 0
+    evaluated = evaluate_adapter(tiny_base("llama"), tmp_path / "a", data, rows=2, windows_per_row=4)
+    assert evaluated["windows"] > 0  # data sampled in vocabulary order: the same distribution, accepted
+
+    model = ptp.PTPModel.from_pretrained(tiny_base("llama"), tmp_path / "a")
+    prompt, u = torch.tensor([[5, 6, 7]]), torch.rand(1, 12, generator=torch.Generator().manual_seed(1))
+    expected = reference(tiny_base("llama"), prompt, auxiliaries=u, sampling=trained, eos_token_id=[])
+    s = SAMPLING  # transformers-style arguments: generate takes the order of the bins from the drafter
+    got = model.generate(prompt, max_new_tokens=12, auxiliaries=u, eos_token_id=[], temperature=s.temperature,
+                         top_k=s.top_k, top_p=s.top_p)  # fmt: skip
+    assert_same_tokens(got, expected)
+
+    # A drafter may continue in the other order (it relearns which token a u picks), not under another distribution.
+    distill(quick_config(data, tmp_path / "b", init_adapter=str(tmp_path / "a")), base_model=tiny_base("llama"))
+    assert ptp.PTPConfig.load(tmp_path / "b").sampling == SAMPLING
+    hotter = dict(sampling={"temperature": 1.0}, allow_foreign_data=True, init_adapter=str(tmp_path / "a"))
+    with pytest.raises(ValueError, match="was trained for T=0.9, top_k=40, top_p=0.95, order=probability"):
+        distill(quick_config(data, tmp_path / "c", **hotter), base_model=tiny_base("llama"))
 
 
 def test_a_resumed_run_ends_exactly_where_an_uninterrupted_one_does(data, tmp_path, monkeypatch):

@@ -17,17 +17,13 @@ SAMPLING = ptp.SamplingConfig(temperature=0.9, top_k=40, top_p=0.95)
 
 def reference(model, input_ids, attention_mask=None, *, auxiliaries, sampling=SAMPLING, eos_token_id=None):
     """``ptp.sample_autoregressive`` under a SamplingConfig: the ground truth that every sampler must equal."""
-    s = sampling
     return ptp.sample_autoregressive(
         model,
         input_ids,
         attention_mask,
         auxiliaries=auxiliaries,
         max_new_tokens=auxiliaries.shape[1],
-        do_sample=s.do_sample,
-        temperature=s.temperature,
-        top_k=s.top_k,
-        top_p=s.top_p,
+        sampling=sampling,
         eos_token_id=eos_token_id,
     )
 

@@ -5,8 +5,10 @@
 # section 19; token 1 or 0: first_slot_token; init: an adapter to continue from, `v11` for the shipped one of that
 # mode). PROMPTS=stdlib (default) draws the prompts from the standard library's training split, which the teacher
 # has memorised; PROMPTS=site from the Python files of the installed packages (recipes/large/corpus.py), text it has
-# never seen, like the held-out split (BENCHMARKS.md section 20). Float16 copies of the adapters and their metrics go
-# to OUT as results.tar.part-*; tau is then measured with `ptp bench` on recipes/default/heldout_prompts.jsonl.
+# never seen, like the held-out split (BENCHMARKS.md section 20). BIN_ORDER=probability: the drafters learn the
+# bins in descending probability (`bin_order`), not in vocabulary order. Float16 copies of the adapters and their
+# metrics go to OUT as results.tar.part-*; tau is then measured with `ptp bench` on
+# recipes/default/heldout_prompts.jsonl.
 # Usage: bash recipes/default/drafters_v2.sh WORK OUT    RATE: expected steps/s of each run (default 4, four runs
 # sharing an H200); DEV=cpu SMALL=1: a smoke test on the CPU.
 set -uo pipefail
@@ -40,7 +42,8 @@ for variant in ${VARIANTS:-one_hot:0.7:1 independent:0.7:1 one_hot:1.0:1 one_hot
     [ "${start:-}" = v11 ] && start=$assets/$([ $mode = one_hot ] && echo adapter || echo independent)
     init=(); [ -n "${start:-}" ] && init=(--init-adapter "$start")
     ptp distill --model "$assets/teacher" --data "$work/pregen" --config "$here/distill.json" --mode $mode \
-        "${init[@]}" --set first_slot_token=$token --set lora_rank=64 --set lora_alpha=128 \
+        "${init[@]}" --set first_slot_token=$token --set bin_order="${BIN_ORDER:-vocabulary}" \
+        --set lora_rank=64 --set lora_alpha=128 \
         --set position_decay=$gamma --set batch_size=$batch --set precision=bf16 --set max_steps=$steps \
         --set warmup_steps=50 --set eval_interval=$(( steps / 4 )) --set checkpoint_interval=0 "${set_small[@]}" \
         --max-time $seconds --device "$dev" --no-progress --out "$work/$name" > "$logs/distill_$name.log" 2>&1 &

@@ -72,7 +72,8 @@ def _cmd_generate(args) -> int:
 
 
 def parse_sampling(text: str | None, default):
-    """``greedy`` or ``T,k,p`` (``-`` for an unset k or p) to a SamplingConfig; None gives ``default``."""
+    """``greedy`` or ``T,k,p`` (``-`` for an unset k or p) to a SamplingConfig, its bins in ``default``'s order;
+    None gives ``default``."""
     from ptp.sampling import SamplingConfig
 
     if text is None:
@@ -85,7 +86,10 @@ def parse_sampling(text: str | None, default):
     t, k, p = parts
     try:
         return SamplingConfig(
-            temperature=float(t), top_k=None if k == "-" else int(k), top_p=None if p == "-" else float(p)
+            temperature=float(t),
+            top_k=None if k == "-" else int(k),
+            top_p=None if p == "-" else float(p),
+            order="vocabulary" if default is None else default.order,
         )
     except ValueError as error:
         raise SystemExit(f"--sampling {text!r}: {error}") from error

@@ -3,8 +3,11 @@
 A sampling configuration S (temperature, top-k, top-p, or greedy) turns a row of logits into a distribution P over
 the vocabulary. Its cumulative distribution in *vocabulary order* gives every token j a half-open bin
 ``[F(j-1), F(j))``; ``pick(u)`` returns the token whose bin holds ``u``. With ``u ~ Uniform[0, 1)`` this is an exact
-sample of P, and with the same ``u`` it is the same token every time. This module is the only implementation of S
-and of pick in the project: data generation, training targets, verification and the reference sampler all call it.
+sample of P, and with the same ``u`` it is the same token every time. ``order="probability"`` (this project's
+extension) lays the bins out by descending probability instead, so that a small u picks the likely tokens: the same
+distribution, another coupling of u and tokens, which a drafter may find easier to learn. This module is the only
+implementation of S and of pick in the project: data generation, training targets, verification and the reference
+sampler all call it.
 
 All functions are pure tensor functions over a trailing vocabulary axis, batched over any leading axes, and compute
 in float32 whatever the dtype of the logits.
@@ -13,12 +16,15 @@ in float32 whatever the dtype of the logits.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 
 #: The largest float32 strictly below 1: the top of the range an auxiliary may take.
 MAX_AUXILIARY = 1.0 - 2.0**-24
+
+#: How the bins are laid out along [0, 1): by token id (METHOD.md section 1), or by descending probability.
+ORDERS = ("vocabulary", "probability")
 
 
 @dataclass(frozen=True)
@@ -33,8 +39,13 @@ class SamplingConfig:
     """Keep the k largest logits (ties: the lower token id); None: off."""
     top_p: float | None = None
     """Nucleus: keep tokens, in descending probability, while the mass before them is < top_p; None: off."""
+    order: str = "vocabulary"
+    """The order of the bins along [0, 1): ``vocabulary`` (token ids) or ``probability`` (descending, ties to the
+    lower id). It changes which token a given u picks, not the distribution; a drafter is trained for one order."""
 
     def __post_init__(self) -> None:
+        if self.order not in ORDERS:
+            raise ValueError(f"order must be one of {ORDERS}, got {self.order!r}")
         if not self.do_sample:
             return
         if not _is_number(self.temperature) or not math.isfinite(self.temperature) or self.temperature <= 0:
@@ -54,7 +65,7 @@ class SamplingConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> SamplingConfig:
-        unknown = set(data) - {"do_sample", "temperature", "top_k", "top_p"}
+        unknown = set(data) - {"do_sample", "temperature", "top_k", "top_p", "order"}
         if unknown:
             raise ValueError(f"unknown sampling configuration keys: {sorted(unknown)}")
         return cls(**data)
@@ -62,7 +73,12 @@ class SamplingConfig:
     def describe(self) -> str:
         if not self.do_sample:
             return "greedy"
-        return f"T={self.temperature:g}, top_k={self.top_k}, top_p={self.top_p}"
+        text = f"T={self.temperature:g}, top_k={self.top_k}, top_p={self.top_p}"
+        return text if self.order == "vocabulary" else f"{text}, order={self.order}"
+
+    def same_distribution(self, other: SamplingConfig) -> bool:
+        """Whether both give the same P (they may differ in the order of the bins)."""
+        return replace(self, order="vocabulary") == replace(other, order="vocabulary")
 
 
 def _is_number(value) -> bool:
@@ -126,15 +142,24 @@ def cumulative(probs: torch.Tensor) -> torch.Tensor:
     return torch.where(cdf >= cdf[..., -1:], 1.0, cdf)
 
 
-def pick_from_probabilities(u: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
-    """The smallest token j with ``F(j) > u``.
+def pick_from_probabilities(u: torch.Tensor, probs: torch.Tensor, order: str = "vocabulary") -> torch.Tensor:
+    """The token whose bin holds ``u``: in vocabulary order, the smallest token j with ``F(j) > u``.
 
     ``u``: ``[...]`` in [0, 1); probs: ``[..., V]``. Returns int64 ``[...]``.
     """
-    cdf = cumulative(probs)
-    index = torch.searchsorted(cdf, u.float().unsqueeze(-1).contiguous(), right=True).squeeze(-1)
+    ranked, tokens = _in_order(probs, order)
+    index = torch.searchsorted(cumulative(ranked), u.float().unsqueeze(-1).contiguous(), right=True)
     # Unreachable for u < 1 (the last edge is exactly 1); the clamp only keeps a bad u from indexing out of range.
-    return index.clamp_(max=probs.shape[-1] - 1)
+    index = index.clamp_(max=probs.shape[-1] - 1)
+    return (index if tokens is None else tokens.gather(-1, index)).squeeze(-1)
+
+
+def _in_order(probs: torch.Tensor, order: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``probs`` laid out in bin order, and the token at each place (None: vocabulary order, the identity)."""
+    if order == "vocabulary":
+        return probs, None
+    # Descending, ties to the lower id: the sort is stable and the input is in id order.
+    return torch.sort(probs.float(), dim=-1, descending=True, stable=True)
 
 
 def pick(u: torch.Tensor, logits: torch.Tensor, config: SamplingConfig) -> torch.Tensor:
@@ -148,11 +173,11 @@ def pick(u: torch.Tensor, logits: torch.Tensor, config: SamplingConfig) -> torch
     """
     if not config.do_sample:
         return logits.argmax(dim=-1)
-    return pick_from_probabilities(u, probabilities(logits, config))
+    return pick_from_probabilities(u, probabilities(logits, config), config.order)
 
 
 def bins(logits: torch.Tensor, tokens: torch.Tensor, config: SamplingConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    """The bin ``[F(t-1), F(t))`` of each observed token under S.
+    """The bin ``[F(t-1), F(t))`` of each observed token under S (F in the configuration's bin order).
 
     Args:
         logits: ``[..., V]``.
@@ -161,10 +186,15 @@ def bins(logits: torch.Tensor, tokens: torch.Tensor, config: SamplingConfig) -> 
         ``(left, right)``, float32 ``[...]`` each. A token outside the kept set has an empty bin (left == right);
         callers must handle it explicitly.
     """
-    cdf = cumulative(probabilities(logits, config))
-    right = cdf.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
-    below = (tokens - 1).clamp(min=0).unsqueeze(-1)
-    left = torch.where(tokens > 0, cdf.gather(-1, below).squeeze(-1), 0.0)
+    ranked, order = _in_order(probabilities(logits, config), config.order)
+    cdf = cumulative(ranked)
+    place = tokens
+    if order is not None:  # the place of each token in the bin order
+        places = torch.arange(order.shape[-1], device=order.device).expand(order.shape)
+        place = torch.empty_like(order).scatter_(-1, order, places).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+    right = cdf.gather(-1, place.unsqueeze(-1)).squeeze(-1)
+    below = (place - 1).clamp(min=0).unsqueeze(-1)
+    left = torch.where(place > 0, cdf.gather(-1, below).squeeze(-1), 0.0)
     return left, right
 
 

@@ -69,7 +69,8 @@ class BenchConfig:
     max_new_tokens: int = 256
     """New tokens per turn at most."""
     sampling: SamplingConfig | None = None
-    """The sampling configuration; None: the PTP adapter's training configuration, or greedy without adapters."""
+    """The sampling configuration; None: the PTP adapter's training configuration, or greedy without adapters. The
+    order of its bins is the adapters' in any case."""
     repeats: int = 3
     """Timed generations per turn; the median counts."""
     warmup: int = 1
@@ -143,9 +144,11 @@ def prepare(config: BenchConfig) -> _Prepared:
         config.drafter_adapter, config.drafter_model,
     )  # fmt: skip
     sampling = config.sampling
+    trained = models.engines.get("ptp") or models.engines.get("independent") or models.drafter
     if sampling is None:
-        trained = models.engines.get("ptp") or models.engines.get("independent") or models.drafter
         sampling = trained.config.sampling if trained is not None else SamplingConfig.greedy()
+    elif trained is not None:  # u picks tokens in the order of the bins that the drafters learned
+        sampling = replace(sampling, order=trained.config.sampling.order)
     _check_lengths(models, questions, config)
     runners = build_runners(
         models,

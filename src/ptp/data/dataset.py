@@ -104,7 +104,7 @@ class Dataset:
         """Raise ValueError if the completions were drawn with another configuration than ``sampling`` (which
         ``wanted_by`` names in the message; ``advice`` replaces training's advice)."""
         recorded = self.sampling
-        if recorded is not None and recorded != sampling:
+        if recorded is not None and not recorded.same_distribution(sampling):
             advice = advice or (
                 "Bins under another configuration than the data's teach the drafter the wrong tokens; leave the "
                 "sampling configuration unset to use the data's, or pass allow_foreign_data to treat the data as raw "

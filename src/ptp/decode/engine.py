@@ -29,6 +29,7 @@ on its own cache and proposes. Both caches hold the same committed tokens at the
 from __future__ import annotations
 
 import warnings
+from dataclasses import replace
 
 import torch
 
@@ -42,6 +43,7 @@ from ptp.decode.inputs import (
     context_length,
     prepare_auxiliaries,
     resolve_stop_tokens,
+    sampling_from_arguments,
 )
 from ptp.model.embeddings import NULL_AUXILIARY
 from ptp.model.ptp import PTPModel, check_drafter, teacher_logits
@@ -264,7 +266,8 @@ def generate(
         input_ids, attention_mask: ``[B, S]`` left-padded prompts (mask 1 on real tokens).
         max_new_tokens: new tokens per row at most.
         do_sample, temperature, top_k, top_p: the sampling configuration, with the defaults of
-            :func:`ptp.sample_autoregressive` (top_k / top_p None: off). Or pass ``sampling`` instead, e.g.
+            :func:`ptp.sample_autoregressive` (top_k / top_p None: off), its bins in the order the drafter was
+            trained for (``model.config.sampling.order``). Or pass ``sampling`` instead, e.g.
             ``model.config.sampling``, the configuration the drafter was trained for.
         eos_token_id, pad_token_id: a row stops after EOS and is padded with ``pad_token_id`` (default: the model's
             generation config; pad falls back to the first EOS id).
@@ -286,10 +289,8 @@ def generate(
     Returns:
         :class:`ptp.decode.inputs.GenerationOutput` with the tokens and the per-call statistics.
     """
-    if sampling is None:
-        sampling = SamplingConfig(do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p)
-    elif (do_sample, temperature, top_k, top_p) != (True, 1.0, None, None):
-        raise ValueError("pass either sampling or do_sample/temperature/top_k/top_p, not both")
+    given = sampling
+    sampling = sampling_from_arguments(sampling, do_sample, temperature, top_k, top_p)
     verifier = None
     if drafter is not None:
         verifier = model.base_model if isinstance(model, PTPModel) else model
@@ -297,6 +298,8 @@ def generate(
         model = drafter
     elif not isinstance(model, PTPModel):
         raise TypeError(f"model must be a PTPModel, or pass a drafter; got {type(model).__name__}")
+    if given is None:  # u picks tokens in the order of the bins that the drafter learned
+        sampling = replace(sampling, order=model.config.sampling.order)
     teacher = model.base_model if verifier is None else verifier
     device = model.device
     input_ids = input_ids.to(device)

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ptp.sampling import check_auxiliaries
+from ptp.sampling import SamplingConfig, check_auxiliaries
 
 
 @dataclass
@@ -156,6 +156,17 @@ def context_length(model) -> int | None:
         if isinstance(value, int):
             return value
     return None
+
+
+def sampling_from_arguments(
+    sampling: SamplingConfig | None, do_sample: bool, temperature: float, top_k: int | None, top_p: float | None
+) -> SamplingConfig:
+    """``sampling``, or the configuration of the transformers-style arguments; not both."""
+    if sampling is None:
+        return SamplingConfig(do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p)
+    if (do_sample, temperature, top_k, top_p) != (True, 1.0, None, None):
+        raise ValueError("pass either sampling or do_sample/temperature/top_k/top_p, not both")
+    return sampling
 
 
 def check_plain_inputs(model, input_ids, attention_mask, auxiliaries, max_new_tokens, eos_token_id, pad_token_id):

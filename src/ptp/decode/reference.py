@@ -10,7 +10,7 @@ import torch
 from transformers import DynamicCache, PreTrainedModel
 
 from ptp.compat import cache_argument
-from ptp.decode.inputs import GenerationOutput, check_plain_inputs
+from ptp.decode.inputs import GenerationOutput, check_plain_inputs, sampling_from_arguments
 from ptp.sampling import SamplingConfig, pick
 
 
@@ -26,6 +26,7 @@ def sample_autoregressive(
     temperature: float = 1.0,
     top_k: int | None = None,
     top_p: float | None = None,
+    sampling: SamplingConfig | None = None,
     eos_token_id: int | list[int] | None = None,
     pad_token_id: int | None = None,
 ) -> GenerationOutput:
@@ -35,10 +36,12 @@ def sample_autoregressive(
         model: a causal LM (a :class:`ptp.PTPModel` is sampled through its frozen base, adapter off).
         input_ids, attention_mask: ``[B, S]`` left-padded prompts.
         auxiliaries: float ``[B, max_new_tokens]`` in [0, 1).
+        do_sample, temperature, top_k, top_p: the sampling configuration; or pass ``sampling`` instead (which also
+            sets the order of the bins).
     Returns:
         :class:`GenerationOutput`; every call commits one token per running row.
     """
-    config = SamplingConfig(do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p)
+    config = sampling_from_arguments(sampling, do_sample, temperature, top_k, top_p)
     model, input_ids, mask, u, eos, pad = check_plain_inputs(
         model, input_ids, attention_mask, auxiliaries, max_new_tokens, eos_token_id, pad_token_id
     )

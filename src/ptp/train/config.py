@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ptp.model.config import MODES
 from ptp.model.embeddings import EMBEDDING_KINDS
-from ptp.sampling import SamplingConfig
+from ptp.sampling import ORDERS, SamplingConfig
 from ptp.train.checkpoint import default_run_dir
 
 LOSSES = ("cross_entropy", "forward_kl", "reverse_kl")
@@ -72,8 +72,12 @@ class DistillConfig:
     beta: float = 1.0
     """u = left + (right - left) * Beta(beta, beta) in training; beta < 1 favours bin edges. Evaluation: uniform."""
     sampling: dict | None = None
-    """The sampling configuration S of the bins (``SamplingConfig`` fields). None: the data's. Must equal the
-    data's unless ``allow_foreign_data``; required for raw text."""
+    """The sampling configuration S of the bins (``SamplingConfig`` fields but ``order``). None: the data's. Must
+    equal the data's unless ``allow_foreign_data``; required for raw text."""
+    bin_order: str = "vocabulary"
+    """The order of the bins along [0, 1) that the drafter learns (``ptp.sampling.ORDERS``): ``vocabulary``
+    (METHOD.md) or ``probability`` (descending, so that a small u picks the likely tokens). Decoding uses the
+    adapter's order; the data may have been sampled in either."""
     out_of_set: str = "stop"
     """A target outside the kept set of S (possible only for raw or foreign data): ``stop`` ends its window there
     (the slot and the rest of the window do not train), ``error`` refuses the batch."""
@@ -199,7 +203,11 @@ class DistillConfig:
             raise ValueError("learning_rate must be > 0 and min_lr_ratio in [0, 1]")
         if self.row_length is not None and self.row_length < 2:
             raise ValueError(f"row_length must be >= 2, got {self.row_length!r}")
+        if self.bin_order not in ORDERS:
+            raise ValueError(f"bin_order must be one of {ORDERS}, got {self.bin_order!r}")
         if self.sampling is not None:
+            if "order" in (self.sampling.to_dict() if isinstance(self.sampling, SamplingConfig) else self.sampling):
+                raise ValueError("set the order of the bins with bin_order, not inside sampling")
             self.sampling_config()  # validates
 
     @property

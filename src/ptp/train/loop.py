@@ -21,7 +21,7 @@ import functools
 import json
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -290,15 +290,14 @@ def evaluate(
 
 # ----------------------------------------------------------------------------------------------------- distill
 def resolve_sampling(config: DistillConfig, dataset: Dataset) -> SamplingConfig:
-    """S for the bins: the data's, or the config's (which must equal the data's unless foreign data are allowed)."""
+    """S for the bins: the data's, or the config's (which must equal the data's unless foreign data are allowed),
+    with the config's order of the bins."""
     asked, recorded = config.sampling_config(), dataset.sampling
     if asked is None and recorded is None:
         raise ValueError(f"{dataset.path} is raw text without a sampling configuration; set `sampling` in the config")
-    if asked is None:
-        return recorded
-    if not config.allow_foreign_data:
+    if asked is not None and not config.allow_foreign_data:
         dataset.check_sampling(asked)
-    return asked
+    return replace(asked or recorded, order=config.bin_order)
 
 
 def load_causal_lm(model, device: torch.device, bf16: bool):
@@ -347,19 +346,28 @@ def first_rows(rows: PackedRows, count: int, hint: str) -> PackedRows:
     return rows
 
 
-def check_initial_drafter(path: Path, config) -> bool:
-    """``init_adapter`` must be a drafter with ``config``'s drafter settings (else its weights would not fit), except
-    that, when its base does not train, its LoRA rank may be lower (it grows, :meth:`PTPModel.load_adapter`) and
-    ``first_slot_token`` may be switched on (the weights fit; the first slots then also receive their token, which
-    training teaches the drafter to use). Returns whether the run builds its own drafter and loads the saved one into
-    it (else it continues the saved drafter as it is)."""
+def check_initial_drafter(path: Path, config, sampling: SamplingConfig) -> bool:
+    """``init_adapter`` must be a drafter with ``config``'s drafter settings (else its weights would not fit) and
+    trained for the distribution of ``sampling``, except that, when its base does not train, its LoRA rank may be
+    lower (it grows, :meth:`PTPModel.load_adapter`), ``first_slot_token`` may be switched on (the weights fit; the
+    first slots then also receive their token, which training teaches the drafter to use) and the order of the bins
+    may change (the drafter relearns which token a u picks). Returns whether the run builds its own drafter and
+    loads the saved one into it (else it continues the saved drafter as it is)."""
     if not path.is_dir():
         raise FileNotFoundError(f"init_adapter {path} does not exist")
     saved = PTPConfig.load(path)
+    if not saved.sampling.same_distribution(sampling):
+        raise ValueError(
+            f"init_adapter {path} was trained for {saved.sampling.describe()}, this run for {sampling.describe()}"
+        )
     wanted = {name: getattr(config, name) for name in DRAFTER_FIELDS} | {"train_base": config.train_drafter_base}
     frozen_base = not config.train_drafter_base  # a drafter whose base trains is continued as it is
     grows = frozen_base and saved.lora_rank < config.lora_rank
     given = frozen_base and config.first_slot_token and not saved.first_slot_token
+    reordered = saved.sampling != sampling
+    if reordered and not frozen_base:
+        raise ValueError(f"init_adapter {path} learned the bins in {saved.sampling.order} order; a drafter whose "
+                         f"base trains cannot switch to {sampling.order} order")  # fmt: skip
     if grows:
         wanted = {k: v for k, v in wanted.items() if k not in ("lora_rank", "lora_alpha")}
     if given:
@@ -367,7 +375,7 @@ def check_initial_drafter(path: Path, config) -> bool:
     differ = [f"{k}={getattr(saved, k)!r} (config: {v!r})" for k, v in wanted.items() if getattr(saved, k) != v]
     if differ:
         raise ValueError(f"init_adapter {path} was trained with other drafter settings: " + ", ".join(differ))
-    return grows or given
+    return grows or given or reordered
 
 
 def check_windows(evaluation: dict, hint: str) -> dict:
@@ -476,7 +484,7 @@ def _distill(config: DistillConfig, accelerator, base_model, drafter_model, toke
     torch.manual_seed(config.seed)
     start_step, resume_state = 0, newest_checkpoint(run_dir, config.to_dict(), config.resume)
     saved = resume_state["path"] / ADAPTER if resume_state is not None else config.init_adapter
-    adapts = saved and resume_state is None and check_initial_drafter(Path(saved), config)
+    adapts = saved and resume_state is None and check_initial_drafter(Path(saved), config, sampling)
     if saved and not adapts:
         if config.train_drafter_base:  # the drafter's own weights come from the saved drafter too
             dtype = torch.bfloat16 if bf16 else torch.float32
