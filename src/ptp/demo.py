@@ -12,11 +12,13 @@ from dataclasses import dataclass
 
 import torch
 
+#: Cut before the last line's newline, as `ptp prompts` cuts: a byte-level BPE merges a newline with the next line's
+#: indentation, so a prompt that ends in a bare newline token is where the model has mostly seen a file end.
 PROMPTS = (
-    "def fibonacci(n):\n",
-    "import os\n\n\ndef list_python_files(directory):\n",
-    "class Stack:\n    def __init__(self):\n",
-    'def parse_args(argv=None):\n    """Parse the command line."""\n',
+    "def fibonacci(n):",
+    "import os\n\n\ndef list_python_files(directory):",
+    "class Stack:\n    def __init__(self):",
+    'def parse_args(argv=None):\n    """Parse the command line."""',
 )
 
 _COLOURS = ("\033[38;5;33m", "\033[38;5;208m")  # blue, orange
