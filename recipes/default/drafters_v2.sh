@@ -9,11 +9,11 @@
 # bins in descending probability (`bin_order`), not in vocabulary order. Float16 copies of the adapters and their
 # metrics go to OUT as results.tar.part-*; tau is then measured with `ptp bench` on
 # recipes/default/heldout_prompts.jsonl.
-# Usage: bash recipes/default/drafters_v2.sh WORK OUT    RATE: expected steps/s of each run (default 4, four runs
-# sharing an H200); DEV=cpu SMALL=1: a smoke test on the CPU.
+# Usage: bash recipes/default/drafters_v2.sh WORK OUT    TEACHER: the teacher (default: the shipped one); RATE:
+# expected steps/s of each run (default 4, four runs sharing an H200); DEV=cpu SMALL=1: a smoke test on the CPU.
 set -uo pipefail
 work=${1:?usage: drafters_v2.sh WORK OUT}; out=${2:?}; total=${TOTAL:-540}; dev=${DEV:-cuda}; small=${SMALL:-0}
-here=$(cd "$(dirname "$0")" && pwd); assets=$here/../../src/ptp/assets/default
+here=$(cd "$(dirname "$0")" && pwd); assets=$here/../../src/ptp/assets/default; teacher=${TEACHER:-$assets/teacher}
 mkdir -p "$work/logs" "$out"; logs=$work/logs
 t0=$(date +%s)
 left() { echo $(( total - $(date +%s) + t0 )); }
@@ -30,7 +30,7 @@ source=(); if [ "${PROMPTS:-stdlib}" = site ]; then
     source=(--data "$work/site" --held-out-fraction 0)
 fi
 ptp prompts "${source[@]}" --split train --count $count --max-lines 15 --seed 5 --out "$work/prompts.jsonl"
-ptp pregenerate --model "$assets/teacher" --prompts "$work/prompts.jsonl" --out "$work/pregen" \
+ptp pregenerate --model "$teacher" --prompts "$work/prompts.jsonl" --out "$work/pregen" \
     --n-per-prompt $per_prompt --max-new-tokens $new_tokens --temperature 0.7 --top-k 50 --top-p 0.95 \
     --batch-size $pregen_batch --prompts-per-shard 512 --seed 5 --dtype float32 --skip-long-prompts --device "$dev" \
     > "$logs/pregen.log" 2>&1; tail -n 1 "$logs/pregen.log" | cut -c1-200
@@ -41,7 +41,7 @@ for variant in ${VARIANTS:-one_hot:0.7:1 independent:0.7:1 one_hot:1.0:1 one_hot
     token=$([ "$first" = 1 ] && echo true || echo false)
     [ "${start:-}" = v11 ] && start=$assets/$([ $mode = one_hot ] && echo adapter || echo independent)
     init=(); [ -n "${start:-}" ] && init=(--init-adapter "$start")
-    ptp distill --model "$assets/teacher" --data "$work/pregen" --config "$here/distill.json" --mode $mode \
+    ptp distill --model "$teacher" --data "$work/pregen" --config "$here/distill.json" --mode $mode \
         "${init[@]}" --set first_slot_token=$token --set bin_order="${BIN_ORDER:-vocabulary}" \
         --set lora_rank=64 --set lora_alpha=128 \
         --set position_decay=$gamma --set batch_size=$batch --set precision=bf16 --set max_steps=$steps \
