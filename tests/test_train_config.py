@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from ptp.sampling import SamplingConfig
 from ptp.train import DistillConfig
 from ptp.train.config import parse_overrides
 
@@ -27,6 +28,7 @@ from ptp.train.config import parse_overrides
         ({"sampling": {"temperature": -1.0}}, "temperature"),
         ({"bin_order": "alphabetical"}, "bin_order must be one of"),
         ({"sampling": {"temperature": 0.7, "order": "probability"}}, "with bin_order, not inside sampling"),
+        ({"sampling": SamplingConfig(order="probability")}, "with bin_order, not inside sampling"),
         ({"out_of_set": "ignore"}, "out_of_set"),
         ({"precision": "fp8"}, "precision"),
     ],
@@ -68,3 +70,8 @@ def test_a_file_with_overrides(tmp_path):
     path.write_text("[1]")
     with pytest.raises(ValueError, match="must hold a JSON object"):
         DistillConfig.load(path)
+
+
+def test_the_sampling_configuration_may_be_given_as_an_object_in_vocabulary_order():
+    config = DistillConfig(sampling=SamplingConfig(temperature=0.9, top_k=40), bin_order="probability")
+    assert config.sampling_config() == SamplingConfig(temperature=0.9, top_k=40)

@@ -206,7 +206,8 @@ class DistillConfig:
         if self.bin_order not in ORDERS:
             raise ValueError(f"bin_order must be one of {ORDERS}, got {self.bin_order!r}")
         if self.sampling is not None:
-            if "order" in (self.sampling.to_dict() if isinstance(self.sampling, SamplingConfig) else self.sampling):
+            given = isinstance(self.sampling, SamplingConfig)
+            if self.sampling.order != "vocabulary" if given else "order" in self.sampling:
                 raise ValueError("set the order of the bins with bin_order, not inside sampling")
             self.sampling_config()  # validates
 
