@@ -2,8 +2,8 @@
 # Candidate v2 drafters for the shipped teacher, in one GPU call of TOTAL seconds (default 540): fresh prompts,
 # pregeneration under T 0.7 / 50 / 0.95, then O-PTP and independent drafters side by side on the one GPU, each with
 # LoRA rank 64 and bf16. VARIANTS lists them as mode:gamma:token[:init] (position weights gamma^j, BENCHMARKS.md
-# section 19; token 1 or 0: first_slot_token; init: an adapter to continue from, `v11` for the shipped one of that
-# mode). PROMPTS=stdlib (default) draws the prompts from the standard library's training split, which the teacher
+# section 19; token 1 or 0: first_slot_token; init: an adapter to continue from, `shipped` for the shipped one of
+# that mode). PROMPTS=stdlib (default) draws the prompts from the standard library's training split, which the teacher
 # has memorised; PROMPTS=site from the Python files of the installed packages (recipes/large/corpus.py), text it has
 # never seen, like the held-out split (BENCHMARKS.md section 20). BIN_ORDER=probability: the drafters learn the
 # bins in descending probability (`bin_order`), not in vocabulary order. Float16 copies of the adapters and their
@@ -39,7 +39,7 @@ stamp "distillation: $steps steps each, at most $seconds s"
 for variant in ${VARIANTS:-one_hot:0.7:1 independent:0.7:1 one_hot:1.0:1 one_hot:0.7:0}; do
     IFS=: read -r mode gamma first start <<< "$variant"; name=${mode}_g${gamma}_t$first${start:+_init}
     token=$([ "$first" = 1 ] && echo true || echo false)
-    [ "${start:-}" = v11 ] && start=$assets/$([ $mode = one_hot ] && echo adapter || echo independent)
+    [ "${start:-}" = shipped ] && start=$assets/$([ $mode = one_hot ] && echo adapter || echo independent)
     init=(); [ -n "${start:-}" ] && init=(--init-adapter "$start")
     ptp distill --model "$teacher" --data "$work/pregen" --config "$here/distill.json" --mode $mode \
         "${init[@]}" --set first_slot_token=$token --set bin_order="${BIN_ORDER:-vocabulary}" \

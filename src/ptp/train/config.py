@@ -206,8 +206,11 @@ class DistillConfig:
         if self.bin_order not in ORDERS:
             raise ValueError(f"bin_order must be one of {ORDERS}, got {self.bin_order!r}")
         if self.sampling is not None:
-            given = isinstance(self.sampling, SamplingConfig)
-            if self.sampling.order != "vocabulary" if given else "order" in self.sampling:
+            if isinstance(self.sampling, SamplingConfig):
+                ordered = self.sampling.order != "vocabulary"
+            else:
+                ordered = "order" in self.sampling
+            if ordered:
                 raise ValueError("set the order of the bins with bin_order, not inside sampling")
             self.sampling_config()  # validates
 
