@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Issue #6 item 2 and #7 in one device call on two GPUs (nvidia-h100-x2; or one: GPUS=1), within TOTAL seconds:
-#   corpus (site-packages Python) -> ~110M Llama teacher, DDP over both GPUs -> pregeneration (GPU 0) and a draft
+# Issue #6 item 2 and #7 in one device call on two GPUs (nvidia-h100-x2; or GPUS=1, or GPUS=4), within TOTAL seconds:
+#   corpus (site-packages Python) -> 102M Llama teacher, DDP over all GPUs -> pregeneration (GPU 0) and a draft
 #   model for hf-assisted (GPU 1) -> O-PTP and independent adapters (one GPU each) -> `ptp bench`, every method,
 #   greedy and T 0.7 (GPU 0). Each training stage gets a share of the time left; its steps come from a short probe.
 # Usage: bash recipes/large/run.sh WORK OUT [TOTAL]     OUT receives results.tar (adapters, logs, bench summaries).
@@ -8,7 +8,8 @@
 # trains the teacher alone (for the whole TOTAL; run it again to train further), then a run without PHASE does the
 # rest. That needs WORK to survive between the calls; on the lent GPU machines it did not (2026-11-26: a warm machine
 # started the next call without WORK), so there the recipe runs as one call.
-# GPUS=1 runs it on one GPU (the teacher in one process, the two drafters side by side on it).
+# GPUS=1 runs it on one GPU (the teacher in one process, the two drafters side by side on it); GPUS=4 trains the
+# teacher on four (the later stages use GPUs 0 and 1, as with two).
 # Time after the teacher: RESERVE seconds (default 370); after the drafters: BENCH_SECONDS (default 200) for the
 # bench of SAMPLINGS (default "greedy 0.7,50,0.95") on BENCH_PROMPTS prompts (default 6); PER_PROMPT completions per
 # prompt (default 4).
@@ -28,14 +29,14 @@ on() {  # on GPU N (GPU N mod GPUS)
     local gpu=$(( $1 % GPUS )); shift
     if [ "$DEV" = cuda ]; then CUDA_VISIBLE_DEVICES=$gpu ptp "$@"; else ptp "$@" --device cpu; fi
 }
-two() {  # data-parallel over the GPUs (one process when GPUS=1)
+all_gpus() {  # data-parallel over the GPUs (one process when GPUS=1)
     if [ "$GPUS" = 1 ]; then
         on 0 "$@"
     elif [ "$DEV" = cuda ]; then
-        accelerate launch --multi_gpu --num_processes 2 --num_machines 1 --mixed_precision no --dynamo_backend no \
+        accelerate launch --multi_gpu --num_processes $GPUS --num_machines 1 --mixed_precision no --dynamo_backend no \
             -m ptp.cli "$@"
     else
-        torchrun --nproc_per_node 2 -m ptp.cli "$@" --device cpu
+        torchrun --nproc_per_node $GPUS -m ptp.cli "$@" --device cpu
     fi
 }
 # steps that fit SECONDS at the measured rate: rate_steps SUMMARY_JSON_OR_METRICS SECONDS TOKENS_PER_STEP
@@ -73,7 +74,7 @@ fi
 
 if [ ! -f "$work/probe/tokenizer.json" ]; then
 stamp "teacher probe (BPE + 20 steps)"
-two train --objective ar --config "$here/teacher.json" --data "$work/corpus" "${teacher_set[@]}" --steps 20 \
+all_gpus train --objective ar --config "$here/teacher.json" --data "$work/corpus" "${teacher_set[@]}" --steps 20 \
     --warmup-steps 2 --no-progress --out "$work/probe" > "$logs/teacher_probe.log" 2>&1
 fi
 if [ "$PHASE" = teacher ] || [ ! -f "$work/teacher/tokenizer.json" ]; then
@@ -89,7 +90,7 @@ if [ "$PHASE" = teacher ] || [ ! -f "$work/teacher/tokenizer.json" ]; then
     steps=$(cat "$work/teacher_steps")
     resume=$(ls -d "$work"/teacher.run/checkpoints/step-* > /dev/null 2>&1 && echo --resume)
     stamp "teacher: $steps steps in all, this call at most $seconds s ${resume:+(resumed)}"
-    timeout $(( seconds + 90 )) bash -c "$(declare -f ptp on two); two train --objective ar --config '$here/teacher.json' \
+    timeout $(( seconds + 90 )) bash -c "$(declare -f ptp on all_gpus); all_gpus train --objective ar --config '$here/teacher.json' \
         --data '$work/corpus' --tokenizer '$work/probe' ${teacher_set[*]} --steps $steps --max-time $seconds \
         $resume --no-progress --out '$work/teacher'" >> "$logs/teacher.log" 2>&1
     tail -n 1 "$logs/teacher.log" | cut -c1-400
