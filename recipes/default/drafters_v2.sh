@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Candidate v2 drafters for the shipped teacher, in one GPU call of TOTAL seconds (default 540): fresh prompts,
 # pregeneration under T 0.7 / 50 / 0.95, then O-PTP and independent drafters side by side on the one GPU, each with
-# LoRA rank 64 and bf16. VARIANTS lists them as mode:gamma:token[:init] (position weights gamma^j, BENCHMARKS.md
-# section 19; token 1 or 0: first_slot_token; init: an adapter to continue from, `shipped` for the shipped one of
-# that mode). PROMPTS=stdlib (default) draws the prompts from the standard library's training split, which the teacher
+# LoRA rank 64 and bf16. VARIANTS lists them as mode:gamma:token[:init[:drafter]] (position weights gamma^j,
+# BENCHMARKS.md section 19; token 1 or 0: first_slot_token; init: an adapter to continue from, `shipped` for the
+# shipped one of that mode; drafter: a separate drafter whose own weights all train at DRAFTER_LR (default 5e-4),
+# `copy` for a copy of the teacher, `deepN` for the teacher with every layer repeated N times, the repeats
+# starting as identities (deepen.py; BENCHMARKS.md section 21)). PROMPTS=stdlib (default) draws the prompts from the standard library's training split, which the teacher
 # has memorised; PROMPTS=site from the Python files of the installed packages (recipes/large/corpus.py), text it has
 # never seen, like the held-out split (BENCHMARKS.md section 20). BIN_ORDER=probability: the drafters learn the
 # bins in descending probability (`bin_order`), not in vocabulary order. Float16 copies of the adapters and their
@@ -37,12 +39,22 @@ ptp pregenerate --model "$teacher" --prompts "$work/prompts.jsonl" --out "$work/
 seconds=$(( $(left) - 25 )); steps=$(( rate * seconds / 40 * 40 )); [ "$steps" -lt 40 ] && steps=40
 stamp "distillation: $steps steps each, at most $seconds s"
 for variant in ${VARIANTS:-one_hot:0.7:1 independent:0.7:1 one_hot:1.0:1 one_hot:0.7:0}; do
-    IFS=: read -r mode gamma first start <<< "$variant"; name=${mode}_g${gamma}_t$first${start:+_init}
+    IFS=: read -r mode gamma first start drafter <<< "$variant"
+    name=${mode}_g${gamma}_t$first${start:+_init}${drafter:+_$drafter}
     token=$([ "$first" = 1 ] && echo true || echo false)
     [ "${start:-}" = shipped ] && start=$assets/$([ $mode = one_hot ] && echo adapter || echo independent)
     init=(); [ -n "${start:-}" ] && init=(--init-adapter "$start")
+    separate=()
+    if [ -n "${drafter:-}" ]; then
+        model=$teacher
+        if [ "$drafter" != copy ]; then
+            model=$work/drafter_$drafter
+            [ -d "$model" ] || python3 "$here/deepen.py" "$teacher" "$model" "${drafter#deep}" > /dev/null 2>&1
+        fi
+        separate=(--drafter-model "$model" --train-drafter-base --set learning_rate="${DRAFTER_LR:-5e-4}")
+    fi
     ptp distill --model "$teacher" --data "$work/pregen" --config "$here/distill.json" --mode $mode \
-        "${init[@]}" --set first_slot_token=$token --set bin_order="${BIN_ORDER:-vocabulary}" \
+        "${init[@]}" "${separate[@]}" --set first_slot_token=$token --set bin_order="${BIN_ORDER:-vocabulary}" \
         --set lora_rank=64 --set lora_alpha=128 \
         --set position_decay=$gamma --set batch_size=$batch --set precision=bf16 --set max_steps=$steps \
         --set warmup_steps=50 --set eval_interval=$(( steps / 4 )) --set checkpoint_interval=0 "${set_small[@]}" \
@@ -53,7 +65,7 @@ mkdir -p "$work/results/adapters"
 for run in "$work"/*_g*.run; do
     name=$(basename "$run" .run)
     echo "$name $(grep '"split": "eval"' "$run/metrics.jsonl" | tail -n 1 | cut -c1-160)"
-    python3 "$here/fp16.py" "$work/$name" "$work/results/adapters/$name"
+    [ -d "$work/$name/base" ] || python3 "$here/fp16.py" "$work/$name" "$work/results/adapters/$name"  # separate drafters: too big to return
     cp "$run/metrics.jsonl" "$work/results/metrics_$name.jsonl"
 done
 cp -r "$logs" "$work/results/"
