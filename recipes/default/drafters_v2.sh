@@ -36,7 +36,7 @@ ptp pregenerate --model "$teacher" --prompts "$work/prompts.jsonl" --out "$work/
     --n-per-prompt $per_prompt --max-new-tokens $new_tokens --temperature 0.7 --top-k 50 --top-p 0.95 \
     --batch-size $pregen_batch --prompts-per-shard 512 --seed 5 --dtype float32 --skip-long-prompts --device "$dev" \
     > "$logs/pregen.log" 2>&1; tail -n 1 "$logs/pregen.log" | cut -c1-200
-seconds=$(( $(left) - 25 )); steps=$(( rate * seconds / 40 * 40 )); [ "$steps" -lt 40 ] && steps=40
+seconds=$(( $(left) - 25 )); steps=$(awk -v r="$rate" -v s="$seconds" 'BEGIN { n = int(r * s / 40) * 40; print (n < 40 ? 40 : n) }')
 stamp "distillation: $steps steps each, at most $seconds s"
 for variant in ${VARIANTS:-one_hot:0.7:1 independent:0.7:1 one_hot:1.0:1 one_hot:0.7:0}; do
     IFS=: read -r mode gamma first start drafter <<< "$variant"
