@@ -4,13 +4,13 @@
 # LoRA rank 64 and bf16. VARIANTS lists them as mode:gamma:token[:init[:drafter]] (position weights gamma^j,
 # BENCHMARKS.md section 19; token 1 or 0: first_slot_token; init: an adapter to continue from, `shipped` for the
 # shipped one of that mode; drafter: a separate drafter whose own weights all train at DRAFTER_LR (default 5e-4),
-# `copy` for a copy of the teacher, `deepN` for the teacher with every layer repeated N times, the repeats
-# starting as identities (deepen.py; BENCHMARKS.md section 21)). PROMPTS=stdlib (default) draws the prompts from the standard library's training split, which the teacher
-# has memorised; PROMPTS=site from the Python files of the installed packages (recipes/large/corpus.py), text it has
-# never seen, like the held-out split (BENCHMARKS.md section 20). BIN_ORDER=probability: the drafters learn the
-# bins in descending probability (`bin_order`), not in vocabulary order. Float16 copies of the adapters and their
-# metrics go to OUT as results.tar.part-*; tau is then measured with `ptp bench` on
-# recipes/default/heldout_prompts.jsonl.
+# `copy` for a copy of the teacher, `deepN` for the teacher with every layer repeated N times, the repeats starting as
+# identities (deepen.py; BENCHMARKS.md section 21)). PROMPTS=stdlib (default) draws the prompts from the standard
+# library's training split, which the teacher has memorised; PROMPTS=site from the Python files of the installed
+# packages (recipes/large/corpus.py), text it has never seen, like the held-out split (BENCHMARKS.md section 20).
+# BIN_ORDER=probability: the drafters learn the bins in descending probability (`bin_order`), not in vocabulary order.
+# Float16 copies of the adapters and their metrics go to OUT as results.tar.part-*; tau is then measured with `ptp
+# bench` on recipes/default/heldout_prompts.jsonl.
 # Usage: bash recipes/default/drafters_v2.sh WORK OUT    TEACHER: the teacher (default: the shipped one); RATE:
 # expected steps/s of each run (default 4, four runs sharing an H200); DEV=cpu SMALL=1: a smoke test on the CPU.
 set -uo pipefail

@@ -80,6 +80,8 @@ with torch.no_grad():
             hits2 += int((marginal.argmax(-1) == ids[first + 2 :]).sum())
             mass2 += float(marginal.max(-1).values.sum())
             count2 += len(positions)
+if not count2:
+    sys.exit(f"{sys.argv[1]}: no completion of two tokens or more")
 print(
     f"{sys.argv[1]}: {count} completion tokens; slot 1: the sampled token is the teacher's mode {hits / count:.3f} of "
     f"the time (expected mode probability {mass / count:.3f}); slot 2: the mode of the two-step marginal is the "
