@@ -6,6 +6,9 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
+#: Draft positions that fewer calls reached are left out of :func:`draft_accuracy`.
+MIN_CALLS = 10
+
 
 def accept_histograms(summary: dict, path: str | Path) -> Path:
     """Per method, the fraction of main-model calls that committed n tokens."""
@@ -45,7 +48,8 @@ def speedup_by_category(summary: dict, path: str | Path) -> Path:
 
 
 def draft_accuracy(summary: dict, path: str | Path) -> Path:
-    """Per drafting method, the acceptance rate of draft j given that drafts 1..j-1 were accepted."""
+    """Per drafting method, the acceptance rate of draft j given that drafts 1..j-1 were accepted, at the positions
+    that at least :data:`MIN_CALLS` calls reached (a rate over fewer calls is noise)."""
     fig = Figure(figsize=(6, 4), layout="constrained")
     ax = fig.subplots()
     drawn = 0
@@ -53,13 +57,22 @@ def draft_accuracy(summary: dict, path: str | Path) -> Path:
         acceptance = entry.get("draft_acceptance")
         if not acceptance:
             continue
-        rates = acceptance["conditional"]
+        rates = supported_rates(acceptance)
         ax.plot(range(1, len(rates) + 1), rates, marker="o", label=f"{method} ({acceptance['calls']} calls)")
         drawn += 1
-    ax.set_xlabel("draft position j")
+    ax.set_xlabel(f"draft position j (where at least {MIN_CALLS} calls tried it)")
+    ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_ylabel("P(draft j accepted | drafts < j accepted)")
     ax.set_ylim(0, 1.05)
     return _save(fig, ax, path, drawn=drawn > 0, note="no drafting method was run")
+
+
+def supported_rates(acceptance: dict) -> list[float]:
+    """The conditional acceptance rates of :func:`ptp.bench.report.draft_acceptance` at draft positions 1, 2, ...
+    that at least :data:`MIN_CALLS` calls tried (those that accepted every draft before it)."""
+    calls = acceptance["calls"]
+    tried = [calls] + [round(calls * share) for share in acceptance["at_least"]]
+    return [rate for j, rate in enumerate(acceptance["conditional"]) if tried[j] >= MIN_CALLS]
 
 
 def _save(fig: Figure, ax, path: str | Path, drawn: bool, note: str) -> Path:
