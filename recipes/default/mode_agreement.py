@@ -14,9 +14,10 @@ Usage: python recipes/default/mode_agreement.py DATA [TEACHER]   (TEACHER: the s
 import sys
 
 import torch
-from transformers import AutoModelForCausalLM
+from transformers import AutoModelForCausalLM, DynamicCache
 
 from ptp.data.dataset import load_dataset
+from ptp.data.packing import document_mask
 from ptp.default_model import default_paths
 from ptp.model.ptp import teacher_logits, use_mask_attention
 from ptp.sampling import probabilities
@@ -25,39 +26,34 @@ from ptp.sampling import probabilities
 CHUNK = 1024
 
 
-def two_step_marginals(teacher, ids: torch.Tensor, probs: torch.Tensor, positions: list[int], sampling):
-    """For each position j in ``positions``: the distribution of token j + 2 given ``ids[: j + 1]`` with token j + 1
-    unknown, ``sum_x probs[j, x] P(. | ids[: j + 1], x)``. Returns ``[len(positions), V]``.
+def two_step_marginals(teacher, ids: torch.Tensor, sampling, positions: list[int]):
+    """The teacher's distributions under ``sampling`` at every position of ``ids`` (``probs[j]`` predicts token j + 1),
+    and for each position j in ``positions`` the distribution of token j + 2 given ``ids[: j + 1]`` with token j + 1
+    unknown, ``sum_x probs[j, x] P(. | ids[: j + 1], x)``: ``([L, V], [len(positions), V])``.
 
-    Every candidate x is one extra query at position j + 1 that sees ``ids[: j + 1]`` and itself.
+    One pass over ``ids`` fills a KV cache; every candidate x is then one query at position j + 1 that sees the cache
+    up to j and itself, in chunks of :data:`CHUNK` (each chunk's keys are cropped off the cache after it).
     """
     length = ids.shape[0]
-    rows, tokens, weights = [], [], []
-    for r, j in enumerate(positions):
-        kept = probs[j].nonzero().flatten()
-        rows += [r] * len(kept)
-        tokens.append(kept)
-        weights.append(probs[j, kept])
-    rows, tokens, weights = torch.tensor(rows), torch.cat(tokens), torch.cat(weights)
-    parents = torch.tensor(positions)[rows]
-    out = torch.zeros(len(positions), probs.shape[1])
-    causal = torch.ones(length, length, dtype=torch.bool).tril()
+    cache = DynamicCache()
+    causal = document_mask(torch.zeros(1, length, dtype=torch.long))
+    logits = teacher_logits(teacher, ids.view(1, -1), position_ids=torch.arange(length).view(1, -1),
+                            attention_mask=causal, past_key_values=cache)  # fmt: skip
+    probs = probabilities(logits[0], sampling)
+    picked = probs[positions]  # [len(positions), V]
+    rows, tokens = picked.nonzero(as_tuple=True)  # every (position, kept token x) pair
+    weights, parents = picked[rows, tokens], torch.tensor(positions, dtype=torch.long)[rows]
+    out = torch.zeros_like(picked)
     for start in range(0, len(tokens), CHUNK):
         part = slice(start, start + CHUNK)
         parent, count = parents[part], len(tokens[part])
         sees_text = torch.arange(length).view(1, -1) <= parent.view(-1, 1)
-        mask = torch.zeros(length + count, length + count, dtype=torch.bool)
-        mask[:length, :length] = causal
-        mask[length:, :length] = sees_text
-        mask[length:, length:] = torch.eye(count, dtype=torch.bool)
-        logits = teacher_logits(
-            teacher,
-            torch.cat([ids, tokens[part]]).view(1, -1),
-            position_ids=torch.cat([torch.arange(length), parent + 1]).view(1, -1),
-            attention_mask=mask.view(1, 1, *mask.shape),
-        )[0, length:]
+        mask = torch.cat([sees_text, torch.eye(count, dtype=torch.bool)], dim=1)
+        logits = teacher_logits(teacher, tokens[part].view(1, -1), position_ids=(parent + 1).view(1, -1),
+                                attention_mask=mask.view(1, 1, count, -1), past_key_values=cache)[0]  # fmt: skip
+        cache.crop(-count)  # back to the text's keys
         out.index_add_(0, rows[part], weights[part].unsqueeze(1) * probabilities(logits, sampling))
-    return out
+    return probs, out
 
 
 data = load_dataset(sys.argv[1])
@@ -68,15 +64,14 @@ hits = mass = count = hits2 = mass2 = count2 = 0
 with torch.no_grad():
     for document in data.documents:
         ids = document.tokens
-        probs = probabilities(teacher(input_ids=ids.view(1, -1)).logits[0], data.sampling)  # probs[j] predicts j + 1
         first = document.prompt_length - 1  # the first position predicting a completion token
         last = ids.shape[0] - 1
+        positions = list(range(first, last - 1))
+        probs, marginal = two_step_marginals(teacher, ids, data.sampling, positions)
         hits += int((probs[first:last].argmax(-1) == ids[first + 1 :]).sum())
         mass += float(probs[first:last].max(-1).values.sum())
         count += last - first
-        positions = list(range(first, last - 1))
         if positions:
-            marginal = two_step_marginals(teacher, ids, probs, positions, data.sampling)
             hits2 += int((marginal.argmax(-1) == ids[first + 2 :]).sum())
             mass2 += float(marginal.max(-1).values.sum())
             count2 += len(positions)
