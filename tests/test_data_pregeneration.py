@@ -46,10 +46,10 @@ def test_the_shards_are_those_that_sample_autoregressive_writes(tmp_path, monkey
     eos = torch.cat([d.tokens[d.prompt_length + 1 :] for d in free]).mode().values.item()
     fast = make_data(tmp_path / "fast", model, eos_token_id=eos, **options)
 
-    def slow(model, ids, mask, *, auxiliaries, max_new_tokens, sampling, eos_token_id):
+    def slow(model, ids, mask, *, auxiliaries, max_new_tokens, sampling, eos_token_id, use_drafter):
         return reference(model, ids, mask, auxiliaries=auxiliaries, sampling=sampling, eos_token_id=eos_token_id)
 
-    monkeypatch.setattr(pregeneration, "sample_batched", slow)
+    monkeypatch.setattr(pregeneration, "generate", slow)
     slow_path = make_data(tmp_path / "slow", model, eos_token_id=eos, **options)
     lengths = {len(d.tokens) - d.prompt_length for d in load_dataset(fast).documents}
     assert len(lengths) > 2 and 20 in lengths

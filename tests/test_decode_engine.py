@@ -160,18 +160,31 @@ def _install_oracle(monkeypatch, truth: torch.Tensor, corruption: float, seed: i
     """Replace the drafter's read-out by one that knows the reference's tokens ``truth`` ``[B, max_new_tokens]``.
 
     Each draft is the true token of the new-token index it predicts, replaced by a wrong one with probability
-    ``corruption``; confidences are random, so the budget's split across hypotheses varies from call to call.
+    ``corruption``; confidences are random, so the budget's split across hypotheses varies from call to call. The
+    oracle follows the rows when finished rows leave the batch (``_Run.adopt``).
     """
     generator = torch.Generator().manual_seed(seed)
+    current = {}  # "rows": the row of ``truth`` of each row of the run that decodes now
+
+    def reset(run, model, verifier, u, mask):
+        current["rows"] = torch.arange(u.shape[0])
+        original_reset(run, model, verifier, u, mask)
+
+    def adopt(run, source, rows):
+        current["rows"] = current["rows"][rows.cpu()]
+        original_adopt(run, source, rows)
 
     def oracle(model, logits, u_target, targets, sampling):
         batch, n = targets.shape
-        tokens = truth.gather(1, targets.cpu().clamp(max=truth.shape[1] - 1))
+        tokens = truth[current["rows"]].gather(1, targets.cpu().clamp(max=truth.shape[1] - 1))
         wrong = torch.rand(batch, n, generator=generator) < corruption
         shifted = (tokens + torch.randint(1, VOCAB, (batch, n), generator=generator)) % VOCAB
         confidence = 0.05 + 0.9 * torch.rand(batch, n, generator=generator)
         return torch.where(wrong, shifted, tokens).to(logits.device), confidence.to(logits.device)
 
+    original_reset, original_adopt = engine._Run.reset, engine._Run.adopt
+    monkeypatch.setattr(engine._Run, "reset", reset)
+    monkeypatch.setattr(engine._Run, "adopt", adopt)
     monkeypatch.setattr(engine, "_drafts", oracle)
 
 
@@ -320,14 +333,23 @@ def _fresh_slot_logits(model, prompt: list[int], committed: list[int], u_targets
 
 
 def record_live_groups(monkeypatch) -> list:
-    """Record what each step hands to ``_next_pending``: running rows, slot logits, targets, group starts, lengths."""
-    records, original = [], engine._next_pending
+    """Record what each step hands to ``_next_pending``: running rows, slot logits, targets, group starts, lengths,
+    and the prompt row of each row of the run (rows move when finished rows leave the batch)."""
+    records, original, original_adopt = [], engine._next_pending, engine._Run.adopt
+    rows = {}
 
     def recording(run, decided, slot_logits, targets, start, lengths):
-        records.append((run.running.clone(), slot_logits.clone(), targets.clone(), start.clone(), lengths.clone()))
+        home = rows.get(id(run), torch.arange(len(decided)))
+        records.append((run.running.clone(), slot_logits.clone(), targets.clone(), start.clone(), lengths.clone(),
+                        home))  # fmt: skip
         return original(run, decided, slot_logits, targets, start, lengths)
 
+    def adopt(run, source, keep):
+        rows[id(run)] = rows.get(id(source), torch.arange(source.batch))[keep.cpu()]
+        original_adopt(run, source, keep)
+
     monkeypatch.setattr(engine, "_next_pending", recording)
+    monkeypatch.setattr(engine._Run, "adopt", adopt)
     return records
 
 
@@ -335,20 +357,20 @@ def assert_live_slots_match_fresh(drafter, records, ids, mask, u, out) -> None:
     """Each recorded live group's logits equal the drafter run from scratch on the text committed before it."""
     u_all = torch.cat([u, torch.full((u.shape[0], 64), 0.5)], dim=1)
     checked = 0
-    for running, slot_logits, targets, start, lengths in records:
+    for running, slot_logits, targets, start, lengths, home in records:
         for b in torch.nonzero(running).flatten().tolist():
-            first, count = int(start[b]), int(lengths[b])
+            first, count, r = int(start[b]), int(lengths[b]), int(home[b])
             if count == 0:
                 continue
             live = targets[b, first : first + count]  # new-token index each live slot predicts
             assert torch.equal(live, live[0] + torch.arange(count))
-            slot_inputs = drafter.slot_auxiliaries(u_all[b, live], u_all[b, (live - 1).clamp(min=0)],
+            slot_inputs = drafter.slot_auxiliaries(u_all[r, live], u_all[r, (live - 1).clamp(min=0)],
                                                    torch.arange(count) == 0)  # fmt: skip
-            prompt = ids[b, mask[b].bool()].tolist()
-            fresh = _fresh_slot_logits(drafter, prompt, out.new_tokens[b, : int(live[0])].tolist(), live, slot_inputs)
+            prompt = ids[r, mask[r].bool()].tolist()
+            fresh = _fresh_slot_logits(drafter, prompt, out.new_tokens[r, : int(live[0])].tolist(), live, slot_inputs)
             torch.testing.assert_close(slot_logits[b, first : first + count], fresh, rtol=1e-4, atol=1e-4)
             checked += 1
-    first_targets = [int(t[b, min(int(s[b]), t.shape[1] - 1)]) for _, _, t, s, _ in records for b in range(len(ids))]
+    first_targets = [int(t[b, min(int(s[b]), t.shape[1] - 1)]) for *_, t, s, _, _ in records for b in range(len(s))]
     assert checked >= 10 and max(first_targets) > 1
 
 
@@ -567,7 +589,8 @@ def fake_capture(monkeypatch, fail: bool = False) -> list[FakeGraph]:
 def test_a_captured_step_is_replayed_by_later_steps_and_calls_with_the_output_unchanged(monkeypatch):
     model, reference, options = _wrapped("llama", SETTINGS[1], seed=30)
     ids, mask = left_padded(PROMPT_LENGTHS, seed=30)
-    captured, steps = fake_capture(monkeypatch), []
+    captured, steps, eager, kept = fake_capture(monkeypatch), [], [], []
+    monkeypatch.setattr(graphs, "on_side_stream", lambda step, device: (eager.append(1), step()))
     for seed in (30, 31):
         u = uniform(3, NEW, seed=seed)
         expected = ptp.sample_autoregressive(reference, ids, mask, auxiliaries=u, max_new_tokens=NEW, eos_token_id=[])
@@ -576,10 +599,14 @@ def test_a_captured_step_is_replayed_by_later_steps_and_calls_with_the_output_un
         assert_same_tokens(got, expected)
         assert got.tokens_per_call > 1.3
         steps.append(got.num_calls - 1)  # the prefill is not a step
-    runs = graphs.captured_runs(model)
-    assert len(captured) == 1 and [run.graph for run in runs] == captured, "one capture, kept, reused by the 2nd call"
-    # The first call: two eager warm-up steps, then every step replays (the captured one too); the second: all.
-    assert captured[0].replays == steps[0] - graphs.WARMUP_STEPS + steps[1]
+        kept.append({id(run): run.graph for run in graphs.captured_runs(model) if run.graph is not None})
+    # Rows that finish early move to a run of a smaller batch, which is captured in its turn: one capture per run,
+    # each kept with the model, and the second call replays the first call's graphs instead of capturing again.
+    assert captured and len(captured) == len(kept[1]) and set(map(id, captured)) == set(map(id, kept[1].values()))
+    assert all(kept[1][run] is graph for run, graph in kept[0].items()), "the 2nd call reuses the 1st call's graphs"
+    # Every step was either an eager warm-up (at most WARMUP_STEPS per run, ever) or the replay of a captured graph.
+    assert sum(graph.replays for graph in captured) + len(eager) == steps[0] + steps[1]
+    assert len(eager) <= graphs.WARMUP_STEPS * len(graphs.captured_runs(model))
 
 
 def test_a_step_that_cannot_be_captured_runs_eagerly_with_one_warning(monkeypatch):

@@ -20,7 +20,8 @@ def test_runs_are_kept_per_model_and_key_the_least_recently_used_dropped():
     made = [graphs.kept_run(model, key, lambda key=key: f"run {key}") for key in range(graphs.KEPT_RUNS)]
     assert graphs.kept_run(model, 0, lambda: "new") == made[0], "a kept run is reused"
     graphs.kept_run(model, "another", lambda: "run another")  # one too many: key 1 is now the least recently used
-    assert graphs.captured_runs(model) == ["run 2", "run 3", "run 0", "run another"]
+    expected = [f"run {key}" for key in range(2, graphs.KEPT_RUNS)] + ["run 0", "run another"]
+    assert graphs.captured_runs(model) == expected
     assert graphs.kept_run(other, 0, lambda: "other run") == "other run"
     assert graphs.captured_runs(other) == ["other run"]
     graphs.release_graphs(model)

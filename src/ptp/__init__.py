@@ -4,6 +4,7 @@ Layout, along the data flow: :mod:`ptp.sampling` (S and Pick) -> :mod:`ptp.model
 PTPModel) -> :mod:`ptp.decode` (reference sampler, budget, engine).
 """
 
+from ptp.decode.engine import generate
 from ptp.decode.inputs import GenerationOutput
 from ptp.decode.reference import sample_autoregressive
 from ptp.default_model import load_default
@@ -17,6 +18,7 @@ __all__ = [
     "PTPModel",
     "SamplingConfig",
     "bins",
+    "generate",
     "load_default",
     "pick",
     "probabilities",

@@ -4,9 +4,10 @@ Prompts are split into shards of ``prompts_per_shard``; each shard's completions
 ``(seed, shard)``, so a shard's content does not depend on which shards were generated before it. A shard is written
 atomically and then recorded in ``metadata.json``; rerunning the same command after a kill verifies the recorded
 shards, regenerates any that are missing or corrupt, and continues with the next one: at most one shard of work is
-lost, and the result is the same as an uninterrupted run. Sampling goes through
-:func:`ptp.decode.batched.sample_batched`, whose tokens are those of :func:`ptp.sample_autoregressive`:
-``Pick(u, S(logits))`` of the project's one sampling module.
+lost, and the result is the same as an uninterrupted run. Sampling goes through the decoding engine in plain mode
+(:func:`ptp.decode.engine.generate` with ``use_drafter=False``: a fixed-size cache, on a GPU a captured step, and
+finished rows leaving the batch), whose tokens are those of :func:`ptp.sample_autoregressive`: ``Pick(u, S(logits))``
+of the project's one sampling module.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from ptp.data.dataset import (
     write_metadata,
     write_shard,
 )
-from ptp.decode.batched import sample_batched
+from ptp.decode.engine import generate
 from ptp.decode.inputs import context_length
 from ptp.sampling import SamplingConfig
 
@@ -259,14 +260,15 @@ def _generate_shard(model, prompts, chunk, config: PregenerateConfig, eos, seed)
     for start in range(0, len(order), config.batch_size):
         batch = order[start : start + config.batch_size]
         ids, mask = left_pad([prompts[rows[r][0]] for r in batch])
-        result = sample_batched(
+        result = generate(
             model,
-            ids,
-            mask,
+            ids.to(model.device),
+            mask.to(model.device),
             auxiliaries=u[batch],
             max_new_tokens=config.max_new_tokens,
             sampling=config.sampling,
             eos_token_id=eos,
+            use_drafter=False,
         )
         new, lengths = result.new_tokens.cpu(), result.lengths.tolist()
         for b, row in enumerate(batch):

@@ -57,3 +57,16 @@ class OffsetCache(Cache):
             for buffer in (layer.keys, layer.values):
                 index = order[:, None, :, None].expand_as(buffer)
                 buffer.copy_(buffer.gather(2, index))
+
+    def copy_rows(self, source: OffsetCache, rows: torch.Tensor) -> None:
+        """Make this cache's rows ``source``'s rows ``rows`` (int ``[B]``, B this cache's batch), in place where this
+        cache's buffers exist already (a captured graph reads them)."""
+        for index, layer in enumerate(source.layers):
+            if index == len(self.layers):
+                self.layers.append(OffsetLayer(self))
+            mine = self.layers[index]
+            keys, values = layer.keys.index_select(0, rows), layer.values.index_select(0, rows)
+            if not mine.is_initialized:
+                mine.lazy_initialization(keys, values)
+            mine.keys.copy_(keys)
+            mine.values.copy_(values)

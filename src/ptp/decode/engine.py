@@ -46,7 +46,7 @@ from ptp.decode.inputs import (
     sampling_from_arguments,
 )
 from ptp.model.embeddings import NULL_AUXILIARY
-from ptp.model.ptp import PTPModel, check_drafter, teacher_logits
+from ptp.model.ptp import PTPModel, check_drafter, teacher_logits, use_mask_attention
 from ptp.sampling import SamplingConfig, pick, probabilities
 
 #: Cache capacities are rounded up to a multiple of this, so that prompts of similar length share a captured graph.
@@ -108,8 +108,9 @@ def _drafts(model, logits: torch.Tensor, u_target: torch.Tensor, targets: torch.
 class _Run:
     """The device state of a generation: fixed-shape buffers that every step reads and updates in place.
 
-    ``model`` is the :class:`ptp.PTPModel` that drafts. ``verifier`` is a separate teacher (any causal LM with the
-    same vocabulary) with its own cache, or None when the model's frozen base verifies in the same pass. A run made
+    ``model`` is the :class:`ptp.PTPModel` that drafts, or a plain causal LM decoding one token per call (no slots).
+    ``verifier`` is a separate teacher (any causal LM with the same vocabulary) with its own cache, or None when the
+    model's frozen base verifies in the same pass. A run made
     for one call can serve later calls of the same shape (:meth:`reset`), which is how a captured graph is reused;
     it refers to the models only during a call (a kept run must not keep its model alive).
     """
@@ -117,6 +118,7 @@ class _Run:
     def __init__(self, model, verifier, batch, capacity, sampling, eos, pad, max_new_tokens, pending_size, budget,
                  max_positions, device, capture):  # fmt: skip
         self.model, self.verifier, self.sampling, self.capture = model, verifier, sampling, capture
+        self.batch = batch
         self.max_new_tokens, self.pending_size, self.budget = max_new_tokens, pending_size, budget
         self.capacity, self.pad = capacity, pad
         self.max_position = (max_positions or 1 << 30) - 1
@@ -137,8 +139,10 @@ class _Run:
         self.pending = torch.zeros(batch, pending_size, dtype=torch.int64, device=device)
         self.pending_valid = torch.zeros(batch, pending_size, dtype=torch.bool, device=device)
         self.confidence = torch.zeros(batch, pending_size, device=device)
-        self.stats = torch.zeros(2 + batch, dtype=torch.int64, device=device)  # kept, alive, commits per row
-        self.survival = survival(model.config.acceptance_histogram, pending_size, device)
+        # kept, alive, then commits per row and running per row
+        self.stats = torch.zeros(2 + 2 * batch, dtype=torch.int64, device=device)
+        histogram = model.config.acceptance_histogram if isinstance(model, PTPModel) else None
+        self.survival = survival(histogram, pending_size, device)
         self.j = torch.arange(pending_size, device=device).unsqueeze(0)
         self.filled = 0  # host copy of self.length
         self.graph: torch.cuda.CUDAGraph | None = None
@@ -156,8 +160,22 @@ class _Run:
         self.cache_valid.zero_()
         self.filled = 0
 
-    def forward(self, block, block_valid, block_positions, parent, group, index, targets):
-        """One pass over ``[block | slots]``; returns block logits ``[B, P, V]`` and slot logits ``[B, A, V]``.
+    def adopt(self, source: _Run, rows: torch.Tensor) -> None:
+        """Continue ``source``'s generation for its rows ``rows`` (int ``[self.batch]``) in this run's buffers, in
+        place (a captured graph keeps reading them): how finished rows leave the batch."""
+        self.model, self.verifier = source.model, source.verifier
+        for name in ("u", "new", "committed", "running", "last_position", "cache_valid", "pending", "pending_valid",
+                     "confidence"):  # fmt: skip
+            getattr(self, name).copy_(getattr(source, name).index_select(0, rows))
+        self.length.copy_(source.length)
+        self.filled = source.filled
+        for mine, theirs in ((self.cache, source.cache), (self.verifier_cache, source.verifier_cache)):
+            if mine is not None:
+                mine.copy_rows(theirs, rows)
+
+    def forward(self, block, block_valid, block_positions, parent, group, index, targets, logits_to_keep=0):
+        """One pass over ``[block | slots]``; returns block logits ``[B, P, V]`` and slot logits ``[B, A, V]``
+        (``logits_to_keep`` > 0: of the last that many positions only, as in ``transformers``).
 
         With a separate verifier the teacher runs the block alone on its cache and the drafter runs the whole
         ``[block | slots]`` on its own cache, with the same positions, visibility and u's; without one, a single
@@ -179,16 +197,20 @@ class _Run:
         allowed = visibility(self.cache_valid[:, :columns], self.length, block_valid, parent, group, index)
         positions = positions.clamp(max=self.max_position)
         block_logits = None
+        if not alen:  # no slots (plain decoding): the teacher alone, on its cache
+            teacher, cache = (model, self.cache) if self.verifier is None else (self.verifier, self.verifier_cache)
+            block_logits = teacher_logits(teacher, block, position_ids=positions, attention_mask=allowed,
+                                          past_key_values=cache, logits_to_keep=logits_to_keep)  # fmt: skip
+            return block_logits, block_logits[:, :0]
         if self.verifier is not None:
             # Block queries see no slot: the block's rows of the mask are the teacher's own.
             block_logits = teacher_logits(self.verifier, block, position_ids=positions[:, :blen],
-                                          attention_mask=allowed[:, :, :blen],
-                                          past_key_values=self.verifier_cache)  # fmt: skip
-            if not alen:  # no slots (plain decoding): the drafter has nothing to do
-                return block_logits, block_logits[:, :0]
+                                          attention_mask=allowed[:, :, :blen], past_key_values=self.verifier_cache,
+                                          logits_to_keep=max(logits_to_keep - alen, 0))  # fmt: skip
         logits = model(ids, position_ids=positions, attention_mask=allowed, auxiliaries=aux_in, slots_from=slots_from,
-                       past_key_values=self.cache)  # fmt: skip
-        return (logits[:, :blen] if block_logits is None else block_logits), logits[:, blen:]
+                       past_key_values=self.cache, logits_to_keep=logits_to_keep)  # fmt: skip
+        blocks = logits.shape[1] - alen
+        return (logits[:, :blocks] if block_logits is None else block_logits), logits[:, blocks:]
 
     def compact(self) -> None:
         """Move every row's committed columns to the front (holes last), so that the next call fits."""
@@ -262,7 +284,9 @@ def generate(
 
     Args:
         model: the teacher. A :class:`ptp.PTPModel` drafts itself (gated adapter) unless ``drafter`` is given; with
-            a ``drafter`` it may be any causal LM (a PTPModel verifies through its frozen base).
+            a ``drafter`` it may be any causal LM (a PTPModel verifies through its frozen base). With
+            ``use_drafter=False`` it may be any causal LM too: plain sampling, one token per call, with the engine's
+            fixed-size cache and captured step (how ``ptp pregenerate`` samples).
         input_ids, attention_mask: ``[B, S]`` left-padded prompts (mask 1 on real tokens).
         max_new_tokens: new tokens per row at most.
         do_sample, temperature, top_k, top_p: the sampling configuration, with the defaults of
@@ -297,16 +321,21 @@ def generate(
         check_drafter(verifier, drafter)
         model = drafter
     elif not isinstance(model, PTPModel):
-        raise TypeError(f"model must be a PTPModel, or pass a drafter; got {type(model).__name__}")
-    if given is None:  # u picks tokens in the order of the bins that the drafter learned
+        if use_drafter:
+            raise TypeError(
+                f"model must be a PTPModel, or pass a drafter (or use_drafter=False to decode a plain causal LM one "
+                f"token per call); got {type(model).__name__}"
+            )
+        use_mask_attention(model)
+    if given is None and isinstance(model, PTPModel):  # u picks tokens in the order of the bins the drafter learned
         sampling = replace(sampling, order=model.config.sampling.order)
-    teacher = model.base_model if verifier is None else verifier
+    teacher = verifier if verifier is not None else model.base_model if isinstance(model, PTPModel) else model
     device = model.device
     input_ids = input_ids.to(device)
     limits = [n for n in (context_length(model), context_length(teacher)) if n is not None]
     max_positions = min(limits) if limits else None
     mask = check_prompt(input_ids, attention_mask, max_new_tokens, max_positions)
-    for network in {id(m): m for m in (model.base_model, teacher)}.values():
+    for network in {id(m): m for m in (teacher, getattr(model, "base_model", model))}.values():
         check_sliding_window(network.config, input_ids.shape[1] + max_new_tokens)
     batch, width = input_ids.shape
     if streamer is not None and batch != 1:
@@ -320,10 +349,11 @@ def generate(
     if cuda_graph and not graphs.can_capture(device):
         raise ValueError(f"cuda_graph needs a CUDA device; the model is on {device}")
     use_graph = graphs.can_capture(device) if cuda_graph is None else cuda_graph
-    window = model.config.window_length
-    pending_size = window if max_draft_length is None else max_draft_length
-    budget = 2 * window if auxiliary_budget is None else auxiliary_budget
-    if not use_drafter:
+    if use_drafter:
+        window = model.config.window_length
+        pending_size = window if max_draft_length is None else max_draft_length
+        budget = 2 * window if auxiliary_budget is None else auxiliary_budget
+    else:
         pending_size, budget = 1, 0
     # There are pending_size groups of at most pending_size slots: a larger budget would only add dead slots.
     pending_size = min(pending_size, max(budget, 1))
@@ -333,33 +363,50 @@ def generate(
     capacity = width + max_new_tokens + pending_size + budget
     if use_graph:
         capacity = -(-capacity // CAPACITY_STEP) * CAPACITY_STEP
-    settings = (model, verifier, batch, capacity, sampling, eos, pad, max_new_tokens, pending_size, budget,
-                max_positions, device, use_graph)  # fmt: skip
-    if use_graph:
-        weights = tuple(p.data_ptr() for m in (model, verifier) if m is not None for p in m.parameters())
-        key = (id(verifier), batch, capacity, sampling, tuple(eos.tolist()), pad, max_new_tokens, pending_size,
-               budget, max_positions, hash(weights))  # fmt: skip
-        run = graphs.kept_run(model, key, lambda: _Run(*settings))
-    else:
-        run = _Run(*settings)
+    weights = hash(tuple(p.data_ptr() for m in (model, verifier) if m is not None for p in m.parameters()))
+
+    def make_run(rows: int) -> _Run:
+        """A run for ``rows`` rows: with a captured step, the one kept for these settings, else a new one."""
+        settings = (model, verifier, rows, capacity, sampling, eos, pad, max_new_tokens, pending_size, budget,
+                    max_positions, device, use_graph)  # fmt: skip
+        if not use_graph:
+            return _Run(*settings)
+        key = (id(verifier), rows, capacity, sampling, tuple(eos.tolist()), pad, max_new_tokens, pending_size,
+               budget, max_positions, weights)  # fmt: skip
+        return graphs.kept_run(model, key, lambda: _Run(*settings))
+
+    def smaller(rows: int) -> _Run:
+        run = make_run(rows)
+        run.model, run.verifier = model, verifier
+        return run
+
+    run = make_run(batch)
     run.reset(model, verifier, u, mask)
     try:
-        accept_lengths, calls = _decode(run, input_ids, mask, streamer)
+        new, lengths, accept_lengths, calls = _decode(run, input_ids, mask, streamer, smaller)
     finally:
         run.model = run.verifier = None
     return GenerationOutput(
-        sequences=torch.cat([input_ids, run.new[:, :max_new_tokens].clone()], dim=1),
-        lengths=run.committed.clone(),
+        sequences=torch.cat([input_ids, new], dim=1),
+        lengths=lengths,
         prompt_width=width,
         num_calls=calls,
         accept_lengths=accept_lengths,
     )
 
 
-def _decode(run: _Run, input_ids: torch.Tensor, mask: torch.Tensor, streamer) -> tuple[list[list[int]], int]:
-    """The loop: a prefill, then steps until every row has stopped. Returns the commits of each row's calls and the
-    number of calls."""
-    accept_lengths: list[list[int]] = [[1] for _ in range(input_ids.shape[0])]
+def _decode(run: _Run, input_ids: torch.Tensor, mask: torch.Tensor, streamer, smaller) -> tuple:
+    """The loop: a prefill, then steps until every row has stopped. Returns the new tokens ``[B, max_new_tokens]``,
+    the new-token counts ``[B]``, the commits of each row's calls and the number of calls.
+
+    When at most half of a run's rows are still running, they move to a run of half the batch or less
+    (``smaller(batch)`` makes or finds it), so that finished rows stop costing work.
+    """
+    batch = input_ids.shape[0]
+    accept_lengths: list[list[int]] = [[1] for _ in range(batch)]
+    new = torch.full((batch, run.max_new_tokens), run.pad, dtype=torch.int64, device=input_ids.device)
+    lengths = torch.zeros(batch, dtype=torch.int64, device=input_ids.device)
+    rows = torch.arange(batch, device=input_ids.device)  # the output row of each row of the run
     if streamer is not None:
         streamer.put(input_ids.cpu())
     _prefill(run, input_ids, mask)
@@ -373,16 +420,34 @@ def _decode(run: _Run, input_ids: torch.Tensor, mask: torch.Tensor, streamer) ->
         # The one host sync of the step: how far the cache advanced, who is still running, what each row committed.
         stats = run.stats.tolist()
         run.filled += stats[0]
-        alive, counts = bool(stats[1]), stats[2:]
-        for b, n in enumerate(counts):
+        alive, counts, running = bool(stats[1]), stats[2 : 2 + run.batch], stats[2 + run.batch :]
+        for b, n in zip(rows.tolist(), counts):
             if n:
                 accept_lengths[b].append(n)
         if streamer is not None and counts[0]:
             streamer.put(run.new[0, streamed : streamed + counts[0]].cpu())
             streamed += counts[0]
+        if alive and sum(running) <= run.batch // 2:
+            _collect(run, rows, new, lengths)
+            size = 1 << (sum(running) - 1).bit_length()  # a power of two, so that few shapes are ever captured
+            stopped = [b for b, r in enumerate(running) if not r]
+            keep = torch.tensor(sorted([b for b, r in enumerate(running) if r] + stopped[: size - sum(running)]),
+                                device=rows.device)  # fmt: skip
+            successor = smaller(size)
+            successor.adopt(run, keep)
+            run.model = run.verifier = None
+            run, rows = successor, rows[keep]
     if streamer is not None:
         streamer.end()
-    return accept_lengths, calls
+    _collect(run, rows, new, lengths)
+    run.model = run.verifier = None
+    return new, lengths, accept_lengths, calls
+
+
+def _collect(run: _Run, rows: torch.Tensor, new: torch.Tensor, lengths: torch.Tensor) -> None:
+    """Copy the run's tokens and counts into the output rows ``rows``."""
+    new[rows] = run.new[:, : new.shape[1]]
+    lengths[rows] = run.committed
 
 
 def _prefill(run: _Run, prompt: torch.Tensor, mask: torch.Tensor) -> None:
@@ -395,7 +460,9 @@ def _prefill(run: _Run, prompt: torch.Tensor, mask: torch.Tensor) -> None:
     index = torch.arange(slots, device=device).expand(batch, -1)
     group = torch.zeros_like(index)
     parent = torch.full_like(index, width - 1)
-    block_logits, slot_logits = run.forward(prompt, mask, positions, parent, group, index, targets=index)
+    # Only the last prompt position's logits and the slots' are used: a long prompt's others are never computed.
+    block_logits, slot_logits = run.forward(prompt, mask, positions, parent, group, index, targets=index,
+                                            logits_to_keep=1 + slots)  # fmt: skip
     run.cache_valid[:, :width] = mask
     run.length.fill_(width)
     run.filled = width
@@ -474,7 +541,7 @@ def _advance(run: _Run) -> None:
     cache_columns = (run.length + j).clamp(max=run.capacity - 1).expand(pending.shape[0], -1)
     run.cache_valid.scatter_(1, cache_columns, offered & pending_valid & committed_before & (j < kept))
     run.length += kept
-    run.stats.copy_(torch.cat([kept.view(1), run.running.any().view(1).long(), count]))
+    run.stats.copy_(torch.cat([kept.view(1), run.running.any().view(1).long(), count, run.running.long()]))
 
     decided = teacher.gather(1, accepted.unsqueeze(1)).squeeze(1)
     live_start = start.gather(1, accepted.unsqueeze(1))

@@ -16,8 +16,10 @@ import torch
 
 #: Steps run eagerly (on a side stream) before a capture: lazy initialisation must not happen while capturing.
 WARMUP_STEPS = 2
-#: Captured runs kept per model (each holds its own cache and buffers); the least recently used is dropped.
-KEPT_RUNS = 4
+#: Captured runs kept per model (each holds its own cache and buffers); the least recently used is dropped. A batch
+#: whose rows finish at different times moves to runs of half its size, then a quarter, ...: room for those of a
+#: 1024-row batch (their caches add up to less than twice the largest), and a few other settings.
+KEPT_RUNS = 16
 
 _RUNS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 

@@ -148,6 +148,7 @@ class PTPModel(nn.Module):
         auxiliaries: torch.Tensor | None = None,
         slots_from: int | None = None,
         past_key_values=None,
+        logits_to_keep: int = 0,
     ) -> torch.Tensor:
         """Logits of a block of teacher tokens followed by auxiliary slots.
 
@@ -160,8 +161,9 @@ class PTPModel(nn.Module):
             slots_from: positions ``slots_from:`` of every row are auxiliary slots, those before it teacher tokens.
                 None: the block holds teacher tokens only.
             past_key_values: a transformers cache; the block's keys and values are appended to it.
+            logits_to_keep: > 0: the logits of the last that many positions only (0: all).
         Returns:
-            ``[B, L, V]`` logits.
+            ``[B, L, V]`` logits (``[B, logits_to_keep, V]``).
         """
         embed = self.base_model.get_input_embeddings()
         if slots_from is None:
@@ -180,6 +182,7 @@ class PTPModel(nn.Module):
                 position_ids=position_ids,
                 attention_mask=self.attention_bias(attention_mask),
                 use_cache=past_key_values is not None,
+                logits_to_keep=logits_to_keep,
                 **cache_argument(self.base_model, past_key_values),
             )
         finally:
@@ -329,20 +332,24 @@ def attention_bias(model: PreTrainedModel, allowed: torch.Tensor) -> torch.Tenso
     return allowed
 
 
-def teacher_logits(model, input_ids: torch.Tensor, *, position_ids, attention_mask, past_key_values=None):
-    """Logits ``[B, L, V]`` of a teacher over token ids under a bool ``[B, 1, L, K]`` mask.
+def teacher_logits(
+    model, input_ids: torch.Tensor, *, position_ids, attention_mask, past_key_values=None, logits_to_keep: int = 0
+):
+    """Logits ``[B, L, V]`` of a teacher over token ids under a bool ``[B, 1, L, K]`` mask (``logits_to_keep`` > 0:
+    of the last that many positions only).
 
     ``model`` is a :class:`PTPModel` (its frozen base, adapter off) or any causal LM (e.g. the teacher of a separate
     drafter, prepared by :func:`use_mask_attention`); the block's keys are appended to ``past_key_values``.
     """
     if isinstance(model, PTPModel):
         return model(input_ids, position_ids=position_ids, attention_mask=attention_mask,
-                     past_key_values=past_key_values)  # fmt: skip
+                     past_key_values=past_key_values, logits_to_keep=logits_to_keep)  # fmt: skip
     return model(
         input_ids=input_ids,
         position_ids=position_ids,
         attention_mask=attention_bias(model, attention_mask),
         use_cache=past_key_values is not None,
+        logits_to_keep=logits_to_keep,
         **cache_argument(model, past_key_values),
     ).logits
 
