@@ -421,7 +421,7 @@ def _decode(run: _Run, input_ids: torch.Tensor, mask: torch.Tensor, streamer, sm
         stats = run.stats.tolist()
         run.filled += stats[0]
         alive, counts, running = bool(stats[1]), stats[2 : 2 + run.batch], stats[2 + run.batch :]
-        for b, n in zip(rows.tolist(), counts):
+        for b, n in zip(rows.tolist(), counts, strict=True):
             if n:
                 accept_lengths[b].append(n)
         if streamer is not None and counts[0]:
