@@ -156,6 +156,8 @@ def test_slot_inputs_follow_the_mode():
 @torch.no_grad()
 def test_every_embedding_kind_runs_in_the_model(kind):
     model, _ = wrap(tiny_base("qwen2"), embedding=kind, embedding_size=8, lora_rank=2)
+    for parameter in model.auxiliary_embedding.parameters():  # as trained: a fresh one starts at zero
+        parameter.normal_(generator=torch.Generator().manual_seed(8))
     inputs, width = _block(model)
     logits = model(**inputs)
     assert logits.shape == (2, inputs["input_ids"].shape[1], VOCAB) and torch.isfinite(logits).all()
@@ -444,3 +446,18 @@ def test_a_16_bit_base_in_eval_mode_still_trains_its_float32_factors_when_gradie
     with torch.no_grad():  # inference: the cached copies in the model's dtype
         assert layer(x).dtype == torch.bfloat16 and layer._cast is not None
     gate.start = None
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_a_fresh_drafter_with_the_first_slots_token_starts_as_the_teacher(arch):
+    """u's embedding starts at zero and the LoRA update too, so a first slot that gets its token computes the
+    teacher's next-token logits exactly: a drafter learns to read u from the teacher's own prediction."""
+    model, reference = wrap(tiny_base(arch, seed=5), first_slot_token=True)
+    ids = torch.randint(3, VOCAB, (2, 7), generator=torch.Generator().manual_seed(5))
+    width = ids.shape[1]
+    with torch.no_grad():
+        teacher = reference(ids).logits[:, -1]
+        allowed = torch.ones(width, width, dtype=torch.bool).tril().expand(2, 1, width, width)
+        slot = model(ids, position_ids=torch.arange(width).expand(2, -1), attention_mask=allowed,
+                     auxiliaries=torch.rand(2, 1), slots_from=width - 1)[:, -1]  # fmt: skip
+    torch.testing.assert_close(slot, teacher, rtol=1e-5, atol=1e-5)

@@ -51,15 +51,18 @@ def auxiliary_features(u: torch.Tensor, kind: str, size: int) -> torch.Tensor:
 class AuxiliaryEmbedding(nn.Module):
     """Maps auxiliaries ``u`` ``[...]`` to input vectors ``[..., hidden_size]`` (float32 parameters).
 
+    By default the map starts at zero: u contributes nothing until training moves it, so that a fresh drafter whose
+    first slot also gets its token (``first_slot_token``) computes there exactly what the teacher computes, and
+    learns to read u from that start rather than from noise that first has to be unlearned.
+
     Args:
         kind: one of :data:`EMBEDDING_KINDS`.
         hidden_size: the base model's hidden size.
         size: K, the number of features (bits, levels, frequencies or interpolation intervals).
-        init_std: standard deviation of the base model's token embeddings, so that slots start at the same scale.
-        init_mean: ``[hidden_size]`` mean token embedding, the starting bias.
+        init_std: standard deviation of the output layer's starting weights (0: the map starts at zero).
     """
 
-    def __init__(self, kind: str, hidden_size: int, size: int = 24, init_std: float = 0.02, init_mean=None):
+    def __init__(self, kind: str, hidden_size: int, size: int = 24, init_std: float = 0.0):
         super().__init__()
         if kind not in EMBEDDING_KINDS:
             raise ValueError(f"unknown auxiliary embedding {kind!r}; choose one of {EMBEDDING_KINDS}")
@@ -68,20 +71,15 @@ class AuxiliaryEmbedding(nn.Module):
         self.kind = kind
         self.size = 32 if kind == "float_bits" else size
         # Built on the CPU; the owner moves the module to the base model's device.
-        bias = torch.zeros(hidden_size) if init_mean is None else init_mean.detach().float().cpu().clone()
         if kind == "interpolation":
-            self.table = nn.Parameter(torch.randn(self.size + 1, hidden_size) * init_std + bias)
-        elif kind == "mlp":
-            self.hidden = nn.Linear(1, 4 * self.size)
-            self.proj = nn.Linear(4 * self.size, hidden_size)
-            nn.init.normal_(self.proj.weight, std=init_std / math.sqrt(4 * self.size))
-            with torch.no_grad():
-                self.proj.bias.copy_(bias)
-        else:
-            self.proj = nn.Linear(self.size, hidden_size)
-            nn.init.normal_(self.proj.weight, std=init_std / math.sqrt(self.size))
-            with torch.no_grad():
-                self.proj.bias.copy_(bias)
+            self.table = nn.Parameter(torch.randn(self.size + 1, hidden_size) * init_std)
+            return
+        width = 4 * self.size if kind == "mlp" else self.size
+        if kind == "mlp":
+            self.hidden = nn.Linear(1, width)
+        self.proj = nn.Linear(width, hidden_size)
+        nn.init.normal_(self.proj.weight, std=init_std / math.sqrt(width))
+        nn.init.zeros_(self.proj.bias)
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
         if self.kind == "interpolation":

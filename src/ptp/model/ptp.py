@@ -86,13 +86,8 @@ class PTPModel(nn.Module):
             raise ValueError(f"target_modules={config.target_modules!r} matched no layer of {name}")
         lora.install(base_model, self._targets, config.lora_rank, config.lora_alpha, config.lora_dropout, self._gate)
         self.base_model = base_model
-        embeddings = base_model.get_input_embeddings().weight.detach().float()
         self.auxiliary_embedding = AuxiliaryEmbedding(
-            config.embedding,
-            base_info["hidden_size"],
-            size=config.embedding_size,
-            init_std=embeddings.std().item(),
-            init_mean=embeddings.mean(dim=0),
+            config.embedding, base_info["hidden_size"], size=config.embedding_size
         ).to(base_model.device)
 
     # ----------------------------------------------------------------------------------------------- properties
