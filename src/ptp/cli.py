@@ -95,6 +95,24 @@ def parse_sampling(text: str | None, default):
         raise SystemExit(f"--sampling {text!r}: {error}") from error
 
 
+def _add_convert_gguf(sub) -> None:
+    p = sub.add_parser("convert-gguf", help="dequantise a GGUF model into a Hugging Face model directory")
+    p.add_argument("gguf", help="the GGUF file")
+    p.add_argument("--out", help="model directory to write (default: in the cache, named after the file and its hash)")
+    p.add_argument("--sha256", help="the file's expected sha256 (a mismatch is an error)")
+
+
+def _cmd_convert_gguf(args) -> int:
+    from ptp.default_model import convert_gguf
+
+    try:
+        out = convert_gguf(args.gguf, args.out, sha256=args.sha256)
+    except (ValueError, FileNotFoundError) as error:
+        raise SystemExit(f"ptp convert-gguf: {error}") from error
+    print(out)
+    return 0
+
+
 def _add_demo(sub) -> None:
     p = sub.add_parser("demo", help="the shipped model: plain vs PTP decoding of a few Python prompts, side by side")
     p.add_argument("--max-new-tokens", type=int, default=128)
@@ -133,7 +151,7 @@ def _add_bench(sub) -> None:
     p.add_argument("--drafter-model", help="the separate drafter's base (not needed if its adapter holds base/)")
     p.add_argument("--prompts", required=True, help="Spec-Bench question.jsonl or plain JSONL of {'prompt': ...}")
     p.add_argument("--category", action="append", help="keep this category (repeatable; default: all)")
-    p.add_argument("--max-questions", type=int, help="run at most this many questions")
+    p.add_argument("--max-questions", type=int, help="run at most this many questions, spread evenly over the file")
     p.add_argument("--methods", help="comma-separated (default: every method whose inputs are given)")
     p.add_argument("--max-new-tokens", type=int, default=256)
     p.add_argument("--sampling", help="'greedy' or 'T,k,p' (default: the adapter's configuration, else greedy)")
@@ -441,6 +459,7 @@ COMMANDS = {
     "bench": (_add_bench, _cmd_bench),
     "bench-forward": (_add_bench_forward, _cmd_bench_forward),
     "demo": (_add_demo, _cmd_demo),
+    "convert-gguf": (_add_convert_gguf, _cmd_convert_gguf),
     "pregenerate": (_add_pregenerate, _cmd_pregenerate),
     "distill": (_add_distill, _cmd_distill),
     "evaluate": (_add_evaluate, _cmd_evaluate),

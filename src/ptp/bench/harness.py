@@ -48,8 +48,7 @@ class BenchConfig:
     """Directory for the answers, the summary and the plots."""
     model: str | None = None
     """Base model directory (or anything ``AutoModelForCausalLM.from_pretrained`` loads); holds the tokenizer.
-    None: the shipped default model with its PTP and independent adapters and its draft model (see
-    :func:`with_default_model`)."""
+    None: the default model with its PTP and independent adapters (see :func:`with_default_model`)."""
     methods: tuple[str, ...] | str | None = None
     """Methods to run (see :mod:`ptp.bench.methods`); None: every method whose inputs are given."""
     adapter: str | None = None
@@ -65,7 +64,7 @@ class BenchConfig:
     categories: tuple[str, ...] | None = None
     """Keep only these question categories; None: all."""
     max_questions: int | None = None
-    """Run at most this many questions (after the category filter)."""
+    """Run at most this many questions (after the category filter), spread evenly over the file."""
     max_new_tokens: int = 256
     """New tokens per turn at most."""
     sampling: SamplingConfig | None = None
@@ -109,20 +108,17 @@ class _Prepared:
 
 
 def with_default_model(config: BenchConfig) -> BenchConfig:
-    """``config`` with the shipped default model, its adapters and its draft model filled in when no model is given."""
+    """``config`` with the default model and its two shipped adapters filled in when no model is given."""
     if config.model is not None:
         return config
-    from ptp.default_model import default_paths, has_default
+    from ptp.default_model import adapter_paths, teacher_dir
 
-    if not has_default():
-        raise ValueError("no --model given and the default model is not installed; pass --model")
-    paths = default_paths()
+    paths = adapter_paths()
     return replace(
         config,
-        model=str(paths["teacher"]),
+        model=str(teacher_dir()),
         adapter=config.adapter or str(paths["adapter"]),
         independent_adapter=config.independent_adapter or str(paths["independent"]),
-        draft_model=config.draft_model or str(paths["draft"]),
     )
 
 

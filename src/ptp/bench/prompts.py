@@ -35,7 +35,8 @@ class Question:
 def load_questions(
     path: str | Path, categories: list[str] | tuple[str, ...] | None = None, limit: int | None = None
 ) -> list[Question]:
-    """Read a prompt file; keep the given categories (all when None) and at most ``limit`` questions.
+    """Read a prompt file; keep the given categories (all when None) and at most ``limit`` questions, spread evenly
+    over the file (Spec-Bench lists its categories one after another, so each is sampled in proportion).
 
     Raises:
         FileNotFoundError: no such file.
@@ -66,7 +67,8 @@ def load_questions(
     if limit is not None:
         if limit < 1:
             raise ValueError(f"the question limit must be >= 1, got {limit}")
-        questions = questions[:limit]
+        count = len(questions)
+        questions = [questions[i * count // limit] for i in range(min(limit, count))]
     return questions
 
 
