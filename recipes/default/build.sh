@@ -8,7 +8,9 @@
 #   WORK: prompts, data, adapters and their runs; OUT: benchmark results and float16 copies of the adapters.
 #   Every step resumes where a killed run stopped: rerun the same command.
 # Settings (environment): SPEC_BENCH (question.jsonl), PROMPTS (20000), COMPLETIONS (completions per prompt, 2),
-#   QUESTIONS (Spec-Bench questions benchmarked, 120), PTP (the ptp command, e.g. "python -m ptp.cli").
+#   QUESTIONS (Spec-Bench questions benchmarked, 120), PTP (the ptp command, e.g. "python -m ptp.cli"),
+#   DISTILL_UNTIL (a time, in seconds since the epoch, at which the distillations stop and save, to be resumed by
+#   the next run; unset: they run to their last step), SAMPLINGS (the benchmarks' settings, "0.7,50,0.95 greedy").
 set -euo pipefail
 work=$1 out=$2
 here=$(cd "$(dirname "$0")" && pwd)
@@ -16,27 +18,35 @@ spec_bench=${SPEC_BENCH:-$here/../../../shared/data/spec_bench/question.jsonl}
 ptp=${PTP:-ptp}
 mkdir -p "$work" "$out"
 teacher=$(python -c "from ptp.default_model import teacher_dir; print(teacher_dir())")
+step() { echo "[build $(date +%T)] $*"; }
 
 # 1. Chat prompts, none of them a Spec-Bench question.
+step prompts
 [ -f "$work/prompts.jsonl" ] || $ptp chat-prompts --out "$work/prompts.jsonl" --count "${PROMPTS:-20000}" --seed 0 \
     --exclude "$spec_bench" | tail -n 1 > "$out/prompts_report.json"
 
 # 2. The teacher's answers under the sampling configuration decoding will use (T 0.7, top-k 50, top-p 0.95).
+step pregenerate
 $ptp pregenerate --model "$teacher" --prompts "$work/prompts.jsonl" --out "$work/data" \
     --n-per-prompt "${COMPLETIONS:-2}" --max-new-tokens 256 --temperature 0.7 --top-k 50 --top-p 0.95 \
     --dtype bfloat16 --batch-size 256 --prompts-per-shard 512 --no-progress
 
 # 3. Both drafters at once (they share the GPU), each resuming from its latest checkpoint.
+step distill
+pids=()
 for mode in one_hot independent; do
-    resume=()
-    compgen -G "$work/$mode.run/checkpoint-*" > /dev/null && resume=(--resume)
+    options=()
+    compgen -G "$work/$mode.run/checkpoints/step-*" > /dev/null && options+=(--resume)
+    [ -n "${DISTILL_UNTIL:-}" ] && options+=(--max-time $((DISTILL_UNTIL - $(date +%s))))
     $ptp distill --model "$teacher" --data "$work/data" --out "$work/$mode" --mode "$mode" \
-        --config "$here/distill.json" --no-progress "${resume[@]}" > "$work/$mode.log" 2>&1 &
+        --config "$here/distill.json" --no-progress "${options[@]}" >> "$work/$mode.log" 2>&1 &
+    pids+=($!)
 done
-wait
+for pid in "${pids[@]}"; do wait "$pid"; done
 
 # 4. Spec-Bench, float32 (where every engine output must equal one-token decoding), sampled and greedy.
-for sampling in 0.7,50,0.95 greedy; do
+step bench
+for sampling in ${SAMPLINGS:-0.7,50,0.95 greedy}; do
     $ptp bench --model "$teacher" --adapter "$work/one_hot" --independent-adapter "$work/independent" \
         --prompts "$spec_bench" --max-questions "${QUESTIONS:-120}" --methods ar,ptp,independent \
         --sampling "$sampling" --dtype float32 --repeats 1 --max-new-tokens 256 --no-progress --resume \
@@ -44,6 +54,7 @@ for sampling in 0.7,50,0.95 greedy; do
 done
 
 # 5. The adapters in 16 bits, as the package ships them (the loader computes in the model's dtype either way).
+step float16 copies
 for mode in one_hot independent; do
     python - "$work/$mode" "$out/$mode" <<'PY'
 import shutil, sys
