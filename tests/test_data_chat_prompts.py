@@ -1,5 +1,5 @@
 """Chat prompts from the standard library: deterministic, distinct, every category, well-formed chats, evaluation
-duplicates dropped."""
+duplicates dropped, and a CLI file that the prompt reader accepts."""
 
 from __future__ import annotations
 
@@ -7,6 +7,9 @@ import json
 
 import pytest
 
+from bench_support import char_tokenizer
+from ptp.cli import main
+from ptp.data import encode_prompts, read_prompts
 from ptp.data.chat_prompts import build_chat_prompts, harvest_documentation
 from ptp.data.chat_tasks import FAMILIES
 from ptp.data.overlap import normalise, overlap_report
@@ -103,3 +106,19 @@ def test_duplicates_of_an_evaluation_file_are_found_and_dropped(tmp_path, built)
         assert left["exact"] == left["near"] == 0
         dedup = kept.report()["dedup"]
         assert (dedup["exact_removed"], dedup["near_removed"]) == (kept.dropped["exact"], kept.dropped["near"])
+
+
+def test_cli_writes_prompts_the_reader_accepts(tmp_path, capsys, built):
+    (_, _, evaluation), _ = _plant(tmp_path, built)
+    out = tmp_path / "prompts" / "chat.jsonl"
+    assert main(["chat-prompts", "--out", str(out), "--count", "42", "--seed", "3", "--exclude", str(evaluation)]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["size"] == 42 and report["dedup"]["exact_left"] == report["dedup"]["near_left"] == 0
+    assert [p.name for p in out.parent.iterdir()] == ["chat.jsonl"]  # no temporary file left behind
+    records = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert all(set(r) == {"messages", "category"} for r in records)
+    prompts = read_prompts(out)
+    assert len(prompts) == 42 and all(p.messages is not None for p in prompts)
+    assert all(ids for ids in encode_prompts(prompts, char_tokenizer()))
+    with pytest.raises(SystemExit, match="ptp chat-prompts: .*does not exist"):
+        main(["chat-prompts", "--out", str(out), "--count", "5", "--exclude", str(tmp_path / "missing.jsonl")])
