@@ -452,9 +452,57 @@ def _cmd_prompts(args) -> int:
     return 0
 
 
+def _add_chat_prompts(sub) -> None:
+    p = sub.add_parser("chat-prompts", help="write JSONL chat prompts of many task families, built offline")
+    p.add_argument("--out", required=True, help="JSONL file to write ({'messages': [...], 'category': ...} lines)")
+    p.add_argument("--count", type=int, required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--exclude",
+        action="extend",
+        nargs="+",
+        default=[],
+        metavar="JSONL",
+        help="evaluation files (e.g. Spec-Bench question.jsonl) whose exact and near duplicates are left out",
+    )
+    p.add_argument(
+        "--site-packages",
+        action="store_true",
+        help="also draw from the documentation of installed site-packages (the set then depends on them)",
+    )
+
+
+def _cmd_chat_prompts(args) -> int:
+    import json
+    import time
+
+    from ptp.data.chat_prompts import build_chat_prompts, write_jsonl
+
+    start = time.perf_counter()
+    try:
+        built = build_chat_prompts(args.count, args.seed, args.exclude, args.site_packages)
+    except (ValueError, FileNotFoundError) as error:
+        raise SystemExit(f"ptp chat-prompts: {error}") from error
+    write_jsonl(built.records, args.out)
+    report = built.report()
+    report["seconds"] = round(time.perf_counter() - start, 2)
+    report["out"] = str(args.out)
+    print(f"wrote {report['size']} prompts to {args.out} in {report['seconds']} s")
+    print("  " + ", ".join(f"{name} {n}" for name, n in report["categories"].items()))
+    print(f"  mean {report['mean_words']} words ({report['mean_chars']} characters), {report['multi_turn']} multi-turn")
+    dedup = report["dedup"]
+    if args.exclude:
+        print(f"  dropped as duplicates of the evaluation files: {dedup['exact_removed']} exact, "
+              f"{dedup['near_removed']} near ({dedup['ngram']}-word runs); left after the check: "
+              f"{dedup['exact_left']} exact, {dedup['near_left']} near")  # fmt: skip
+    print(json.dumps(report))
+    return 0
+
+
 COMMANDS = {
     "generate": (_add_generate, _cmd_generate),
     "prompts": (_add_prompts, _cmd_prompts),
+    "chat-prompts": (_add_chat_prompts, _cmd_chat_prompts),
     "train": (_add_train, _cmd_train),
     "bench": (_add_bench, _cmd_bench),
     "bench-forward": (_add_bench_forward, _cmd_bench_forward),
