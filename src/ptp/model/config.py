@@ -16,7 +16,7 @@ FORMAT_VERSION = 1
 
 @dataclass
 class PTPConfig:
-    """Everything that defines a drafter besides its weights (METHOD.md sections 2-3)."""
+    """Everything that defines a drafter besides its weights (docs/method.md, Drafters and Architecture)."""
 
     mode: str = "one_hot"
     """``one_hot`` (O-PTP: slot k sees u_k, outputs the token), ``categorical`` (C-PTP: slot k sees u_<k, outputs a
@@ -37,12 +37,12 @@ class PTPConfig:
     """Modules that get the adapter: PEFT's ``all-linear`` or a list of module names."""
     first_slot_token: bool = False
     """The first slot of each window (decoding: of each group) also receives the embedding of its current token, the
-    token its group follows, which training and decoding both know, added to embed(u). An extension of METHOD.md's
-    slots, which see u alone and must rebuild that token through attention (BENCHMARKS.md section 7)."""
+    token its group follows, which training and decoding both know, added to embed(u). An extension of the paper
+    (docs/method.md, Extensions): without it a slot sees u alone and must rebuild that token through attention."""
     train_base: bool = False
-    """The base model's own weights train too (a separate drafter, METHOD.md section 3, or a model trained without a
-    teacher, section 5); they are saved with the adapter (in ``base/``) and loaded from there. False: the base is
-    frozen (it is the teacher)."""
+    """The base model's own weights train too (a separate drafter, docs/method.md, Architecture, or a model trained
+    without a teacher, docs/method.md, Inverse training); they are saved with the adapter (in ``base/``) and loaded
+    from there. False: the base is frozen (it is the teacher)."""
     sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(temperature=0.7, top_k=50, top_p=0.95))
     """The sampling configuration the drafter was trained for (the default of ``generate``)."""
     acceptance_histogram: list[float] | None = None

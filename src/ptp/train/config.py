@@ -20,7 +20,7 @@ PRECISIONS = ("auto", "float32", "bf16")
 
 @dataclass
 class DistillConfig:
-    """Everything that defines a distillation run (METHOD.md section 4)."""
+    """Everything that defines a distillation run (docs/method.md, Distillation)."""
 
     # ----------------------------------------------------------------------------------------------- inputs
     model: str = ""
@@ -33,9 +33,9 @@ class DistillConfig:
     """Checkpoints, metrics log and resolved config; default: ``<out>.run`` next to the adapter."""
     # ---------------------------------------------------------------------------------------------- drafter
     drafter_model: str | None = None
-    """A separate drafter (METHOD.md section 3): a smaller causal LM with the teacher's vocabulary (a directory or
-    name) that reads the context itself; ``model`` is then only the teacher that gives the bins. None: the
-    teacher's own network drafts through its gated LoRA."""
+    """A separate drafter (docs/method.md, Architecture): a smaller causal LM with the teacher's vocabulary (a
+    directory or name) that reads the context itself; ``model`` is then only the teacher that gives the bins. None:
+    the teacher's own network drafts through its gated LoRA."""
     init_adapter: str | None = None
     """Start from a saved drafter (an adapter directory) instead of a fresh one: continue distilling it for more
     steps or on new data. Its drafter settings (mode, embedding, window length, LoRA) must equal this config's, except
@@ -76,7 +76,7 @@ class DistillConfig:
     equal the data's unless ``allow_foreign_data``; required for raw text."""
     bin_order: str = "vocabulary"
     """The order of the bins along [0, 1) that the drafter learns (``ptp.sampling.ORDERS``): ``vocabulary``
-    (METHOD.md) or ``probability`` (descending, so that a small u picks the likely tokens). Decoding uses the
+    (the paper's) or ``probability`` (descending, so that a small u picks the likely tokens). Decoding uses the
     adapter's order; the data may have been sampled in either."""
     out_of_set: str = "stop"
     """A target outside the kept set of S (possible only for raw or foreign data): ``stop`` ends its window there

@@ -1,4 +1,4 @@
-"""Training C-PTP without a teacher: inverse autoregressive training (METHOD.md section 5).
+"""Training C-PTP without a teacher: inverse autoregressive training (docs/method.md, Inverse training).
 
 For a window of data tokens t_i..t_{i+N-1} the u's are recovered one after another from the model's *own* C-PTP
 distributions: slot k (input u_{k-1}, nothing for k = 0) gives P_k, and u_k is drawn uniformly inside the bin of the

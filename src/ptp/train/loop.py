@@ -410,7 +410,8 @@ def distill(
     tokenizer=None,
     dataset: Dataset | None = None,
 ) -> DistillResult:
-    """Train a PTP drafter by distillation from its frozen base (METHOD.md section 4); see :class:`DistillConfig`.
+    """Train a PTP drafter by distillation from its frozen base (docs/method.md, Distillation); see
+    :class:`DistillConfig`.
 
     Args:
         config: the run.

@@ -1,4 +1,4 @@
-"""Losses and metrics of PTP training: pure tensor functions, no host synchronisation (METHOD.md 4.5-4.6).
+"""Losses and metrics of PTP training: pure tensor functions, no host synchronisation (docs/method.md, Distillation).
 
 Slot tensors are ``[B, A]`` with A = W * N (W windows of N slots per row); ``weights`` are per-slot loss weights,
 zero on slots that do not train. Every loss is the weighted mean over slots.
@@ -119,9 +119,10 @@ def window_metrics(correct: torch.Tensor, valid: torch.Tensor, exists: torch.Ten
 def summarize(sums: dict) -> dict:
     """Plain numbers from summed :func:`window_metrics`: mean correct prefix, normalised histogram, accuracies, and
     ``tokens_per_call``: 1 + the mean run of correct slots from the second slot on. The decoder replaces every
-    group's first draft by the teacher's own token (METHOD.md section 6), so that run, not the correct prefix, is what
-    a call gains; averaged over windows rather than calls it reads above the decoder's tau where the drafter is right
-    over long stretches (BENCHMARKS.md section 17)."""
+    group's first draft by the teacher's own token (docs/method.md, Partial quadratic decoding), so that run, not the
+    correct prefix, is what a call gains; averaged over windows rather than calls it reads above the decoder's tau
+    where the drafter is right over long stretches (docs/journal.md, 2026-11-26: the window metric against the
+    engine)."""
     windows = float(sums["windows"])
     histogram = (sums["histogram"] / max(windows, 1.0)).tolist()
     accuracy = (sums["position_correct"] / sums["position_count"].clamp(min=1.0)).tolist()
