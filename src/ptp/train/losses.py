@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from ptp.sampling import SamplingConfig, pick
+from ptp.train.teacher import WindowBatch
 
 
 def position_weights(window_length: int, decay: float, device=None) -> torch.Tensor:
@@ -133,3 +134,27 @@ def summarize(sums: dict) -> dict:
         "accuracy": accuracy,
         "windows": int(windows),
     }
+
+
+def window_loss(batch: WindowBatch, objective: str, sampling: SamplingConfig, decay: float) -> torch.Tensor:
+    """The training loss of a batch of windows (``objective``: cross_entropy, forward_kl or reverse_kl)."""
+    weights = slot_weights(batch.valid, batch.windows.window_length, decay)
+    if objective == "cross_entropy":
+        return cross_entropy_loss(batch.logits, batch.tokens, weights)
+    temperature = sampling.temperature if sampling.do_sample else 1.0
+    divergence = forward_kl_loss if objective == "forward_kl" else reverse_kl_loss
+    return divergence(batch.logits, batch.teacher_logits, weights, temperature)
+
+
+def batch_metrics(batch: WindowBatch, mode: str, sampling: SamplingConfig) -> dict:
+    """:func:`window_metrics` of a batch, with drafts made as the decoder makes them."""
+    drafts = draft_tokens(batch.logits.detach(), batch.u, mode, sampling)
+    exists = batch.windows.starts >= 0
+    return window_metrics(drafts == batch.tokens, batch.valid, exists, batch.windows.window_length)
+
+
+def accumulate(total: dict | None, sums: dict) -> dict:
+    """``total + sums`` key by key (detached; ``total`` None: a copy of ``sums``)."""
+    if total is None:
+        return {k: v.detach().clone() for k, v in sums.items()}
+    return {k: total[k] + sums[k].detach() for k in total}
