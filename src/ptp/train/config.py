@@ -8,8 +8,7 @@ import typing
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from ptp.model.config import MODES
-from ptp.model.embeddings import EMBEDDING_KINDS
+from ptp.model.config import DrafterSettings
 from ptp.sampling import ORDERS, SamplingConfig
 from ptp.train.checkpoint import default_run_dir
 
@@ -19,8 +18,10 @@ PRECISIONS = ("auto", "float32", "bf16")
 
 
 @dataclass
-class DistillConfig:
-    """Everything that defines a distillation run (docs/method.md, Distillation)."""
+class DistillConfig(DrafterSettings):
+    """Everything that defines a distillation run (docs/method.md, Distillation): the drafter's settings
+    (:class:`ptp.model.config.DrafterSettings`: ``mode``, ``embedding``, ``embedding_size``, ``window_length``,
+    ``lora_rank``, ``lora_alpha``, ``lora_dropout``, ``target_modules``, ``first_slot_token``) and the fields below."""
 
     # ----------------------------------------------------------------------------------------------- inputs
     model: str = ""
@@ -45,24 +46,6 @@ class DistillConfig:
     train_drafter_base: bool = False
     """With ``drafter_model``: its own weights train too (and are saved with the adapter), not only the LoRA and
     the u embedding. A drafter trained from scratch needs it."""
-    mode: str = "one_hot"
-    """``one_hot`` (O-PTP), ``categorical`` (C-PTP) or ``independent`` (the baseline: constant u)."""
-    embedding: str = "binary"
-    """How u becomes an input vector (see :mod:`ptp.model.embeddings`)."""
-    embedding_size: int = 24
-    """Features of the u embedding."""
-    window_length: int = 16
-    """N: auxiliary slots per window."""
-    lora_rank: int = 32
-    """Rank of the gated LoRA adapter."""
-    lora_alpha: float = 64.0
-    """LoRA scaling numerator."""
-    lora_dropout: float = 0.0
-    """Dropout on the LoRA input."""
-    target_modules: str | list[str] = "all-linear"
-    """Modules that get the adapter."""
-    first_slot_token: bool = False
-    """The first slot of each window also receives its current token (see :attr:`ptp.PTPConfig.first_slot_token`)."""
     # ------------------------------------------------------------------------------------------- objective
     loss: str | None = None
     """``cross_entropy`` (O-PTP and the baseline; also valid for C-PTP), ``forward_kl`` or ``reverse_kl``
@@ -138,10 +121,7 @@ class DistillConfig:
     device). Needs more than one process (``accelerate launch`` / ``torchrun``) and no ``drafter_model``."""
 
     def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
-        if self.embedding not in EMBEDDING_KINDS:
-            raise ValueError(f"embedding must be one of {EMBEDDING_KINDS}, got {self.embedding!r}")
+        super().__post_init__()
         if self.loss is not None and self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
         if self.mode != "categorical" and self.loss not in (None, "cross_entropy"):
@@ -157,7 +137,6 @@ class DistillConfig:
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         positive = (
-            "window_length",
             "windows_per_row",
             "batch_size",
             "gradient_accumulation",
@@ -165,8 +144,6 @@ class DistillConfig:
             "log_interval",
             "eval_rows",
             "keep_checkpoints",
-            "embedding_size",
-            "lora_rank",
         )
         for name in positive:
             value = getattr(self, name)

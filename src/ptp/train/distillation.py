@@ -22,7 +22,7 @@ import torch
 from ptp.data.dataset import Dataset, load_dataset
 from ptp.data.packing import PackedRows, pack_documents, split_by_prompt
 from ptp.data.prompts import load_tokenizer
-from ptp.model.config import PTPConfig
+from ptp.model.config import PTPConfig, drafter_settings
 from ptp.model.ptp import BASE_DIRECTORY, PTPModel, check_drafter
 from ptp.sampling import SamplingConfig
 from ptp.train.checkpoint import ADAPTER, check_writable, list_checkpoints, newest_checkpoint, remove_stale
@@ -46,9 +46,6 @@ from ptp.train.windows import sample_window_starts
 
 METRICS_LOG = "metrics.jsonl"
 RUN_CONFIG = "config.json"
-#: DistillConfig fields that are PTPConfig fields: they define the drafter.
-DRAFTER_FIELDS = ("mode", "embedding", "embedding_size", "window_length", "lora_rank", "lora_alpha", "lora_dropout",
-                  "target_modules", "first_slot_token")  # fmt: skip
 
 
 @dataclass
@@ -324,8 +321,7 @@ def _drafter(config: DistillConfig, sampling: SamplingConfig, resume_state: dict
             model = PTPModel.from_pretrained(drafter_base, saved)
         start_step = resume_state["step"] if resume_state is not None else 0
     else:
-        drafter = PTPConfig(sampling=sampling, train_base=config.train_drafter_base,
-                            **{name: getattr(config, name) for name in DRAFTER_FIELDS})  # fmt: skip
+        drafter = PTPConfig(sampling=sampling, train_base=config.train_drafter_base, **drafter_settings(config))
         model = PTPModel(drafter_base, drafter)
         if adapts:  # a lower-rank drafter grows into this run's rank, or starts receiving its first slots' token
             model.load_adapter(saved)
@@ -348,7 +344,7 @@ def check_initial_drafter(path: Path, config, sampling: SamplingConfig) -> bool:
         raise ValueError(
             f"init_adapter {path} was trained for {saved.sampling.describe()}, this run for {sampling.describe()}"
         )
-    wanted = {name: getattr(config, name) for name in DRAFTER_FIELDS} | {"train_base": config.train_drafter_base}
+    wanted = drafter_settings(config) | {"train_base": config.train_drafter_base}
     frozen_base = not config.train_drafter_base  # a drafter whose base trains is continued as it is
     grows = frozen_base and saved.lora_rank < config.lora_rank
     given = frozen_base and config.first_slot_token and not saved.first_slot_token

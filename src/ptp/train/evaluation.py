@@ -21,7 +21,7 @@ from ptp.data.prompts import load_tokenizer
 from ptp.model.config import CONFIG_NAME, PTPConfig
 from ptp.model.ptp import BASE_DIRECTORY, PTPModel, check_drafter
 from ptp.sampling import SamplingConfig
-from ptp.train.config import objective
+from ptp.train.config import DistillConfig, objective
 from ptp.train.losses import accumulate, batch_metrics, summarize, window_loss, window_metrics
 from ptp.train.runtime import (
     autocast_step,
@@ -45,12 +45,12 @@ def evaluate(
     rows: PackedRows,
     sampling: SamplingConfig,
     *,
-    windows_per_row: int = 64,
-    batch_size: int = 4,
+    windows_per_row: int = DistillConfig.windows_per_row,
+    batch_size: int = DistillConfig.batch_size,
     objective: str = "cross_entropy",
-    decay: float = 1.0,
-    out_of_set: str = "stop",
-    seed: int = 0,
+    decay: float = DistillConfig.position_decay,
+    out_of_set: str = DistillConfig.out_of_set,
+    seed: int = DistillConfig.seed,
     bf16: bool = False,
     accelerator=None,
     teacher=None,
@@ -123,13 +123,13 @@ def evaluate_adapter(
     drafter_model=None,
     split: str = "eval",
     rows: int = 256,
-    windows_per_row: int = 64,
-    eval_fraction: float = 0.05,
-    row_length: int | None = None,
-    batch_size: int = 4,
-    loss: str | None = None,
-    position_decay: float = 1.0,
-    seed: int = 0,
+    windows_per_row: int = DistillConfig.windows_per_row,
+    eval_fraction: float = DistillConfig.eval_fraction,
+    row_length: int | None = DistillConfig.row_length,
+    batch_size: int = DistillConfig.batch_size,
+    loss: str | None = DistillConfig.loss,
+    position_decay: float = DistillConfig.position_decay,
+    seed: int = DistillConfig.seed,
     device: str | None = None,
     precision: str = "auto",
     tokenizer=None,
@@ -148,7 +148,8 @@ def evaluate_adapter(
         split: ``eval``: the prompts distill holds out for ``eval_fraction`` and ``seed``; ``all``: every document.
         rows: evaluate the first this many packed rows of the split (distill's ``eval_rows``).
         windows_per_row, eval_fraction, row_length, batch_size, loss, position_decay, seed: as in
-            :class:`ptp.train.DistillConfig`; with the run's values the numbers equal distill's final evaluation.
+            :class:`ptp.train.DistillConfig`, with its defaults; with the run's values the numbers equal distill's
+            final evaluation.
             ``loss`` None: ``forward_kl`` for C-PTP, else ``cross_entropy``.
         device: ``cpu``, ``cuda`` or None (CUDA if available).
         precision: ``float32``, ``bf16`` or ``auto`` (bf16 on CUDA).

@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from ptp.data.packing import PackedRows, document_mask
+from ptp.model.config import DrafterSettings
 from ptp.model.ptp import attention_bias
 from ptp.train.checkpoint import ADAPTER, check_writable, default_run_dir, newest_checkpoint, remove_stale
 from ptp.train.loop import Checkpoints, train_loop, warmup_cosine
@@ -82,16 +83,18 @@ class PretrainConfig:
     device: str | None = None
     """``cpu`` or ``cuda``; None: CUDA when available."""
     progress: bool = True
-    window_length: int = 16
-    """``ptp``: N, the slots per window (the tokens the model samples per call)."""
+    window_length: int = DrafterSettings.window_length
+    """``ptp``: the drafter setting (:class:`ptp.model.config.DrafterSettings`): the tokens the model samples per
+    call."""
     windows_per_row: int = 16
     """``ptp``: windows per training row; each costs N small sequential passes for the u recovery."""
-    embedding: str = "binary"
-    """``ptp``: how u becomes an input vector (see :mod:`ptp.model.embeddings`)."""
-    embedding_size: int = 24
-    """``ptp``: features of the u embedding."""
-    lora_rank: int = 32
-    """``ptp``: rank of the slot-only LoRA (the base trains too; the adapter lets slots differ from tokens)."""
+    embedding: str = DrafterSettings.embedding
+    """``ptp``: the drafter setting (:class:`ptp.model.config.DrafterSettings`)."""
+    embedding_size: int = DrafterSettings.embedding_size
+    """``ptp``: the drafter setting (:class:`ptp.model.config.DrafterSettings`)."""
+    lora_rank: int = DrafterSettings.lora_rank
+    """``ptp``: the drafter setting (:class:`ptp.model.config.DrafterSettings`); the base trains too, the adapter
+    lets slots differ from tokens. Its alpha is twice the rank."""
     next_token_weight: float = 1.0
     """``ptp``: weight of the next-token loss next to the slot cross-entropy."""
     compare_to: str | None = None
@@ -174,7 +177,8 @@ def text_rows(token_lists: list[list[int]], row_length: int, eos: int | None) ->
 
 
 def inverse_config(config: PretrainConfig):
-    """The C-PTP model configuration of a ``ptp`` run: categorical slots, base weights trained, S at T = 1."""
+    """The C-PTP model configuration of a ``ptp`` run: categorical slots, base weights trained, S at T = 1; the other
+    drafter settings keep their defaults."""
     from ptp.model.config import PTPConfig
     from ptp.train.inverse import TEXT_SAMPLING
 
