@@ -1,4 +1,4 @@
-"""ptp.sampling: the sampling configuration S, the vocabulary-order CDF, bins and Pick (METHOD.md section 1)."""
+"""ptp.sampling: the sampling configuration S, the vocabulary-order CDF, bins and Pick (docs/method.md, Sampling)."""
 
 from __future__ import annotations
 

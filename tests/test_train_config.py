@@ -75,3 +75,27 @@ def test_a_file_with_overrides(tmp_path):
 def test_the_sampling_configuration_may_be_given_as_an_object_in_vocabulary_order():
     config = DistillConfig(sampling=SamplingConfig(temperature=0.9, top_k=40), bin_order="probability")
     assert config.sampling_config() == SamplingConfig(temperature=0.9, top_k=40)
+
+
+def test_the_drafter_settings_are_declared_once_and_every_run_config_takes_them_from_there():
+    """A distillation run has every drafter setting, with the same default; ``ptp train`` takes its defaults from
+    them; ``ptp evaluate``'s defaults are distill's."""
+    import inspect
+    from dataclasses import fields
+
+    from ptp.model.config import DRAFTER_FIELDS, DrafterSettings, PTPConfig
+    from ptp.train import evaluate_adapter
+    from ptp.train.pretrain import PretrainConfig
+
+    defaults = DrafterSettings()
+    for config in (DistillConfig(), PTPConfig()):
+        assert {name: getattr(config, name) for name in DRAFTER_FIELDS} == {
+            f.name: getattr(defaults, f.name) for f in fields(DrafterSettings)
+        }
+    shared = ("window_length", "embedding", "embedding_size", "lora_rank")
+    assert all(getattr(PretrainConfig(), name) == getattr(defaults, name) for name in shared)
+    parameters = inspect.signature(evaluate_adapter).parameters
+    for name in ("windows_per_row", "eval_fraction", "row_length", "batch_size", "loss", "position_decay", "seed"):
+        assert parameters[name].default == getattr(DistillConfig(), name)
+    with pytest.raises(ValueError, match="lora_dropout must be in"):
+        DistillConfig(lora_dropout=1.5)  # checked where it is declared, for a run as for an adapter

@@ -23,14 +23,14 @@ import json
 import os
 import sys
 import torch
-import ptp.train.loop as loop
+import ptp.train.distillation as distillation
 from ptp.train import distill
 from train_support import quick_config
 
 data, out, base, options = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
 killed_at = options.pop("killed_at_checkpoint", None)
 if killed_at:  # every process stops while gathering the state of that checkpoint (after the earlier ones are saved)
-    gather, calls = loop.full_optimizer_state, []
+    gather, calls = distillation.full_optimizer_state, []
 
     def killed(*args):
         calls.append(1)
@@ -39,7 +39,7 @@ if killed_at:  # every process stops while gathering the state of that checkpoin
             os._exit(0)  # at once, as a kill does (a normal exit can abort in gloo's teardown)
         return gather(*args)
 
-    loop.full_optimizer_state = killed
+    distillation.full_optimizer_state = killed
 distill(quick_config(data, out, **options), base_model=torch.load(base, weights_only=False))
 """
 #: Odd evaluation batches (5 rows of 2), so that one process runs a repeated batch; accumulation, dropout, clipping.

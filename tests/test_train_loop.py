@@ -15,7 +15,7 @@ import ptp.train.loop as loop
 from conftest import assert_same_tokens, tiny_base
 from ptp.data import write_text_dataset
 from ptp.data.dataset import METADATA
-from ptp.train import distill, evaluate_adapter
+from ptp.train import distill, evaluate_adapter, train_autoregressive
 from ptp.train.checkpoint import list_checkpoints
 from train_support import SAMPLING, make_data, quick_config, reference
 
@@ -262,8 +262,8 @@ def test_bf16_training_learns_as_float32_does():
     final = {}
     for bf16 in (False, True):
         torch.manual_seed(0)
-        losses = loop.train_autoregressive(tiny_base("llama"), rows, steps=40, batch_size=4, learning_rate=3e-3,
-                                           warmup_steps=2, bf16=bf16)  # fmt: skip
+        losses = train_autoregressive(tiny_base("llama"), rows, steps=40, batch_size=4, learning_rate=3e-3,
+                                      warmup_steps=2, bf16=bf16)  # fmt: skip
         final[bf16] = sum(losses[-5:]) / 5
     assert final[False] < 0.5 * losses[0], "the model memorises four random rows"
     assert final[True] < final[False] + 0.3, f"bf16 must learn as float32 does: {final}"

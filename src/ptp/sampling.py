@@ -23,13 +23,13 @@ import torch
 #: The largest float32 strictly below 1: the top of the range an auxiliary may take.
 MAX_AUXILIARY = 1.0 - 2.0**-24
 
-#: How the bins are laid out along [0, 1): by token id (METHOD.md section 1), or by descending probability.
+#: How the bins are laid out along [0, 1): by token id (docs/method.md, Sampling), or by descending probability.
 ORDERS = ("vocabulary", "probability")
 
 
 @dataclass(frozen=True)
 class SamplingConfig:
-    """How logits become the distribution that tokens are drawn from (METHOD.md section 1)."""
+    """How logits become the distribution that tokens are drawn from (docs/method.md, Sampling)."""
 
     do_sample: bool = True
     """False: greedy decoding, a one-hot distribution on the argmax (ties: the lower token id)."""
@@ -86,7 +86,7 @@ def _is_number(value) -> bool:
 
 
 def probabilities(logits: torch.Tensor, config: SamplingConfig) -> torch.Tensor:
-    """The distribution P of METHOD.md section 1.
+    """The distribution P of S (docs/method.md, Sampling).
 
     Args:
         logits: ``[..., V]`` in any floating dtype.

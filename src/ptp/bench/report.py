@@ -175,7 +175,7 @@ def mismatches(rows: list[QuestionRecord], ar_rows: list[QuestionRecord], most: 
     token (at most ``most`` entries). Later turns of that question are left out: their prompts hold the differing
     answer, so they differ anyway.
 
-    A late first difference in a bf16 run points at rounding near a bin edge (METHOD.md section 6); a difference at
+    A late first difference in a bf16 run points at rounding near a bin edge (docs/method.md, Numerics); a difference at
     token 0 of every turn points at a bug.
     """
     found = []
@@ -249,7 +249,7 @@ def markdown(summary: dict) -> str:
         lines += [
             "",
             f"In {config['dtype']}, calls of other shapes round differently, so an auxiliary within about "
-            "1e-3 of a bin edge can pick another token (METHOD.md section 6); exactness holds in float32.",
+            "1e-3 of a bin edge can pick another token (docs/method.md, Numerics); exactness holds in float32.",
         ]
     lines += [
         "",

@@ -95,7 +95,7 @@ def line_prompts(
     A byte-level BPE merges a newline with the next line's indentation into one token, so a prompt that ends in a
     newline makes the model continue after a bare newline token, which in training comes before a blank line, an
     unindented line or the end of the text; ``ptp bench`` prompts cut that way ended at once with end-of-text on
-    three of four held-out prompts of a ~88M code model (BENCHMARKS.md section 19)."""
+    three of four held-out prompts of a ~88M code model (docs/journal.md, 2026-11-26)."""
     import random
 
     rng = random.Random(seed)

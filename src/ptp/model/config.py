@@ -1,4 +1,5 @@
-"""The typed configuration of a PTP drafter, saved as ``ptp_config.json`` next to the PEFT adapter."""
+"""The typed configuration of a PTP drafter: its settings (:class:`DrafterSettings`, declared here once for every
+place that chooses them), and :class:`PTPConfig`, saved as ``ptp_config.json`` next to the PEFT adapter."""
 
 from __future__ import annotations
 
@@ -15,8 +16,10 @@ FORMAT_VERSION = 1
 
 
 @dataclass
-class PTPConfig:
-    """Everything that defines a drafter besides its weights (METHOD.md sections 2-3)."""
+class DrafterSettings:
+    """The settings that define a drafter's architecture (docs/method.md, Drafters and Architecture), declared once:
+    an adapter records them (:class:`PTPConfig`), a distillation run chooses them (:class:`ptp.train.DistillConfig`),
+    and training on text takes its defaults from them (:class:`ptp.train.pretrain.PretrainConfig`)."""
 
     mode: str = "one_hot"
     """``one_hot`` (O-PTP: slot k sees u_k, outputs the token), ``categorical`` (C-PTP: slot k sees u_<k, outputs a
@@ -37,12 +40,42 @@ class PTPConfig:
     """Modules that get the adapter: PEFT's ``all-linear`` or a list of module names."""
     first_slot_token: bool = False
     """The first slot of each window (decoding: of each group) also receives the embedding of its current token, the
-    token its group follows, which training and decoding both know, added to embed(u). An extension of METHOD.md's
-    slots, which see u alone and must rebuild that token through attention (BENCHMARKS.md section 7)."""
+    token its group follows, which training and decoding both know, added to embed(u). An extension of the paper
+    (docs/method.md, Extensions): without it a slot sees u alone and must rebuild that token through attention."""
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.embedding not in EMBEDDING_KINDS:
+            raise ValueError(f"embedding must be one of {EMBEDDING_KINDS}, got {self.embedding!r}")
+        for name in ("embedding_size", "window_length", "lora_rank"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        if not isinstance(self.first_slot_token, bool):
+            raise ValueError(f"first_slot_token must be true or false, got {self.first_slot_token!r}")
+        if not 0.0 <= self.lora_dropout < 1.0:
+            raise ValueError(f"lora_dropout must be in [0, 1), got {self.lora_dropout!r}")
+
+
+#: The names of the drafter settings, in their order.
+DRAFTER_FIELDS = tuple(f.name for f in fields(DrafterSettings))
+
+
+def drafter_settings(config: DrafterSettings) -> dict:
+    """The drafter settings of ``config`` (a :class:`PTPConfig` or a run config), by name."""
+    return {name: getattr(config, name) for name in DRAFTER_FIELDS}
+
+
+@dataclass
+class PTPConfig(DrafterSettings):
+    """Everything that defines a drafter besides its weights: its :class:`DrafterSettings`, and what it was trained
+    for and on."""
+
     train_base: bool = False
-    """The base model's own weights train too (a separate drafter, METHOD.md section 3, or a model trained without a
-    teacher, section 5); they are saved with the adapter (in ``base/``) and loaded from there. False: the base is
-    frozen (it is the teacher)."""
+    """The base model's own weights train too (a separate drafter, docs/method.md, Architecture, or a model trained
+    without a teacher, docs/method.md, Inverse training); they are saved with the adapter (in ``base/``) and loaded
+    from there. False: the base is frozen (it is the teacher)."""
     sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(temperature=0.7, top_k=50, top_p=0.95))
     """The sampling configuration the drafter was trained for (the default of ``generate``)."""
     acceptance_histogram: list[float] | None = None
@@ -53,19 +86,9 @@ class PTPConfig:
     def __post_init__(self) -> None:
         if isinstance(self.sampling, dict):
             self.sampling = SamplingConfig.from_dict(self.sampling)
-        if self.mode not in MODES:
-            raise ValueError(f"unknown PTP mode {self.mode!r}; choose one of {MODES}")
-        if self.embedding not in EMBEDDING_KINDS:
-            raise ValueError(f"unknown auxiliary embedding {self.embedding!r}; choose one of {EMBEDDING_KINDS}")
-        for name in ("embedding_size", "window_length", "lora_rank"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-        for name in ("train_base", "first_slot_token"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
-        if not 0.0 <= self.lora_dropout < 1.0:
-            raise ValueError(f"lora_dropout must be in [0, 1), got {self.lora_dropout!r}")
+        super().__post_init__()
+        if not isinstance(self.train_base, bool):
+            raise ValueError(f"train_base must be true or false, got {self.train_base!r}")
         if self.acceptance_histogram is not None and len(self.acceptance_histogram) != self.window_length + 1:
             raise ValueError(
                 f"acceptance_histogram needs window_length + 1 = {self.window_length + 1} entries, "

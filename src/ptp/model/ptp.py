@@ -187,6 +187,7 @@ class PTPModel(nn.Module):
     # --------------------------------------------------------------------------------------------- generate
     def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs):
         """Lossless parallel generation; see :func:`ptp.decode.engine.generate` for the arguments."""
+        # The engine imports this module; importing the engine at call time keeps the dependency one way.
         from ptp.decode.engine import generate
 
         return generate(self, input_ids, attention_mask, **kwargs)

@@ -129,3 +129,21 @@ def check_resumable(saved: dict, current: dict) -> None:
     if differs:
         details = ", ".join(f"{k}: {saved.get(k)!r} -> {current[k]!r}" for k in differs)
         raise ValueError(f"cannot resume: the config differs from the checkpoint's in {details}")
+
+
+def newest_checkpoint(run_dir: Path, config: dict, resume: bool) -> dict | None:
+    """The state of the run's newest checkpoint (its directory under ``"path"``) when resuming, None for a fresh run.
+
+    ValueError if there is nothing to resume, if the config differs from the checkpoint's in a field that changes the
+    result, or if a fresh run would mix its checkpoints with an earlier run's.
+    """
+    checkpoints = list_checkpoints(run_dir)
+    if not resume:
+        if checkpoints:
+            raise ValueError(f"{run_dir} already holds checkpoints of a run: pass resume, or choose another run_dir")
+        return None
+    if not checkpoints:
+        raise ValueError(f"nothing to resume: {run_dir} holds no checkpoint")
+    state = load_checkpoint(checkpoints[-1])
+    check_resumable(state["config"], config)
+    return {**state, "path": checkpoints[-1]}

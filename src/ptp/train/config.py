@@ -8,8 +8,7 @@ import typing
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from ptp.model.config import MODES
-from ptp.model.embeddings import EMBEDDING_KINDS
+from ptp.model.config import DrafterSettings
 from ptp.sampling import ORDERS, SamplingConfig
 from ptp.train.checkpoint import default_run_dir
 
@@ -19,8 +18,10 @@ PRECISIONS = ("auto", "float32", "bf16")
 
 
 @dataclass
-class DistillConfig:
-    """Everything that defines a distillation run (METHOD.md section 4)."""
+class DistillConfig(DrafterSettings):
+    """Everything that defines a distillation run (docs/method.md, Distillation): the drafter's settings
+    (:class:`ptp.model.config.DrafterSettings`: ``mode``, ``embedding``, ``embedding_size``, ``window_length``,
+    ``lora_rank``, ``lora_alpha``, ``lora_dropout``, ``target_modules``, ``first_slot_token``) and the fields below."""
 
     # ----------------------------------------------------------------------------------------------- inputs
     model: str = ""
@@ -33,9 +34,9 @@ class DistillConfig:
     """Checkpoints, metrics log and resolved config; default: ``<out>.run`` next to the adapter."""
     # ---------------------------------------------------------------------------------------------- drafter
     drafter_model: str | None = None
-    """A separate drafter (METHOD.md section 3): a smaller causal LM with the teacher's vocabulary (a directory or
-    name) that reads the context itself; ``model`` is then only the teacher that gives the bins. None: the
-    teacher's own network drafts through its gated LoRA."""
+    """A separate drafter (docs/method.md, Architecture): a smaller causal LM with the teacher's vocabulary (a
+    directory or name) that reads the context itself; ``model`` is then only the teacher that gives the bins. None:
+    the teacher's own network drafts through its gated LoRA."""
     init_adapter: str | None = None
     """Start from a saved drafter (an adapter directory) instead of a fresh one: continue distilling it for more
     steps or on new data. Its drafter settings (mode, embedding, window length, LoRA) must equal this config's, except
@@ -45,24 +46,6 @@ class DistillConfig:
     train_drafter_base: bool = False
     """With ``drafter_model``: its own weights train too (and are saved with the adapter), not only the LoRA and
     the u embedding. A drafter trained from scratch needs it."""
-    mode: str = "one_hot"
-    """``one_hot`` (O-PTP), ``categorical`` (C-PTP) or ``independent`` (the baseline: constant u)."""
-    embedding: str = "binary"
-    """How u becomes an input vector (see :mod:`ptp.model.embeddings`)."""
-    embedding_size: int = 24
-    """Features of the u embedding."""
-    window_length: int = 16
-    """N: auxiliary slots per window."""
-    lora_rank: int = 32
-    """Rank of the gated LoRA adapter."""
-    lora_alpha: float = 64.0
-    """LoRA scaling numerator."""
-    lora_dropout: float = 0.0
-    """Dropout on the LoRA input."""
-    target_modules: str | list[str] = "all-linear"
-    """Modules that get the adapter."""
-    first_slot_token: bool = False
-    """The first slot of each window also receives its current token (see :attr:`ptp.PTPConfig.first_slot_token`)."""
     # ------------------------------------------------------------------------------------------- objective
     loss: str | None = None
     """``cross_entropy`` (O-PTP and the baseline; also valid for C-PTP), ``forward_kl`` or ``reverse_kl``
@@ -76,7 +59,7 @@ class DistillConfig:
     equal the data's unless ``allow_foreign_data``; required for raw text."""
     bin_order: str = "vocabulary"
     """The order of the bins along [0, 1) that the drafter learns (``ptp.sampling.ORDERS``): ``vocabulary``
-    (METHOD.md) or ``probability`` (descending, so that a small u picks the likely tokens). Decoding uses the
+    (the paper's) or ``probability`` (descending, so that a small u picks the likely tokens). Decoding uses the
     adapter's order; the data may have been sampled in either."""
     out_of_set: str = "stop"
     """A target outside the kept set of S (possible only for raw or foreign data): ``stop`` ends its window there
@@ -138,10 +121,7 @@ class DistillConfig:
     device). Needs more than one process (``accelerate launch`` / ``torchrun``) and no ``drafter_model``."""
 
     def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
-        if self.embedding not in EMBEDDING_KINDS:
-            raise ValueError(f"embedding must be one of {EMBEDDING_KINDS}, got {self.embedding!r}")
+        super().__post_init__()
         if self.loss is not None and self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
         if self.mode != "categorical" and self.loss not in (None, "cross_entropy"):
@@ -157,7 +137,6 @@ class DistillConfig:
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         positive = (
-            "window_length",
             "windows_per_row",
             "batch_size",
             "gradient_accumulation",
@@ -165,8 +144,6 @@ class DistillConfig:
             "log_interval",
             "eval_rows",
             "keep_checkpoints",
-            "embedding_size",
-            "lora_rank",
         )
         for name in positive:
             value = getattr(self, name)

@@ -1,4 +1,4 @@
-"""Training C-PTP without a teacher: inverse autoregressive training (METHOD.md section 5).
+"""Training C-PTP without a teacher: inverse autoregressive training (docs/method.md, Inverse training).
 
 For a window of data tokens t_i..t_{i+N-1} the u's are recovered one after another from the model's *own* C-PTP
 distributions: slot k (input u_{k-1}, nothing for k = 0) gives P_k, and u_k is drawn uniformly inside the bin of the
@@ -127,12 +127,18 @@ def inverse_batch(
     *,
     next_token_weight: float = 1.0,
     generator: torch.Generator | None = None,
+    forward=None,
 ) -> InverseBatch:
-    """One training step's forward: recovery, then the context pass and one slot pass, both with gradient."""
+    """One training step's forward: recovery, then the context pass and one slot pass, both with gradient.
+
+    ``forward``: the module that runs the slot pass (the model's DDP wrapper under several processes; default: the
+    model). The context pass runs on the model itself: its gradient reaches the parameters in the same backward as
+    the slot pass's, summed before DDP's per-parameter hooks fire and average it.
+    """
     windows = layout_windows(rows, starts, model.config.window_length)
     u, valid = recover_auxiliaries(model, rows, windows, generator)
     logits_context, cache = context_pass(model, rows)
-    logits = slot_logits(model, windows, u, cache)
+    logits = slot_logits(model, windows, u, cache, forward)
     tokens = rows.tokens.gather(1, windows.targets)
     slot_loss = cross_entropy_loss(logits, tokens, valid.float())
     ar_loss = next_token_loss(logits_context, rows.tokens, rows.document)

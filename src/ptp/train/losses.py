@@ -1,4 +1,4 @@
-"""Losses and metrics of PTP training: pure tensor functions, no host synchronisation (METHOD.md 4.5-4.6).
+"""Losses and metrics of PTP training: pure tensor functions, no host synchronisation (docs/method.md, Distillation).
 
 Slot tensors are ``[B, A]`` with A = W * N (W windows of N slots per row); ``weights`` are per-slot loss weights,
 zero on slots that do not train. Every loss is the weighted mean over slots.
@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from ptp.sampling import SamplingConfig, pick
+from ptp.train.teacher import WindowBatch
 
 
 def position_weights(window_length: int, decay: float, device=None) -> torch.Tensor:
@@ -119,9 +120,10 @@ def window_metrics(correct: torch.Tensor, valid: torch.Tensor, exists: torch.Ten
 def summarize(sums: dict) -> dict:
     """Plain numbers from summed :func:`window_metrics`: mean correct prefix, normalised histogram, accuracies, and
     ``tokens_per_call``: 1 + the mean run of correct slots from the second slot on. The decoder replaces every
-    group's first draft by the teacher's own token (METHOD.md section 6), so that run, not the correct prefix, is what
-    a call gains; averaged over windows rather than calls it reads above the decoder's tau where the drafter is right
-    over long stretches (BENCHMARKS.md section 17)."""
+    group's first draft by the teacher's own token (docs/method.md, Partial quadratic decoding), so that run, not the
+    correct prefix, is what a call gains; averaged over windows rather than calls it reads above the decoder's tau
+    where the drafter is right over long stretches (docs/journal.md, 2026-11-26: the window metric against the
+    engine)."""
     windows = float(sums["windows"])
     histogram = (sums["histogram"] / max(windows, 1.0)).tolist()
     accuracy = (sums["position_correct"] / sums["position_count"].clamp(min=1.0)).tolist()
@@ -132,3 +134,27 @@ def summarize(sums: dict) -> dict:
         "accuracy": accuracy,
         "windows": int(windows),
     }
+
+
+def window_loss(batch: WindowBatch, objective: str, sampling: SamplingConfig, decay: float) -> torch.Tensor:
+    """The training loss of a batch of windows (``objective``: cross_entropy, forward_kl or reverse_kl)."""
+    weights = slot_weights(batch.valid, batch.windows.window_length, decay)
+    if objective == "cross_entropy":
+        return cross_entropy_loss(batch.logits, batch.tokens, weights)
+    temperature = sampling.temperature if sampling.do_sample else 1.0
+    divergence = forward_kl_loss if objective == "forward_kl" else reverse_kl_loss
+    return divergence(batch.logits, batch.teacher_logits, weights, temperature)
+
+
+def batch_metrics(batch: WindowBatch, mode: str, sampling: SamplingConfig) -> dict:
+    """:func:`window_metrics` of a batch, with drafts made as the decoder makes them."""
+    drafts = draft_tokens(batch.logits.detach(), batch.u, mode, sampling)
+    exists = batch.windows.starts >= 0
+    return window_metrics(drafts == batch.tokens, batch.valid, exists, batch.windows.window_length)
+
+
+def accumulate(total: dict | None, sums: dict) -> dict:
+    """``total + sums`` key by key (detached; ``total`` None: a copy of ``sums``)."""
+    if total is None:
+        return {k: v.detach().clone() for k, v in sums.items()}
+    return {k: total[k] + sums[k].detach() for k in total}

@@ -1,4 +1,5 @@
-"""One teacher pass per batch, then the auxiliary slots of all its windows in a second pass (METHOD.md 4.2-4.4).
+"""One teacher pass per batch, then the auxiliary slots of all its windows in a second pass (docs/method.md,
+Distillation).
 
 1. The packed rows run through the frozen base with the adapter off (no gradient). This gives the KV cache the
    slots attend to and, for every token, its bin ``[F(t-1), F(t))`` under the data's sampling configuration S,
@@ -8,9 +9,9 @@
    the decoder uses.
 3. One pass over all slots, with the teacher cache as context, gives the drafter's logits.
 
-With a separate drafter (METHOD.md section 3) the teacher is another, frozen model: its pass gives the bins only, and
-the drafter runs the rows itself first (adapter off) to build the cache its slots attend to; that context pass keeps
-its gradient when the drafter's base weights train.
+With a separate drafter (docs/method.md, Architecture) the teacher is another, frozen model: its pass gives the bins
+only, and the drafter runs the rows itself first (adapter off) to build the cache its slots attend to; that context
+pass keeps its gradient when the drafter's base weights train.
 
 A target with an empty bin (a token outside the kept set of S, possible for raw text or data from another model)
 ends its window: that slot and the later slots of the window do not train, since no u can select it. With
