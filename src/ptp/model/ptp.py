@@ -32,6 +32,7 @@ from ptp.compat import cache_argument
 from ptp.model import lora
 from ptp.model.config import PTPConfig, read_json_object
 from ptp.model.embeddings import NULL_AUXILIARY, AuxiliaryEmbedding
+from ptp.runtime import cpu_threads
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
@@ -187,11 +188,17 @@ class PTPModel(nn.Module):
         return out.logits
 
     # --------------------------------------------------------------------------------------------- generate
-    def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs):
-        """Lossless parallel generation; see :func:`ptp.decode.engine.generate` for the arguments."""
+    def generate(self, input_ids, attention_mask=None, *, threads: int | str | None = None, **kwargs):
+        """Lossless parallel generation; see :func:`ptp.decode.engine.generate` for the arguments.
+
+        ``threads``: CPU threads torch uses for this call (restored afterwards): a count, ``"auto"`` (the choice of
+        :func:`ptp.runtime.decoding_threads`, one thread on small machines, which decodes fastest there), or None
+        (default): torch's current setting.
+        """
         from ptp.decode.engine import generate
 
-        return generate(self, input_ids, attention_mask, **kwargs)
+        with cpu_threads(threads, self):
+            return generate(self, input_ids, attention_mask, **kwargs)
 
     # ---------------------------------------------------------------------------------------- save and load
     def save_pretrained(self, directory: str | os.PathLike, state_dict: dict[str, torch.Tensor] | None = None) -> None:
