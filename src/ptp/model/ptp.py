@@ -57,6 +57,10 @@ class PTPModel(nn.Module):
 
     ``PTPModel(base_model, **options)`` installs a fresh drafter (options are :class:`PTPConfig` fields, or pass
     ``config=``). The base model is modified in place (LoRA layers are swapped in) and frozen, unless ``train_base``.
+
+    ``.to(dtype / device)``, ``.half()``, ``.bfloat16()`` and ``.float()`` cast the base model and move everything;
+    the drafter's own weights (LoRA factors, u embedding) stay float32 in any dtype, so a cast to 16 bits and back
+    leaves them bit for bit as they were. A 16-bit model decodes with its LoRA update in its own dtype.
     """
 
     def __init__(self, base_model: PreTrainedModel, config: PTPConfig | None = None, **options):
@@ -104,6 +108,14 @@ class PTPModel(nn.Module):
     @property
     def dtype(self) -> torch.dtype:
         return self.base_model.dtype
+
+    def _apply(self, fn, recurse: bool = True):
+        # nn.Module.to(dtype / device), .half(), .bfloat16(), .float() end here: the base model takes the dtype, while
+        # the u embedding keeps float32 as the LoRA factors do (lora.GatedLoRA._apply); a device move moves all.
+        if recurse:
+            for name, child in self.named_children():
+                child._apply(lora.keep_dtype(fn) if name == "auxiliary_embedding" else fn)
+        return super()._apply(fn, recurse=False)
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
