@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
@@ -559,3 +560,24 @@ def test_a_model_moved_to_cuda_in_16_bits_decodes_and_comes_back_exact(dtype):
         assert torch.equal(value, drafter[name])
     expected = ptp.sample_autoregressive(reference.to(dtype).float(), ids, mask, **options)
     assert torch.equal(model.generate(ids, mask, **options).sequences, expected.sequences)
+
+
+# ---------------------------------------------------------------------------------- one adapter per base
+def test_a_second_ptp_model_on_the_same_base_is_refused_and_the_first_keeps_working(tmp_path):
+    base = tiny_base("llama", seed=24)
+    fresh = copy.deepcopy(base)
+    model, reference = wrap(base, window_length=4, lora_rank=4)
+    randomize_adapter(model, seed=24)
+    _, directory = _save(tmp_path, "llama", window_length=4)
+    for second in (lambda: ptp.PTPModel(base), lambda: ptp.PTPModel.from_pretrained(base, directory)):
+        with pytest.raises(ValueError, match="already carries a PTP adapter.*fresh copy"):
+            second()
+    with pytest.raises(TypeError, match="PTPModel already"):
+        ptp.PTPModel(model)
+    ids, mask = left_padded([5, 2, 4], seed=24)
+    u = torch.rand(3, 12, generator=torch.Generator().manual_seed(24))
+    options = dict(auxiliaries=u, max_new_tokens=12, eos_token_id=[], temperature=0.8)
+    expected = ptp.sample_autoregressive(reference, ids, mask, **options)
+    assert torch.equal(model.generate(ids, mask, **options).sequences, expected.sequences)
+    other = ptp.PTPModel(fresh, window_length=4, lora_rank=4).eval()  # the advice: a fresh copy
+    assert torch.equal(other.generate(ids, mask, **options).sequences, expected.sequences)

@@ -65,8 +65,16 @@ class PTPModel(nn.Module):
 
     def __init__(self, base_model: PreTrainedModel, config: PTPConfig | None = None, **options):
         super().__init__()
+        if isinstance(base_model, PTPModel):
+            raise TypeError("base_model is a PTPModel already: use it as it is, or wrap a fresh base model")
         if not isinstance(base_model, PreTrainedModel):
             raise TypeError(f"base_model must be a transformers PreTrainedModel, got {type(base_model).__name__}")
+        if any(isinstance(module, lora.GatedLoRA) for module in base_model.modules()):
+            raise ValueError(
+                "this base model already carries a PTP adapter (a PTPModel modifies its base in place); for a second "
+                "one wrap a fresh copy (copy.deepcopy(base) before the first PTPModel, or load it again), or call "
+                "load_adapter on the PTPModel that has it"
+            )
         if base_model.get_output_embeddings() is None:
             raise TypeError(f"{type(base_model).__name__} has no language-model head; pass a *ForCausalLM model")
         config = copy.deepcopy(config) if config is not None else PTPConfig()
