@@ -17,9 +17,11 @@ whose base weights may train (``train_base``; they are then saved with the adapt
 from __future__ import annotations
 
 import copy
+import difflib
 import os
 import shutil
 import tempfile
+from dataclasses import fields
 from pathlib import Path
 
 import torch
@@ -80,7 +82,10 @@ class PTPModel(nn.Module):
         config = copy.deepcopy(config) if config is not None else PTPConfig()
         for name, value in options.items():
             if not hasattr(config, name):
-                raise TypeError(f"unknown PTP option {name!r}")
+                known = [f.name for f in fields(PTPConfig)]
+                close = difflib.get_close_matches(name, known, n=1)
+                hint = f"did you mean {close[0]!r}? " if close else ""
+                raise TypeError(f"unknown PTP option {name!r}: {hint}the options are PTPConfig's fields {known}")
             setattr(config, name, value)
         config.__post_init__()
         base_info = describe_base(base_model)
@@ -271,7 +276,10 @@ class PTPModel(nn.Module):
         """
         adapter_path = Path(adapter_path)
         if not adapter_path.is_dir():
-            raise FileNotFoundError(f"adapter directory {adapter_path} does not exist")
+            raise FileNotFoundError(
+                f"adapter directory {adapter_path} does not exist: pass the directory that save_pretrained (or ptp "
+                "distill) wrote"
+            )
         config = PTPConfig.load(adapter_path)
         if config.train_base:
             if base_model is not None:
@@ -285,7 +293,9 @@ class PTPModel(nn.Module):
             raise ValueError(f"{adapter_path} is an adapter without a base model of its own: pass base_model")
         for name in (ADAPTER_CONFIG, ADAPTER_WEIGHTS, EMBEDDING_WEIGHTS):
             if not (adapter_path / name).is_file():
-                raise FileNotFoundError(f"{adapter_path / name} is missing: the adapter directory is incomplete")
+                raise FileNotFoundError(
+                    f"{adapter_path / name} is missing: the adapter directory is incomplete (save or copy it again)"
+                )
         if not isinstance(base_model, PreTrainedModel):
             base_model = AutoModelForCausalLM.from_pretrained(str(base_model), dtype=dtype or torch.float32)
         elif dtype is not None:
@@ -388,7 +398,9 @@ def check_drafter(teacher: PreTrainedModel, drafter: PTPModel) -> None:
     if ours != theirs:
         raise ValueError(f"the drafter's vocabulary ({ours} tokens) differs from the teacher's ({theirs})")
     if drafter.device != teacher.device:
-        raise ValueError(f"the drafter is on {drafter.device}, the teacher on {teacher.device}")
+        raise ValueError(
+            f"the drafter is on {drafter.device}, the teacher on {teacher.device}: move both to one device"
+        )
     use_mask_attention(teacher)
 
 
@@ -415,7 +427,8 @@ def _load_weights(path: Path) -> dict[str, torch.Tensor]:
     try:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as error:
-        raise ValueError(f"{path} is corrupt or unreadable: {error}") from error
+        reason = " ".join(str(error).split())
+        raise ValueError(f"{path} is corrupt or unreadable ({reason}): save or copy the adapter again") from error
 
 
 def _replace_directory(staging: Path, target: Path) -> None:
