@@ -239,30 +239,34 @@ def test_when_the_rows_holes_fill_the_cache_it_is_compacted_and_the_output_stays
 
 
 def draw_sampling(draw) -> dict:
-    """A random sampling configuration (greedy half of the time) as ``generate`` keyword arguments."""
-    if draw(st.booleans()):
+    """A random sampling configuration as ``generate`` keyword arguments: greedy, a temperature alone, with top-k,
+    with top-p, or with both; a filter that is off is spelled None, 0 (top-k) or 1.0 (top-p)."""
+    kind = draw(st.sampled_from(["greedy", "T", "T-k", "T-p", "T-k-p"]))
+    if kind == "greedy":
         return dict(do_sample=False)
-    return dict(
-        temperature=draw(st.sampled_from([0.3, 0.7, 1.0, 1.5, 2.5])),
-        top_k=draw(st.one_of(st.none(), st.integers(1, VOCAB + 10))),
-        top_p=draw(st.one_of(st.none(), st.floats(0.05, 1.0))),
-    )
+    top_k = draw(st.integers(1, VOCAB + 10)) if "k" in kind else draw(st.sampled_from([None, 0]))
+    top_p = draw(st.floats(0.05, 1.0)) if "p" in kind else draw(st.sampled_from([None, 1.0]))
+    return dict(temperature=draw(st.sampled_from([0.3, 0.7, 1.0, 1.5, 2.5])), top_k=top_k, top_p=top_p)
 
 
-@settings(max_examples=150)
+@pytest.mark.slow
+@settings(max_examples=600)
 @given(data=st.data())
 def test_engine_equals_plain_sampling_on_random_cases(data):
-    """Randomised sweep: every knob at once, drafts from the drafter or from a corrupted oracle."""
+    """Randomised sweep, float32: every architecture, batches of 1-4 left-padded prompts, every kind of sampling,
+    EOS ids, budgets and draft lengths, drafter settings, drafts from a random (or zero) adapter or from a corrupted
+    oracle, all at once."""
     draw = data.draw
     arch = draw(st.sampled_from(ARCHITECTURES))
     sampling = draw_sampling(draw)
-    lengths = draw(st.lists(st.integers(1, 9), min_size=1, max_size=3))
+    lengths = draw(st.lists(st.integers(1, 9), min_size=1, max_size=4))
     new = draw(st.integers(1, 30))
     setting = dict(
         mode=draw(st.sampled_from(["one_hot", "categorical", "independent"])),
         embedding=draw(st.sampled_from(["binary", "float_bits", "thermometer", "cosine", "interpolation", "mlp"])),
         window_length=draw(st.integers(1, 12)),
-        adapter=draw(st.sampled_from(["random", "zero"])),
+        adapter=draw(st.sampled_from(["random", "random", "random", "zero"])),
+        first_slot_token=draw(st.booleans()),
     )
     options = dict(
         auxiliary_budget=draw(st.one_of(st.none(), st.integers(0, 30))),
@@ -274,7 +278,10 @@ def test_engine_equals_plain_sampling_on_random_cases(data):
     u = uniform(len(lengths), new, seed=seed)
     free = ptp.sample_autoregressive(reference, ids, mask, auxiliaries=u, max_new_tokens=new, eos_token_id=[],
                                      **sampling)  # fmt: skip
-    eos = draw(st.sampled_from([[], [int(free.new_tokens[0, draw(st.integers(0, new - 1))])]]))
+    stops = draw(st.lists(st.tuples(st.integers(0, len(lengths) - 1), st.integers(0, new - 1)), max_size=2))
+    eos = sorted({int(free.new_tokens[row, column]) for row, column in stops})
+    if draw(st.booleans()):  # the same configuration as one SamplingConfig
+        sampling = dict(sampling=ptp.SamplingConfig(**sampling))
     common = dict(auxiliaries=u, max_new_tokens=new, eos_token_id=eos, **sampling)
     expected = ptp.sample_autoregressive(reference, ids, mask, **common)
     corruption = draw(st.one_of(st.none(), st.sampled_from([0.0, 0.1, 0.5])))
