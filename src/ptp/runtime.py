@@ -4,18 +4,20 @@ Decoding runs the model once per step on a handful of positions, so each matrix 
 threads, every share is tiny, while every call still pays for waking the threads and waits for the slowest of them.
 When another process holds one of the cores (a test run, a build, a second decoder), the thread that waits for that
 core stalls the whole call for up to a scheduler time slice, and that happens at every layer of every call. torch's
-default is one thread per physical core, which on a small machine is the worst choice for decoding.
+default is one thread per physical core, which on a small machine that other work shares is the worst choice.
 
-Measured on a 2-core machine while other processes kept it busy (median of 7 calls, PTP decoding with 4 slots):
-a 2-layer 32-wide Llama, 48 tokens, 0.14 s with one thread and 1.36 s with two; the shipped 12.6M-parameter model,
-64 tokens, 1.7 s with one thread and 7.5 s with two. Even the best of the 7 calls is no faster with two threads
-(0.104 vs 0.114 s and 2.4 vs 0.97 s).
+Measured on a 2-core machine (median of 7 calls, PTP decoding with 4 slots; a 2-layer 32-wide Llama writing 48
+tokens, and the shipped 12.6M-parameter model writing 64): with both cores free, two threads tie with one on the
+tiny model (0.10 s each) and are 1.5x faster on the shipped one (0.51 vs 0.75-0.80 s); with another process
+spinning on one core, two threads are 14x slower on the tiny model (2.7 vs 0.19 s) and 25x slower on the shipped one
+(40 vs 1.6 s). One thread gives up at most that 1.5x and never falls off the cliff.
 
-:func:`decoding_threads` therefore picks one thread on machines with few cores. On larger machines a large model
-gains from threads (its products are large enough to split) while a small one does not: the count grows with the
-model's size, one thread per :data:`PARAMETERS_PER_THREAD`, and stops at half the cores this process may use (their
-physical cores, if each has two hardware threads; and room for anything else that runs). That rule for large
-machines is a conservative starting point, not a measurement: time your model with :func:`cpu_threads` to tune it.
+:func:`decoding_threads` therefore picks one thread on machines with few cores (on a 2-core machine that nothing
+else uses, pass ``threads=2`` for a model of 10M parameters or more). On larger machines a large model gains from
+threads (its products are large enough to split) while a small one does not: the count grows with the model's size,
+one thread per :data:`PARAMETERS_PER_THREAD`, and stops at half the cores this process may use (their physical
+cores, if each has two hardware threads, with room for anything else that runs). That rule for large machines is a
+conservative starting point, not a measurement: time your model with :func:`cpu_threads` to tune it.
 """
 
 from __future__ import annotations
