@@ -15,6 +15,8 @@ import pytest
 import torch
 from hypothesis import settings
 from transformers import (
+    GemmaConfig,
+    GemmaForCausalLM,
     GPT2Config,
     GPT2LMHeadModel,
     GPTNeoXConfig,
@@ -23,6 +25,8 @@ from transformers import (
     LlamaForCausalLM,
     MistralConfig,
     MistralForCausalLM,
+    Phi3Config,
+    Phi3ForCausalLM,
     PreTrainedModel,
     Qwen2Config,
     Qwen2ForCausalLM,
@@ -43,7 +47,7 @@ VOCAB = 96
 PAD, BOS, EOS = 0, 1, 2
 #: The first id a random prompt token may take (below it: the special ids).
 FIRST_ORDINARY = 3
-ARCHITECTURES = ("llama", "qwen2", "mistral", "gpt2", "gpt_neox")
+ARCHITECTURES = ("llama", "qwen2", "mistral", "gpt2", "gpt_neox", "gemma", "phi3")
 
 
 def tiny_config(
@@ -76,6 +80,10 @@ def tiny_config(
         config = GPT2Config(**common, n_embd=hidden, n_layer=layers, n_head=4, n_positions=max_positions)
     elif arch == "gpt_neox":
         config = GPTNeoXConfig(**common, **decoder)
+    elif arch == "gemma":  # tied embeddings, inputs scaled by sqrt(hidden), (1 + w) RMSNorm
+        config = GemmaConfig(**common, **decoder, num_key_value_heads=2, head_dim=hidden // 4)
+    elif arch == "phi3":  # fused qkv_proj and gate_up_proj
+        config = Phi3Config(**common, **decoder, num_key_value_heads=2)
     else:
         raise ValueError(f"no tiny config for {arch!r}")
     for name, value in overrides.items():
@@ -90,6 +98,8 @@ _CLASSES = {
     "mistral": MistralForCausalLM,
     "gpt2": GPT2LMHeadModel,
     "gpt_neox": GPTNeoXForCausalLM,
+    "gemma": GemmaForCausalLM,
+    "phi3": Phi3ForCausalLM,
 }
 
 

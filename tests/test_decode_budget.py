@@ -7,7 +7,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ptp.decode.budget import allocate, hypothesis_weights, layout, survival
+from ptp.decode.budget import allocate, hypothesis_weights, layout, slot_budget, survival
 
 
 def _confidences(draw, batch: int, size: int) -> torch.Tensor:
@@ -88,3 +88,20 @@ def test_survival_without_a_histogram_is_geometric_and_never_zero():
     never_correct = survival([1.0, 0.0, 0.0], 3)
     assert never_correct[0].item() == 1.0 and (never_correct > 0).all()
     assert (never_correct[1:] < never_correct[:-1]).all()
+
+
+@pytest.mark.parametrize(
+    "window, device, budget, draft, expected",
+    [
+        (16, "cpu", None, None, (4, 3)),  # a CPU: few slots, short groups
+        (2, "cpu", None, None, (4, 2)),  # never longer groups than the window
+        (16, "cpu", None, 8, (4, 8)),
+        (16, "cpu", 12, None, (12, 16)),  # a budget given: groups up to the window
+        (16, "cpu", 0, 5, (0, 5)),
+        (16, "cuda", None, None, (32, 16)),  # a GPU: twice the window
+        (16, torch.device("cuda", 1), 6, None, (6, 16)),
+        (5, "mps", None, 2, (10, 2)),
+    ],
+)
+def test_the_default_slot_budget_follows_the_device(window, device, budget, draft, expected):
+    assert slot_budget(window, device, budget, draft) == expected

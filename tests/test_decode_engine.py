@@ -190,7 +190,7 @@ def _install_oracle(monkeypatch, truth: torch.Tensor, corruption: float, seed: i
 
 ORACLE_RUNS = [  # (corruption, engine options)
     (0.0, dict(auxiliary_budget=12, max_draft_length=6)),
-    (0.15, dict()),
+    (0.15, dict(auxiliary_budget=10, max_draft_length=5)),  # a GPU's default for the tests' window of 5
     (0.4, dict(auxiliary_budget=20, max_draft_length=10)),
     (0.1, dict(auxiliary_budget=3, max_draft_length=3)),
 ]
@@ -240,41 +240,46 @@ def test_when_the_rows_holes_fill_the_cache_it_is_compacted_and_the_output_stays
     ids, mask = left_padded(PROMPT_LENGTHS, seed=seed)
     u = uniform(3, NEW, seed=seed)
     model, reference, _ = _wrapped(arch, dict(mode="one_hot", embedding="binary", window_length=6), seed=seed)
-    expected = ptp.sample_autoregressive(reference, ids, mask, auxiliaries=u, max_new_tokens=NEW, eos_token_id=[])
+    plain = dict(auxiliaries=u, max_new_tokens=NEW, eos_token_id=[], temperature=1.0)
+    expected = ptp.sample_autoregressive(reference, ids, mask, **plain)
     compactions = count_compactions(monkeypatch)
     for corruption in (0.2, 0.4):
         _install_oracle(monkeypatch, expected.new_tokens, corruption, seed)
-        got = model.generate(ids, mask, auxiliaries=u, max_new_tokens=NEW, eos_token_id=[], auxiliary_budget=10)
+        got = model.generate(ids, mask, **plain, auxiliary_budget=10)
         assert_same_tokens(got, expected)
         assert_well_formed(got, [], 0)
     assert compactions, "the holes should fill the cache"
 
 
 def draw_sampling(draw) -> dict:
-    """A random sampling configuration (greedy half of the time) as ``generate`` keyword arguments."""
-    if draw(st.booleans()):
+    """A random sampling configuration as ``generate`` keyword arguments: greedy, a temperature alone, with top-k,
+    with top-p, or with both; a filter that is off is spelled None, 0 (top-k) or 1.0 (top-p)."""
+    kind = draw(st.sampled_from(["greedy", "T", "T-k", "T-p", "T-k-p"]))
+    if kind == "greedy":
         return dict(do_sample=False)
-    return dict(
-        temperature=draw(st.sampled_from([0.3, 0.7, 1.0, 1.5, 2.5])),
-        top_k=draw(st.one_of(st.none(), st.integers(1, VOCAB + 10))),
-        top_p=draw(st.one_of(st.none(), st.floats(0.05, 1.0))),
-    )
+    top_k = draw(st.integers(1, VOCAB + 10)) if "k" in kind else draw(st.sampled_from([None, 0]))
+    top_p = draw(st.floats(0.05, 1.0)) if "p" in kind else draw(st.sampled_from([None, 1.0]))
+    return dict(temperature=draw(st.sampled_from([0.3, 0.7, 1.0, 1.5, 2.5])), top_k=top_k, top_p=top_p)
 
 
-@settings(max_examples=150)
+@pytest.mark.slow
+@settings(max_examples=600)
 @given(data=st.data())
 def test_engine_equals_plain_sampling_on_random_cases(data):
-    """Randomised sweep: every knob at once, drafts from the drafter or from a corrupted oracle."""
+    """Randomised sweep, float32: every architecture, batches of 1-4 left-padded prompts, every kind of sampling,
+    EOS ids, budgets and draft lengths, drafter settings, drafts from a random (or zero) adapter or from a corrupted
+    oracle, all at once."""
     draw = data.draw
     arch = draw(st.sampled_from(ARCHITECTURES))
     sampling = draw_sampling(draw)
-    lengths = draw(st.lists(st.integers(1, 9), min_size=1, max_size=3))
+    lengths = draw(st.lists(st.integers(1, 9), min_size=1, max_size=4))
     new = draw(st.integers(1, 30))
     setting = dict(
         mode=draw(st.sampled_from(["one_hot", "categorical", "independent"])),
         embedding=draw(st.sampled_from(["binary", "float_bits", "thermometer", "cosine", "interpolation", "mlp"])),
         window_length=draw(st.integers(1, 12)),
-        adapter=draw(st.sampled_from(["random", "zero"])),
+        adapter=draw(st.sampled_from(["random", "random", "random", "zero"])),
+        first_slot_token=draw(st.booleans()),
     )
     options = dict(
         auxiliary_budget=draw(st.one_of(st.none(), st.integers(0, 30))),
@@ -286,7 +291,10 @@ def test_engine_equals_plain_sampling_on_random_cases(data):
     u = uniform(len(lengths), new, seed=seed)
     free = ptp.sample_autoregressive(reference, ids, mask, auxiliaries=u, max_new_tokens=new, eos_token_id=[],
                                      **sampling)  # fmt: skip
-    eos = draw(st.sampled_from([[], [int(free.new_tokens[0, draw(st.integers(0, new - 1))])]]))
+    stops = draw(st.lists(st.tuples(st.integers(0, len(lengths) - 1), st.integers(0, new - 1)), max_size=2))
+    eos = sorted({int(free.new_tokens[row, column]) for row, column in stops})
+    if draw(st.booleans()):  # the same configuration as one SamplingConfig
+        sampling = dict(sampling=ptp.SamplingConfig(**sampling))
     common = dict(auxiliaries=u, max_new_tokens=new, eos_token_id=eos, **sampling)
     expected = ptp.sample_autoregressive(reference, ids, mask, **common)
     corruption = draw(st.one_of(st.none(), st.sampled_from([0.0, 0.1, 0.5])))
@@ -314,6 +322,22 @@ def test_oracle_drafts_commit_an_eos_inside_a_run_and_stop_at_max_new_tokens(mon
     # A perfect drafter offers whole groups; at the end of a row the offer exceeds the room left and is cut.
     assert any(sum(got.accept_lengths[b][:-1]) + max(got.accept_lengths[b]) > NEW for b in ran_out)
     assert got.num_calls < NEW // 2
+
+
+def test_on_a_cpu_the_default_budget_is_small_and_stays_exact(monkeypatch):
+    """4 slots in groups of at most 3 by default on a CPU: a perfect drafter commits at most 3 tokens a call, and more
+    with a budget given."""
+    model, reference, _ = _wrapped("llama", dict(mode="one_hot", embedding="binary", window_length=8), seed=16)
+    ids, mask = left_padded(PROMPT_LENGTHS, seed=16)
+    plain = dict(auxiliaries=uniform(3, NEW, seed=16), max_new_tokens=NEW, eos_token_id=[], temperature=1.0)
+    expected = ptp.sample_autoregressive(reference, ids, mask, **plain)
+    _install_oracle(monkeypatch, expected.new_tokens, 0.0, seed=16)
+    default = model.generate(ids, mask, **plain)
+    assert_same_tokens(default, expected)
+    assert max(max(row) for row in default.accept_lengths) == 3 and default.tokens_per_call > 1.5
+    larger = model.generate(ids, mask, **plain, auxiliary_budget=16)
+    assert_same_tokens(larger, expected)
+    assert max(max(row) for row in larger.accept_lengths) > 3
 
 
 # ----------------------------------------------------------------- what the drafter sees in the engine
@@ -385,7 +409,8 @@ def test_the_live_groups_slots_see_exactly_the_committed_text_and_their_own_u(mo
     expected, eos = _reference_with_eos(reference, ids, mask, u, dict(temperature=1.0))
     _install_oracle(monkeypatch, expected.new_tokens, 0.2, seed=15)
     records = record_live_groups(monkeypatch)
-    out = model.generate(ids, mask, auxiliaries=u, max_new_tokens=NEW, eos_token_id=eos, auxiliary_budget=9)
+    out = model.generate(ids, mask, auxiliaries=u, max_new_tokens=NEW, eos_token_id=eos, auxiliary_budget=9,
+                         temperature=1.0)  # fmt: skip
     assert_same_tokens(out, expected)
     assert_live_slots_match_fresh(model, records, ids, mask, u, out)
 
@@ -411,12 +436,15 @@ def test_one_new_token_and_an_eos_as_the_first_token():
     model, reference = wrap(tiny_base("qwen2", seed=5), window_length=4)
     ids, mask = left_padded(PROMPT_LENGTHS, seed=5)
     u = uniform(3, 8, seed=5)
-    one = model.generate(ids, mask, auxiliaries=u[:, :1], max_new_tokens=1)
-    assert_same_tokens(one, ptp.sample_autoregressive(reference, ids, mask, auxiliaries=u[:, :1], max_new_tokens=1))
+    plain = dict(temperature=1.0)
+    one = model.generate(ids, mask, auxiliaries=u[:, :1], max_new_tokens=1, **plain)
+    assert_same_tokens(one, ptp.sample_autoregressive(reference, ids, mask, auxiliaries=u[:, :1], max_new_tokens=1,
+                                                      **plain))  # fmt: skip
     assert one.num_calls == 1 and one.lengths.tolist() == [1, 1, 1]
     first = int(one.new_tokens[0, 0])
-    got = model.generate(ids, mask, auxiliaries=u, max_new_tokens=8, eos_token_id=first)
-    expected = ptp.sample_autoregressive(reference, ids, mask, auxiliaries=u, max_new_tokens=8, eos_token_id=first)
+    got = model.generate(ids, mask, auxiliaries=u, max_new_tokens=8, eos_token_id=first, **plain)
+    expected = ptp.sample_autoregressive(reference, ids, mask, auxiliaries=u, max_new_tokens=8, eos_token_id=first,
+                                         **plain)  # fmt: skip
     assert_same_tokens(got, expected)
     assert got.lengths[0] == 1
 
@@ -427,7 +455,7 @@ def test_several_eos_ids_and_an_explicit_pad_id():
     u = uniform(3, NEW, seed=6)
     free = ptp.sample_autoregressive(reference, ids, mask, auxiliaries=u, max_new_tokens=NEW, eos_token_id=[])
     stops = [int(free.new_tokens[0, NEW // 2]), int(free.new_tokens[2, NEW // 3])]
-    options = dict(auxiliaries=u, max_new_tokens=NEW, eos_token_id=stops, pad_token_id=VOCAB - 1)
+    options = dict(auxiliaries=u, max_new_tokens=NEW, eos_token_id=stops, pad_token_id=VOCAB - 1, temperature=1.0)
     got = model.generate(ids, mask, **options)
     assert_same_tokens(got, ptp.sample_autoregressive(reference, ids, mask, **options))
     assert_well_formed(got, stops, VOCAB - 1)
@@ -457,18 +485,20 @@ def test_the_seed_path_is_deterministic_and_draws_u_on_the_cpu():
     assert not torch.equal(model.generate(ids, mask, max_new_tokens=NEW, seed=4321).sequences, a.sequences)
 
 
-def test_the_sampling_argument_and_the_drafters_own_configuration():
+def test_without_sampling_arguments_generate_decodes_as_the_drafter_was_trained_and_any_argument_wins():
     model, reference = wrap(tiny_base("llama", seed=10), window_length=4,
                             sampling=ptp.SamplingConfig(temperature=0.6, top_k=5))  # fmt: skip
     ids, mask = left_padded(PROMPT_LENGTHS, seed=10)
     u = uniform(3, NEW, seed=10)
-    trained = model.generate(ids, mask, auxiliaries=u, max_new_tokens=NEW, sampling=model.config.sampling)
-    expected = ptp.sample_autoregressive(reference, ids, mask, auxiliaries=u, max_new_tokens=NEW, temperature=0.6,
-                                         top_k=5)  # fmt: skip
-    assert_same_tokens(trained, expected)
-    # Like sample_autoregressive, generate's own defaults are plain sampling (T = 1, no top-k / top-p).
-    plain = model.generate(ids, mask, auxiliaries=u, max_new_tokens=NEW)
-    assert_same_tokens(plain, ptp.sample_autoregressive(reference, ids, mask, auxiliaries=u, max_new_tokens=NEW))
+    common = dict(auxiliaries=u, max_new_tokens=NEW)
+    expected = ptp.sample_autoregressive(reference, ids, mask, **common, temperature=0.6, top_k=5)
+    assert_same_tokens(model.generate(ids, mask, **common), expected)
+    assert_same_tokens(model.generate(ids, mask, **common, sampling=model.config.sampling), expected)
+    # An argument describes the whole configuration, as sample_autoregressive's do: the others are plain.
+    for arguments in (dict(temperature=1.0), dict(do_sample=False), dict(top_k=5), dict(top_p=0.8), dict(top_k=0)):
+        got = model.generate(ids, mask, **common, **arguments)
+        assert_same_tokens(got, ptp.sample_autoregressive(reference, ids, mask, **common, **arguments))
+    assert not torch.equal(model.generate(ids, mask, **common, temperature=1.0).sequences, expected.sequences)
 
 
 @pytest.mark.parametrize("arch", ["llama", "gpt2"])
@@ -592,10 +622,10 @@ def test_a_captured_step_is_replayed_by_later_steps_and_calls_with_the_output_un
     captured, steps, eager, kept = fake_capture(monkeypatch), [], [], []
     monkeypatch.setattr(graphs, "on_side_stream", lambda step, device: (eager.append(1), step()))
     for seed in (30, 31):
-        u = uniform(3, NEW, seed=seed)
-        expected = ptp.sample_autoregressive(reference, ids, mask, auxiliaries=u, max_new_tokens=NEW, eos_token_id=[])
+        plain = dict(auxiliaries=uniform(3, NEW, seed=seed), max_new_tokens=NEW, eos_token_id=[], temperature=1.0)
+        expected = ptp.sample_autoregressive(reference, ids, mask, **plain)
         _install_oracle(monkeypatch, expected.new_tokens, 0.2, seed)
-        got = model.generate(ids, mask, auxiliaries=u, max_new_tokens=NEW, eos_token_id=[], **options)
+        got = model.generate(ids, mask, **plain, **options)
         assert_same_tokens(got, expected)
         assert got.tokens_per_call > 1.3
         steps.append(got.num_calls - 1)  # the prefill is not a step
@@ -613,15 +643,14 @@ def test_a_step_that_cannot_be_captured_runs_eagerly_with_one_warning(monkeypatc
     model, reference, options = _wrapped("gpt2", SETTINGS[0], seed=32)
     ids, mask = left_padded(PROMPT_LENGTHS, seed=32)
     fake_capture(monkeypatch, fail=True)
-    u = uniform(3, NEW, seed=32)
-    expected = ptp.sample_autoregressive(reference, ids, mask, auxiliaries=u, max_new_tokens=NEW, eos_token_id=[])
+    plain = dict(auxiliaries=uniform(3, NEW, seed=32), max_new_tokens=NEW, eos_token_id=[], temperature=1.0)
+    expected = ptp.sample_autoregressive(reference, ids, mask, **plain)
     with pytest.warns(UserWarning, match="could not be captured as a CUDA graph, so it runs eagerly"):
-        got = model.generate(ids, mask, auxiliaries=u, max_new_tokens=NEW, eos_token_id=[], **options)
+        got = model.generate(ids, mask, **plain, **options)
     assert_same_tokens(got, expected)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the kept run does not try again
-        assert_same_tokens(model.generate(ids, mask, auxiliaries=u, max_new_tokens=NEW, eos_token_id=[], **options),
-                           expected)  # fmt: skip
+        assert_same_tokens(model.generate(ids, mask, **plain, **options), expected)
 
 
 # -------------------------------------------------------------------------------------------- GPU

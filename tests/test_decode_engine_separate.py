@@ -150,7 +150,7 @@ def test_the_separate_drafters_live_slots_see_exactly_the_committed_text(monkeyp
     _install_oracle(monkeypatch, expected.new_tokens, 0.2, seed=16)
     records = record_live_groups(monkeypatch)
     out = engine.generate(teacher, ids, mask, drafter=drafter, auxiliaries=u, max_new_tokens=NEW, eos_token_id=eos,
-                          auxiliary_budget=9)  # fmt: skip
+                          auxiliary_budget=9, temperature=1.0)  # fmt: skip
     assert_same_tokens(out, expected)
     assert_live_slots_match_fresh(drafter, records, ids, mask, u, out)
 
@@ -218,3 +218,12 @@ def test_a_separate_drafter_on_cuda_eager_and_captured(monkeypatch, mode):
                               cuda_graph=cuda_graph, **SAMPLINGS["T0.7-k8-p0.9"])  # fmt: skip
         assert_same_tokens(got, expected)
         assert_well_formed(got, [eos], PAD)
+
+
+def test_without_sampling_arguments_a_separate_drafter_decodes_as_it_was_trained():
+    teacher, drafter, reference = _pair("gpt2", 19, wrapped_teacher=True)
+    drafter.config.sampling = ptp.SamplingConfig(temperature=1.3, top_k=7)  # the teacher's own differs
+    ids, mask = left_padded(PROMPT_LENGTHS, seed=19)
+    common = dict(auxiliaries=uniform(3, NEW, seed=19), max_new_tokens=NEW, eos_token_id=[])
+    got = engine.generate(teacher, ids, mask, drafter=drafter, **common)
+    assert_same_tokens(got, ptp.sample_autoregressive(reference, ids, mask, sampling=drafter.config.sampling, **common))

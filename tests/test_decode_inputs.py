@@ -43,8 +43,9 @@ PROMPT = left_padded([4, 2])
         (dict(top_p=-0.2), "top_p"),
         (dict(temperature=0.0), "temperature"),
         (dict(temperature=-1.0), "temperature"),
-        (dict(top_k=0), "top_k"),
+        (dict(top_k=-1), "top_k"),
         (dict(top_k=-5), "top_k"),
+        (dict(top_k=2.5), "top_k"),
         (dict(max_new_tokens=0), "max_new_tokens"),
         (dict(max_new_tokens=-1), "max_new_tokens"),
         (dict(max_new_tokens=2.5), "max_new_tokens"),
@@ -55,6 +56,15 @@ PROMPT = left_padded([4, 2])
 def test_bad_sampling_and_stopping_arguments_are_refused(models, entry, options, message):
     with pytest.raises(ValueError, match=message):
         _call(entry, models, *PROMPT, **options)
+
+
+@pytest.mark.parametrize("entry", ENTRIES)
+def test_top_k_0_and_top_p_1_mean_off_as_none_does(models, entry):
+    u = uniform(2, NEW, seed=4)
+    off = _call(entry, models, *PROMPT, auxiliaries=u, temperature=1.3, top_k=None, top_p=None)
+    for spelling in (dict(top_k=0), dict(top_p=1.0), dict(top_k=0, top_p=1.0), dict(top_k=0, top_p=None)):
+        got = _call(entry, models, *PROMPT, auxiliaries=u, temperature=1.3, **spelling)
+        assert torch.equal(got.sequences, off.sequences), spelling
 
 
 @pytest.mark.parametrize("entry", ENTRIES)
@@ -87,9 +97,10 @@ def test_bad_auxiliaries_are_refused(models, entry, auxiliaries, error, message)
 @pytest.mark.parametrize("value", [0.0, 1.0 - 1e-12])
 def test_auxiliaries_at_the_ends_of_the_range_are_accepted_alike(models, value):
     u = torch.full((2, NEW), value, dtype=torch.float64)  # 1 - 1e-12 is below 1 but rounds to 1 in float32
-    fast, slow = (_call(entry, models, *PROMPT, auxiliaries=u, eos_token_id=[]) for entry in ENTRIES)
+    plain = dict(eos_token_id=[], temperature=1.0)
+    fast, slow = (_call(entry, models, *PROMPT, auxiliaries=u, **plain) for entry in ENTRIES)
     assert torch.equal(fast.sequences, slow.sequences)
-    largest = _call("generate", models, *PROMPT, auxiliaries=u.float().clamp(max=1 - 2**-24), eos_token_id=[])
+    largest = _call("generate", models, *PROMPT, auxiliaries=u.float().clamp(max=1 - 2**-24), **plain)
     assert torch.equal(largest.sequences, fast.sequences)
 
 
@@ -137,8 +148,9 @@ def test_a_prompt_that_would_run_past_the_context_is_refused(models, entry):
 def test_both_decoders_agree_at_the_edge_of_the_context(models):
     ids, mask = left_padded([20, 12], seed=1)
     u = uniform(2, 12, seed=1)
-    fast = models[0].generate(ids, mask, max_new_tokens=12, auxiliaries=u, eos_token_id=[])
-    slow = ptp.sample_autoregressive(models[1], ids, mask, max_new_tokens=12, auxiliaries=u, eos_token_id=[])
+    options = dict(max_new_tokens=12, auxiliaries=u, eos_token_id=[], temperature=1.0)
+    fast = models[0].generate(ids, mask, **options)
+    slow = ptp.sample_autoregressive(models[1], ids, mask, **options)
     assert torch.equal(fast.sequences, slow.sequences)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
@@ -461,3 +462,139 @@ def test_a_fresh_drafter_with_the_first_slots_token_starts_as_the_teacher(arch):
         slot = model(ids, position_ids=torch.arange(width).expand(2, -1), attention_mask=allowed,
                      auxiliaries=torch.rand(2, 1), slots_from=width - 1)[:, -1]  # fmt: skip
     torch.testing.assert_close(slot, teacher, rtol=1e-5, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------ dtypes and devices
+def _adapter_state(model: ptp.PTPModel) -> dict[str, torch.Tensor]:
+    """The drafter's own weights (LoRA factors and u embedding), copied."""
+    return {
+        name: p.detach().clone()
+        for name, p in model.named_parameters()
+        if "lora_" in name or name.startswith("auxiliary_embedding")
+    }
+
+
+def _assert_dtypes(model: ptp.PTPModel, dtype: torch.dtype) -> None:
+    """The base in ``dtype``, the drafter's own weights in float32 (by design: training keeps float32 factors)."""
+    assert model.dtype == dtype
+    for name, p in model.named_parameters():
+        own = "lora_" in name or name.startswith("auxiliary_embedding")
+        assert p.dtype == (torch.float32 if own else dtype), f"{name} is {p.dtype}"
+
+
+CASTS = {
+    "to(dtype)": lambda m, dtype: m.to(dtype),
+    "to(dtype=)": lambda m, dtype: m.to(dtype=dtype),
+    "to(device, dtype)": lambda m, dtype: m.to("cpu", dtype),
+    "to(tensor)": lambda m, dtype: m.to(torch.zeros((), dtype=dtype)),
+    "half/bfloat16": lambda m, dtype: m.half() if dtype == torch.float16 else m.bfloat16(),
+}
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("cast", CASTS)
+def test_a_cast_model_follows_its_dtype_decodes_and_casts_back_to_exact_float32(cast, dtype):
+    """A PTPModel cast to 16 bits casts its base; the LoRA factors and the u embedding stay float32 and untouched, so
+    it decodes (16-bit round-off may flip a token: mostly the engine's plain decoding in that dtype) and ``.float()``
+    gives back a float32 model that decodes exactly like its base rounded to 16 bits."""
+    arch = "gpt2" if dtype == torch.float16 else "llama"
+    model, reference = wrap(tiny_base(arch, seed=20), window_length=4, lora_rank=4)
+    randomize_adapter(model, seed=20)
+    drafter = _adapter_state(model)
+    assert CASTS[cast](model, dtype) is model
+    _assert_dtypes(model, dtype)
+    ids, mask = left_padded([5, 2, 4], seed=20)
+    u = torch.rand(3, 16, generator=torch.Generator().manual_seed(20))
+    options = dict(auxiliaries=u, max_new_tokens=16, eos_token_id=[], temperature=0.9, top_k=20)
+    got = model.generate(ids, mask, **options)
+    plain = model.generate(ids, mask, use_drafter=False, **options)
+    assert got.new_tokens.shape == plain.new_tokens.shape and (got.lengths == 16).all()
+    assert (got.new_tokens == plain.new_tokens).float().mean() > 0.5
+    model.float()
+    _assert_dtypes(model, torch.float32)
+    for name, value in _adapter_state(model).items():
+        assert torch.equal(value, drafter[name]), f"{name} changed in the round trip"
+    expected = ptp.sample_autoregressive(reference.to(dtype).float(), ids, mask, **options)
+    back = model.generate(ids, mask, **options)
+    assert torch.equal(back.sequences, expected.sequences) and torch.equal(back.lengths, expected.lengths)
+
+
+@pytest.mark.parametrize("how", ["wrap", "from_pretrained"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_a_base_in_any_dtype_gets_a_float32_drafter_and_decodes(tmp_path, how, dtype):
+    if how == "wrap":
+        model = ptp.PTPModel(tiny_base("llama", seed=21, dtype=dtype), window_length=4, lora_rank=4).eval()
+    else:
+        _, directory = _save(tmp_path, "llama", window_length=4)
+        model = ptp.PTPModel.from_pretrained(tiny_base("llama", seed=21), directory, dtype=dtype)
+    randomize_adapter(model, seed=21)
+    _assert_dtypes(model, dtype)
+    ids, mask = left_padded([5, 2, 4], seed=21)
+    options = dict(max_new_tokens=16, seed=21, eos_token_id=[], do_sample=False)
+    got, plain = model.generate(ids, mask, **options), model.generate(ids, mask, use_drafter=False, **options)
+    assert (got.new_tokens == plain.new_tokens).float().mean() > 0.5
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_a_model_cast_to_float64_is_exact(arch):
+    """Exactness does not depend on float32: in float64 (factors and u embedding still float32) too."""
+    model, reference = wrap(tiny_base(arch, seed=22), window_length=4, lora_rank=4)
+    randomize_adapter(model, seed=22)
+    model.double()
+    _assert_dtypes(model, torch.float64)
+    ids, mask = left_padded([5, 2, 4], seed=22)
+    u = torch.rand(3, 16, generator=torch.Generator().manual_seed(22))
+    options = dict(auxiliaries=u, max_new_tokens=16, eos_token_id=[], temperature=1.1, top_p=0.9)
+    got = model.generate(ids, mask, **options)
+    expected = ptp.sample_autoregressive(reference.double(), ids, mask, **options)
+    assert torch.equal(got.sequences, expected.sequences)
+
+
+def test_a_device_move_moves_the_drafter_too():
+    model, _ = wrap(tiny_base("llama"), window_length=4, lora_rank=4)
+    model.to("meta")
+    assert {p.device.type for p in model.parameters()} == {"meta"}
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    model.to_empty(device="cpu")
+    assert {p.device.type for p in model.parameters()} == {"cpu"}
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_a_model_moved_to_cuda_in_16_bits_decodes_and_comes_back_exact(dtype):
+    model, reference = wrap(tiny_base("llama", seed=23), window_length=4, lora_rank=4)
+    randomize_adapter(model, seed=23)
+    drafter = _adapter_state(model)
+    model.to("cuda", dtype)
+    _assert_dtypes(model, dtype)
+    assert {p.device.type for p in model.parameters()} == {"cuda"}
+    ids, mask = left_padded([5, 2, 4], seed=23)
+    u = torch.rand(3, 16, generator=torch.Generator().manual_seed(23))
+    options = dict(auxiliaries=u, max_new_tokens=16, eos_token_id=[], temperature=0.9)
+    assert model.generate(ids.cuda(), mask.cuda(), **options).sequences.is_cuda
+    model.cpu().float()
+    for name, value in _adapter_state(model).items():
+        assert torch.equal(value, drafter[name])
+    expected = ptp.sample_autoregressive(reference.to(dtype).float(), ids, mask, **options)
+    assert torch.equal(model.generate(ids, mask, **options).sequences, expected.sequences)
+
+
+# ---------------------------------------------------------------------------------- one adapter per base
+def test_a_second_ptp_model_on_the_same_base_is_refused_and_the_first_keeps_working(tmp_path):
+    base = tiny_base("llama", seed=24)
+    fresh = copy.deepcopy(base)
+    model, reference = wrap(base, window_length=4, lora_rank=4)
+    randomize_adapter(model, seed=24)
+    _, directory = _save(tmp_path, "llama", window_length=4)
+    for second in (lambda: ptp.PTPModel(base), lambda: ptp.PTPModel.from_pretrained(base, directory)):
+        with pytest.raises(ValueError, match="already carries a PTP adapter.*fresh copy"):
+            second()
+    with pytest.raises(TypeError, match="PTPModel already"):
+        ptp.PTPModel(model)
+    ids, mask = left_padded([5, 2, 4], seed=24)
+    u = torch.rand(3, 12, generator=torch.Generator().manual_seed(24))
+    options = dict(auxiliaries=u, max_new_tokens=12, eos_token_id=[], temperature=0.8)
+    expected = ptp.sample_autoregressive(reference, ids, mask, **options)
+    assert torch.equal(model.generate(ids, mask, **options).sequences, expected.sequences)
+    other = ptp.PTPModel(fresh, window_length=4, lora_rank=4).eval()  # the advice: a fresh copy
+    assert torch.equal(other.generate(ids, mask, **options).sequences, expected.sequences)

@@ -276,7 +276,7 @@ def test_sample_in_bins_draws_beta_distributed_offsets(beta):
         (dict(temperature=float("nan")), "temperature"),
         (dict(temperature=INF), "temperature"),
         (dict(temperature=True), "temperature"),
-        (dict(top_k=0), "top_k"),
+        (dict(top_k=-1), "top_k"),
         (dict(top_k=-3), "top_k"),
         (dict(top_k=2.5), "top_k"),
         (dict(top_k=True), "top_k"),
@@ -290,6 +290,28 @@ def test_sample_in_bins_draws_beta_distributed_offsets(beta):
 def test_sampling_config_rejects_bad_values(options, message):
     with pytest.raises(ValueError, match=message):
         SamplingConfig(**options)
+
+
+def test_top_k_0_and_top_p_1_are_the_one_spelling_of_off():
+    """As in transformers: top_k=0 and top_p=1.0 switch the filter off; None does too, and is what is stored."""
+    off = SamplingConfig(temperature=0.8)
+    for options in (dict(top_k=0), dict(top_p=1.0), dict(top_p=1), dict(top_k=0, top_p=1.0)):
+        config = SamplingConfig(temperature=0.8, **options)
+        assert config == off and hash(config) == hash(off) and config.top_k is None and config.top_p is None
+        assert SamplingConfig.from_dict(config.to_dict()) == off
+    logits = torch.randn(3, 40, generator=torch.Generator().manual_seed(8)) * 3
+    both_off = SamplingConfig(top_k=0, top_p=1.0)
+    assert torch.equal(probabilities(logits, both_off), probabilities(logits, SamplingConfig()))
+    assert SamplingConfig(do_sample=False, top_k=0) == SamplingConfig.greedy()
+
+
+def test_the_messages_of_bad_values_say_how_to_mean_off_or_greedy():
+    with pytest.raises(ValueError, match="do_sample=False"):
+        SamplingConfig(temperature=0.0)
+    with pytest.raises(ValueError, match="0 or None for no top-k"):
+        SamplingConfig(top_k=-1)
+    with pytest.raises(ValueError, match="1.0 or None for no top-p"):
+        SamplingConfig(top_p=1.5)
 
 
 def test_greedy_ignores_the_sampling_parameters_and_configs_round_trip():

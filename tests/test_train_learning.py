@@ -115,8 +115,11 @@ def test_o_ptp_doubles_the_independent_baseline_and_decodes_exactly_with_several
     model = o_ptp.model.eval()
     prompt = torch.tensor([d[: 1 + language.word_length] for d in language.sample(8, 1, seed=3)])
     u = torch.rand(8, 64, generator=torch.Generator().manual_seed(4))
-    out = model.generate(prompt, max_new_tokens=64, auxiliaries=u, sampling=SAMPLING, eos_token_id=[])
-    expected = ptp.sample_autoregressive(teacher, prompt, auxiliaries=u, max_new_tokens=64, eos_token_id=[])
+    # A GPU's default budget (on a CPU the default groups are at most 3 long).
+    budget = dict(auxiliary_budget=2 * model.config.window_length, max_draft_length=model.config.window_length)
+    out = model.generate(prompt, max_new_tokens=64, auxiliaries=u, sampling=SAMPLING, eos_token_id=[], **budget)
+    expected = ptp.sample_autoregressive(teacher, prompt, auxiliaries=u, max_new_tokens=64, eos_token_id=[],
+                                         sampling=SAMPLING)  # fmt: skip
     assert_same_tokens(out, expected)
     print(f"tokens per call: {out.tokens_per_call:.2f}")
     assert out.tokens_per_call > 2

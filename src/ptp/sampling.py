@@ -36,9 +36,10 @@ class SamplingConfig:
     temperature: float = 1.0
     """Logits are divided by it; must be > 0 when sampling."""
     top_k: int | None = None
-    """Keep the k largest logits (ties: the lower token id); None: off."""
+    """Keep the k largest logits (ties: the lower token id); None or 0 (as in transformers): off, stored as None."""
     top_p: float | None = None
-    """Nucleus: keep tokens, in descending probability, while the mass before them is < top_p; None: off."""
+    """Nucleus: keep tokens, in descending probability, while the mass before them is < top_p; None or 1.0 (as in
+    transformers): off, stored as None."""
     order: str = "vocabulary"
     """The order of the bins along [0, 1): ``vocabulary`` (token ids) or ``probability`` (descending, ties to the
     lower id). It changes which token a given u picks, not the distribution; a drafter is trained for one order."""
@@ -46,15 +47,23 @@ class SamplingConfig:
     def __post_init__(self) -> None:
         if self.order not in ORDERS:
             raise ValueError(f"order must be one of {ORDERS}, got {self.order!r}")
+        # One spelling of "off", so that equal configurations compare (and hash) equal.
+        if _is_number(self.top_k) and self.top_k == 0:
+            object.__setattr__(self, "top_k", None)
+        if _is_number(self.top_p) and self.top_p == 1:
+            object.__setattr__(self, "top_p", None)
         if not self.do_sample:
             return
         if not _is_number(self.temperature) or not math.isfinite(self.temperature) or self.temperature <= 0:
-            raise ValueError(f"temperature must be a finite number > 0 when sampling, got {self.temperature!r}")
+            raise ValueError(
+                f"temperature must be a finite number > 0 when sampling, got {self.temperature!r} "
+                "(for greedy decoding pass do_sample=False)"
+            )
         integer = isinstance(self.top_k, int) and not isinstance(self.top_k, bool)
         if self.top_k is not None and (not integer or self.top_k < 1):
-            raise ValueError(f"top_k must be an integer >= 1 or None, got {self.top_k!r}")
-        if self.top_p is not None and not (_is_number(self.top_p) and 0.0 < self.top_p <= 1.0):
-            raise ValueError(f"top_p must be in (0, 1] or None, got {self.top_p!r}")
+            raise ValueError(f"top_k must be an integer >= 1, or 0 or None for no top-k, got {self.top_k!r}")
+        if self.top_p is not None and not (_is_number(self.top_p) and 0.0 < self.top_p < 1.0):
+            raise ValueError(f"top_p must be in (0, 1), or 1.0 or None for no top-p, got {self.top_p!r}")
 
     @classmethod
     def greedy(cls) -> SamplingConfig:
@@ -114,7 +123,7 @@ def probabilities(logits: torch.Tensor, config: SamplingConfig) -> torch.Tensor:
             kept = torch.where(keep, vocab - ids, 0).topk(config.top_k, dim=-1).indices
             candidates = torch.sort(kept, dim=-1).values
     probs = torch.softmax(z, dim=-1)
-    if config.top_p is not None and config.top_p < 1.0:
+    if config.top_p is not None:
         if candidates is None:
             candidates = torch.arange(vocab, device=z.device).expand(probs.shape)
         # Descending probability, ties in ascending id: candidates are in id order and the sort is stable.

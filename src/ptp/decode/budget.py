@@ -15,6 +15,30 @@ from __future__ import annotations
 
 import torch
 
+#: The budget on a CPU when the caller gives none: auxiliary slots per call, and the longest group of them.
+CPU_SLOTS, CPU_DRAFT_LENGTH = 4, 3
+
+
+def slot_budget(
+    window_length: int, device, auxiliary_budget: int | None = None, max_draft_length: int | None = None
+) -> tuple[int, int]:
+    """The engine's ``(auxiliary_budget, max_draft_length)``: the caller's where given, else the device's default.
+
+    On a GPU (any device but the CPU) a call's extra slots cost little next to its fixed cost (weights read once,
+    kernels launched once), so the default is generous: twice the window length N in slots, groups up to N long. On
+    a CPU every slot costs compute, about what a token of the prompt costs, and a random or weak drafter's long
+    groups are rarely accepted: the default there is :data:`CPU_SLOTS` slots in groups of at most
+    :data:`CPU_DRAFT_LENGTH` (nor more than N), what ``ptp demo`` runs with. A caller who gives only the budget gets
+    groups up to N long.
+    """
+    if torch.device(device).type == "cpu" and auxiliary_budget is None:
+        budget = CPU_SLOTS
+        draft = min(CPU_DRAFT_LENGTH, window_length) if max_draft_length is None else max_draft_length
+    else:
+        budget = 2 * window_length if auxiliary_budget is None else auxiliary_budget
+        draft = window_length if max_draft_length is None else max_draft_length
+    return budget, draft
+
 
 def survival(histogram: list[float] | None, length: int, device=None) -> torch.Tensor:
     """S(l) for l = 0..length-1: the chance that slots 1..l of a live group are all right.

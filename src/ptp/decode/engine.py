@@ -34,7 +34,7 @@ from dataclasses import replace
 import torch
 
 from ptp.decode import graphs
-from ptp.decode.budget import allocate, hypothesis_weights, layout, survival
+from ptp.decode.budget import allocate, hypothesis_weights, layout, slot_budget, survival
 from ptp.decode.cache import OffsetCache
 from ptp.decode.inputs import (
     GenerationOutput,
@@ -44,6 +44,7 @@ from ptp.decode.inputs import (
     prepare_auxiliaries,
     resolve_stop_tokens,
     sampling_from_arguments,
+    vocabulary_size,
 )
 from ptp.model.embeddings import NULL_AUXILIARY
 from ptp.model.ptp import PTPModel, check_drafter, teacher_logits, use_mask_attention
@@ -263,8 +264,8 @@ def generate(
     attention_mask: torch.Tensor | None = None,
     *,
     max_new_tokens: int,
-    do_sample: bool = True,
-    temperature: float = 1.0,
+    do_sample: bool | None = None,
+    temperature: float | None = None,
     top_k: int | None = None,
     top_p: float | None = None,
     sampling: SamplingConfig | None = None,
@@ -287,20 +288,24 @@ def generate(
             a ``drafter`` it may be any causal LM (a PTPModel verifies through its frozen base). With
             ``use_drafter=False`` it may be any causal LM too: plain sampling, one token per call, with the engine's
             fixed-size cache and captured step (how ``ptp pregenerate`` samples).
-        input_ids, attention_mask: ``[B, S]`` left-padded prompts (mask 1 on real tokens).
+        input_ids, attention_mask: ``[B, S]`` left-padded prompts (mask 1 on real tokens); lists are taken too (a
+            list of ids: one prompt; a list of equally long lists: a batch). On another device they are moved.
         max_new_tokens: new tokens per row at most.
-        do_sample, temperature, top_k, top_p: the sampling configuration, with the defaults of
-            :func:`ptp.sample_autoregressive` (top_k / top_p None: off), its bins in the order the drafter was
-            trained for (``model.config.sampling.order``). Or pass ``sampling`` instead, e.g.
-            ``model.config.sampling``, the configuration the drafter was trained for.
+        do_sample, temperature, top_k, top_p: the sampling configuration as in :func:`ptp.sample_autoregressive`:
+            those not given are plain (sampling, temperature 1, top_k 0 or None: off, top_p 1.0 or None: off), its
+            bins in the order the drafter was trained for (``model.config.sampling.order``). Or pass ``sampling``
+            instead. With none of the five: the configuration the drafter was trained for, ``model.config.sampling``
+            (with a separate ``drafter``: its configuration).
         eos_token_id, pad_token_id: a row stops after EOS and is padded with ``pad_token_id`` (default: the model's
             generation config; pad falls back to the first EOS id).
         auxiliaries: float ``[B, max_new_tokens]`` in [0, 1): u of each new token. Default: drawn uniformly on the
             CPU from ``seed`` / ``generator``.
         streamer: an object with ``put(tokens)`` and ``end()`` (e.g. ``transformers.TextStreamer``); batch size 1.
         use_drafter: False runs the same engine as plain autoregressive decoding (one token per call).
-        auxiliary_budget: auxiliary slots per call (default: twice the window length).
-        max_draft_length: the longest group of slots, hence pending drafts + 1 (default: the window length).
+        auxiliary_budget: auxiliary slots per call (default: 4 on a CPU, where every slot costs compute; twice the
+            window length on a GPU; see :func:`ptp.decode.budget.slot_budget`).
+        max_draft_length: the longest group of slots, hence pending drafts + 1 (default: 3 on a CPU with the
+            default budget, else the window length; never more than the window length by default).
         drafter: a separate drafter (METHOD.md section 3): a :class:`ptp.PTPModel` around its own causal LM with the
             teacher's vocabulary, which reads the context itself with its own cache. Each step the teacher verifies
             the pending block and the drafter runs ``[block | slots]`` with the same positions, masks and u's; the
@@ -313,8 +318,6 @@ def generate(
     Returns:
         :class:`ptp.decode.inputs.GenerationOutput` with the tokens and the per-call statistics.
     """
-    given = sampling
-    sampling = sampling_from_arguments(sampling, do_sample, temperature, top_k, top_p)
     verifier = None
     if drafter is not None:
         verifier = model.base_model if isinstance(model, PTPModel) else model
@@ -323,18 +326,21 @@ def generate(
     elif not isinstance(model, PTPModel):
         if use_drafter:
             raise TypeError(
-                f"model must be a PTPModel, or pass a drafter (or use_drafter=False to decode a plain causal LM one "
-                f"token per call); got {type(model).__name__}"
+                f"model must be a PTPModel (wrap it: ptp.PTPModel(model)), or pass a drafter, or use_drafter=False to "
+                f"decode a plain causal LM one token per call; got {type(model).__name__}"
             )
         use_mask_attention(model)
-    if given is None and isinstance(model, PTPModel):  # u picks tokens in the order of the bins the drafter learned
-        sampling = replace(sampling, order=model.config.sampling.order)
+    trained = model.config.sampling if isinstance(model, PTPModel) else None
+    given = sampling
+    sampling = sampling_from_arguments(sampling, do_sample, temperature, top_k, top_p, default=trained)
+    if given is None and trained is not None:  # u picks tokens in the order of the bins that the drafter learned
+        sampling = replace(sampling, order=trained.order)
     teacher = verifier if verifier is not None else model.base_model if isinstance(model, PTPModel) else model
     device = model.device
-    input_ids = input_ids.to(device)
     limits = [n for n in (context_length(model), context_length(teacher)) if n is not None]
     max_positions = min(limits) if limits else None
-    mask = check_prompt(input_ids, attention_mask, max_new_tokens, max_positions)
+    vocab = min(vocabulary_size(model), vocabulary_size(teacher))
+    input_ids, mask = check_prompt(input_ids, attention_mask, max_new_tokens, max_positions, vocab, device)
     for network in {id(m): m for m in (teacher, getattr(model, "base_model", model))}.values():
         check_sliding_window(network.config, input_ids.shape[1] + max_new_tokens)
     batch, width = input_ids.shape
@@ -350,9 +356,7 @@ def generate(
         raise ValueError(f"cuda_graph needs a CUDA device; the model is on {device}")
     use_graph = graphs.can_capture(device) if cuda_graph is None else cuda_graph
     if use_drafter:
-        window = model.config.window_length
-        pending_size = window if max_draft_length is None else max_draft_length
-        budget = 2 * window if auxiliary_budget is None else auxiliary_budget
+        budget, pending_size = slot_budget(model.config.window_length, device, auxiliary_budget, max_draft_length)
     else:
         pending_size, budget = 1, 0
     # There are pending_size groups of at most pending_size slots: a larger budget would only add dead slots.

@@ -54,20 +54,47 @@ class GenerationOutput:
 
 
 def check_prompt(
-    input_ids: torch.Tensor, attention_mask: torch.Tensor | None, max_new_tokens: int, max_positions: int | None
-) -> torch.Tensor:
-    """Validate a batch of prompts; returns the bool ``[B, S]`` attention mask (all ones when None)."""
-    if not isinstance(input_ids, torch.Tensor) or input_ids.dtype not in (torch.int64, torch.int32):
-        raise TypeError("input_ids must be an integer torch.Tensor of shape [batch, prompt_length]")
+    input_ids,
+    attention_mask,
+    max_new_tokens: int,
+    max_positions: int | None,
+    vocab_size: int | None = None,
+    device: torch.device | str | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Validate a batch of prompts.
+
+    Args:
+        input_ids: int ``[B, S]``, or a list of token ids (one prompt) or of equally long lists (a batch).
+        attention_mask: ``[B, S]`` (or lists), 1 on real tokens, left padding only; None: all ones.
+        max_new_tokens: must be >= 1, and with the longest prompt fit in ``max_positions`` (None: no limit).
+        vocab_size: ids must lie in ``[0, vocab_size)`` (None: not checked).
+        device: where the prompt goes (default: where it is).
+    Returns:
+        ``(input_ids, mask)``: int64 ``[B, S]`` and bool ``[B, S]`` on ``device``.
+    """
+    input_ids = _as_tensor(input_ids, "input_ids")
+    if input_ids.dtype not in (torch.int64, torch.int32):
+        raise TypeError(f"input_ids must hold integer token ids, got {input_ids.dtype} (convert with .long())")
     if input_ids.dim() != 2:
-        raise ValueError(f"input_ids must have shape [batch, prompt_length], got {tuple(input_ids.shape)}")
+        raise ValueError(
+            f"input_ids must have shape [batch, prompt_length], got {tuple(input_ids.shape)} (one prompt: [1, length])"
+        )
     if input_ids.shape[0] == 0 or input_ids.shape[1] == 0:
         raise ValueError("the prompt is empty: input_ids needs at least one row and one token")
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be an integer >= 1, got {max_new_tokens!r}")
+        raise ValueError(f"max_new_tokens must be an integer >= 1 (new tokens per row), got {max_new_tokens!r}")
+    input_ids = input_ids.to(device=device, dtype=torch.int64)
+    if vocab_size is not None:
+        low, high = int(input_ids.min()), int(input_ids.max())
+        if low < 0 or high >= vocab_size:
+            raise ValueError(
+                f"input_ids holds token id {low if low < 0 else high}, outside the model's vocabulary of {vocab_size} "
+                "ids: tokenize the prompt with the model's own tokenizer (padding too must use a valid id)"
+            )
     if attention_mask is None:
         mask = torch.ones_like(input_ids, dtype=torch.bool)
     else:
+        attention_mask = _as_tensor(attention_mask, "attention_mask")
         if tuple(attention_mask.shape) != tuple(input_ids.shape):
             raise ValueError(
                 f"attention_mask shape {tuple(attention_mask.shape)} differs from input_ids {tuple(input_ids.shape)}"
@@ -78,16 +105,48 @@ def check_prompt(
         raise ValueError("a prompt row is empty (its attention_mask is all zeros)")
     # Left padding only: once a row starts, it must not have holes.
     started = mask.long().cumsum(dim=1) > 0
-    if (started & ~mask).any():
-        raise ValueError("prompts must be left-padded: attention_mask has a zero after a one")
+    holes = (started & ~mask).any(dim=1)
+    if holes.any():
+        raise ValueError(
+            f"prompts must be left-padded: row {int(holes.nonzero()[0])} of attention_mask has a zero after a one; "
+            "pad on the left (a tokenizer does with padding_side='left')"
+        )
     if max_positions is not None:
         longest = int(lengths.max())
+        if longest >= max_positions:
+            raise ValueError(
+                f"the prompt ({longest} tokens) leaves no room for a new token in the model's context of "
+                f"{max_positions} positions: shorten it (e.g. keep its last {max_positions - 1} tokens)"
+            )
         if longest + max_new_tokens > max_positions:
             raise ValueError(
                 f"prompt ({longest} tokens) + max_new_tokens ({max_new_tokens}) exceeds the model's context of "
-                f"{max_positions} positions"
+                f"{max_positions} positions: shorten the prompt or ask for at most {max_positions - longest} tokens"
             )
-    return mask
+    return input_ids, mask
+
+
+def _as_tensor(value, name: str) -> torch.Tensor:
+    """``value`` as a tensor: a tensor as it is, a list of numbers as one row, a list of equally long lists as rows."""
+    if isinstance(value, torch.Tensor):
+        return value
+    rows = [value]
+    if isinstance(value, (list, tuple)) and value and all(isinstance(row, (list, tuple)) for row in value):
+        rows = list(value)
+    items = [item for row in rows if isinstance(row, (list, tuple)) for item in row]
+    if isinstance(value, str) or any(isinstance(item, str) for item in items):
+        raise TypeError(f"{name} must be token ids, not text: tokenize the prompt first (tokenizer(text).input_ids)")
+    if not isinstance(value, (list, tuple)):
+        raise TypeError(f"{name} must be a torch.Tensor [batch, length] or a list of token ids, got {type(value)}")
+    if not all(isinstance(item, int) for item in items):
+        raise TypeError(f"{name} must hold integers (a list of ints, or a list of lists of ints)")
+    lengths = sorted({len(row) for row in rows})
+    if len(lengths) > 1:
+        raise ValueError(
+            f"the rows of {name} have different lengths {lengths}: pad them on the left to one length and pass an "
+            "attention_mask with 0 on the padding"
+        )
+    return torch.tensor(rows, dtype=torch.int64).view(len(rows), lengths[0])
 
 
 def prepare_auxiliaries(
@@ -109,6 +168,14 @@ def prepare_auxiliaries(
         return check_auxiliaries(auxiliaries, (batch, max_new_tokens)).to(device)
     if seed is not None and generator is not None:
         raise ValueError("pass either a seed or a generator, not both")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+    if generator is not None and (not isinstance(generator, torch.Generator) or generator.device.type != "cpu"):
+        got = f"one on {generator.device}" if isinstance(generator, torch.Generator) else type(generator).__name__
+        raise TypeError(
+            f"generator must be a CPU torch.Generator (u are drawn on the CPU, so that a seed gives the same tokens "
+            f"on every device), got {got}"
+        )
     if generator is None:
         generator = torch.Generator()
         if seed is None:
@@ -158,15 +225,33 @@ def context_length(model) -> int | None:
     return None
 
 
+def vocabulary_size(model) -> int:
+    """The number of token ids the model's input embedding takes (a :class:`ptp.PTPModel`'s: its base's)."""
+    return getattr(model, "base_model", model).get_input_embeddings().weight.shape[0]
+
+
 def sampling_from_arguments(
-    sampling: SamplingConfig | None, do_sample: bool, temperature: float, top_k: int | None, top_p: float | None
+    sampling: SamplingConfig | None,
+    do_sample: bool | None,
+    temperature: float | None,
+    top_k: int | None,
+    top_p: float | None,
+    default: SamplingConfig | None = None,
 ) -> SamplingConfig:
-    """``sampling``, or the configuration of the transformers-style arguments; not both."""
-    if sampling is None:
-        return SamplingConfig(do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p)
-    if (do_sample, temperature, top_k, top_p) != (True, 1.0, None, None):
-        raise ValueError("pass either sampling or do_sample/temperature/top_k/top_p, not both")
-    return sampling
+    """The sampling configuration of a call: ``sampling``, or the one the transformers-style arguments describe (those
+    left None are plain: sampling, temperature 1, no top-k, no top-p), or ``default`` when none of the five is given
+    (None: plain sampling)."""
+    arguments = dict(do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p)
+    given = {name: value for name, value in arguments.items() if value is not None}
+    if sampling is not None:
+        if given:
+            raise ValueError(f"pass either sampling or do_sample/temperature/top_k/top_p, not both (got {given})")
+        if not isinstance(sampling, SamplingConfig):
+            raise TypeError(f"sampling must be a ptp.SamplingConfig, got {type(sampling).__name__}")
+        return sampling
+    if not given and default is not None:
+        return default
+    return SamplingConfig(**given)
 
 
 def check_plain_inputs(model, input_ids, attention_mask, auxiliaries, max_new_tokens, eos_token_id, pad_token_id):
@@ -181,8 +266,9 @@ def check_plain_inputs(model, input_ids, attention_mask, auxiliaries, max_new_to
     if isinstance(model, PTPModel):
         model = model.base_model
     device = model.device
-    input_ids = input_ids.to(device)
-    mask = check_prompt(input_ids, attention_mask, max_new_tokens, context_length(model))
+    input_ids, mask = check_prompt(
+        input_ids, attention_mask, max_new_tokens, context_length(model), vocabulary_size(model), device
+    )
     check_sliding_window(model.config, input_ids.shape[1] + max_new_tokens)
     u = check_auxiliaries(auxiliaries, (input_ids.shape[0], max_new_tokens)).to(device)
     eos, pad = resolve_stop_tokens(eos_token_id, pad_token_id, model)

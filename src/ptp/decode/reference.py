@@ -22,8 +22,8 @@ def sample_autoregressive(
     *,
     auxiliaries: torch.Tensor,
     max_new_tokens: int,
-    do_sample: bool = True,
-    temperature: float = 1.0,
+    do_sample: bool | None = None,
+    temperature: float | None = None,
     top_k: int | None = None,
     top_p: float | None = None,
     sampling: SamplingConfig | None = None,
@@ -36,7 +36,8 @@ def sample_autoregressive(
         model: a causal LM (a :class:`ptp.PTPModel` is sampled through its frozen base, adapter off).
         input_ids, attention_mask: ``[B, S]`` left-padded prompts.
         auxiliaries: float ``[B, max_new_tokens]`` in [0, 1).
-        do_sample, temperature, top_k, top_p: the sampling configuration; or pass ``sampling`` instead (which also
+        do_sample, temperature, top_k, top_p: the sampling configuration; those not given are plain (sampling,
+            temperature 1, top_k 0 or None: off, top_p 1.0 or None: off). Or pass ``sampling`` instead (which also
             sets the order of the bins).
     Returns:
         :class:`GenerationOutput`; every call commits one token per running row.

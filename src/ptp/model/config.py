@@ -133,7 +133,8 @@ def read_json_object(path: Path) -> dict:
     try:
         data = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"{path} is corrupt: {error}") from error
+        reason = " ".join(str(error).split())
+        raise ValueError(f"{path} is corrupt ({reason}): save or copy the adapter again") from error
     if not isinstance(data, dict):
-        raise ValueError(f"{path} is corrupt: expected a JSON object")
+        raise ValueError(f"{path} is corrupt (not a JSON object): save or copy the adapter again")
     return data

@@ -50,8 +50,8 @@ class GatedLoRA(nn.Module):
             in_features, out_features = base_layer.in_features, base_layer.out_features
         self.base_layer = base_layer
         device = base_layer.weight.device
-        self.lora_A = nn.Linear(in_features, rank, bias=False, device=device)
-        self.lora_B = nn.Linear(rank, out_features, bias=False, device=device)
+        self.lora_A = nn.Linear(in_features, rank, bias=False, device=device, dtype=torch.float32)
+        self.lora_B = nn.Linear(rank, out_features, bias=False, device=device, dtype=torch.float32)
         nn.init.kaiming_uniform_(self.lora_A.weight, a=math.sqrt(5))
         nn.init.zeros_(self.lora_B.weight)
         # PEFT's name: code that switches LoRA dropout alone to train mode finds it by "lora_dropout".
@@ -59,6 +59,16 @@ class GatedLoRA(nn.Module):
         self.scaling = alpha / rank
         self.gate = gate
         self._cast: tuple | None = None  # (key, A, B): the factors in the dtype of an eval-mode input
+
+    def _apply(self, fn, recurse: bool = True):
+        # nn.Module.to, .half(), .bfloat16() and the like end here. The factors keep their float32 whatever the base
+        # layer is cast to (training needs float32 factors; a 16-bit model decodes with copies made by _factors),
+        # so that a cast to 16 bits and back leaves them bit for bit as they were; a move to a device moves them too.
+        if recurse:
+            for name, child in self.named_children():
+                child._apply(keep_dtype(fn) if name in ("lora_A", "lora_B") else fn)
+        self._cast = None
+        return super()._apply(fn, recurse=False)
 
     def _factors(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """The LoRA factors in ``dtype``, cast once and kept until the weights change (inference only: training keeps
@@ -95,6 +105,17 @@ class GatedLoRA(nn.Module):
         else:
             slots.baddbmm_(h, b.t().expand(h.shape[0], -1, -1), alpha=self.scaling)
         return out
+
+
+def keep_dtype(fn):
+    """``fn``, a conversion that ``nn.Module._apply`` maps over tensors, without its change of dtype: each tensor goes
+    to the device ``fn`` sends it to, in its own dtype (and is never rounded through another one)."""
+
+    def convert(tensor: torch.Tensor) -> torch.Tensor:
+        converted = fn(tensor)
+        return converted if converted.dtype == tensor.dtype else tensor.to(device=converted.device)
+
+    return convert
 
 
 def target_names(model: nn.Module, target_modules: str | list[str]) -> list[str]:

@@ -17,9 +17,11 @@ whose base weights may train (``train_base``; they are then saved with the adapt
 from __future__ import annotations
 
 import copy
+import difflib
 import os
 import shutil
 import tempfile
+from dataclasses import fields
 from pathlib import Path
 
 import torch
@@ -32,6 +34,7 @@ from ptp.compat import cache_argument
 from ptp.model import lora
 from ptp.model.config import PTPConfig, read_json_object
 from ptp.model.embeddings import NULL_AUXILIARY, AuxiliaryEmbedding
+from ptp.runtime import cpu_threads
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
@@ -56,18 +59,33 @@ class PTPModel(nn.Module):
 
     ``PTPModel(base_model, **options)`` installs a fresh drafter (options are :class:`PTPConfig` fields, or pass
     ``config=``). The base model is modified in place (LoRA layers are swapped in) and frozen, unless ``train_base``.
+
+    ``.to(dtype / device)``, ``.half()``, ``.bfloat16()`` and ``.float()`` cast the base model and move everything;
+    the drafter's own weights (LoRA factors, u embedding) stay float32 in any dtype, so a cast to 16 bits and back
+    leaves them bit for bit as they were. A 16-bit model decodes with its LoRA update in its own dtype.
     """
 
     def __init__(self, base_model: PreTrainedModel, config: PTPConfig | None = None, **options):
         super().__init__()
+        if isinstance(base_model, PTPModel):
+            raise TypeError("base_model is a PTPModel already: use it as it is, or wrap a fresh base model")
         if not isinstance(base_model, PreTrainedModel):
             raise TypeError(f"base_model must be a transformers PreTrainedModel, got {type(base_model).__name__}")
+        if any(isinstance(module, lora.GatedLoRA) for module in base_model.modules()):
+            raise ValueError(
+                "this base model already carries a PTP adapter (a PTPModel modifies its base in place); for a second "
+                "one wrap a fresh copy (copy.deepcopy(base) before the first PTPModel, or load it again), or call "
+                "load_adapter on the PTPModel that has it"
+            )
         if base_model.get_output_embeddings() is None:
             raise TypeError(f"{type(base_model).__name__} has no language-model head; pass a *ForCausalLM model")
         config = copy.deepcopy(config) if config is not None else PTPConfig()
         for name, value in options.items():
             if not hasattr(config, name):
-                raise TypeError(f"unknown PTP option {name!r}")
+                known = [f.name for f in fields(PTPConfig)]
+                close = difflib.get_close_matches(name, known, n=1)
+                hint = f"did you mean {close[0]!r}? " if close else ""
+                raise TypeError(f"unknown PTP option {name!r}: {hint}the options are PTPConfig's fields {known}")
             setattr(config, name, value)
         config.__post_init__()
         base_info = describe_base(base_model)
@@ -98,6 +116,14 @@ class PTPModel(nn.Module):
     @property
     def dtype(self) -> torch.dtype:
         return self.base_model.dtype
+
+    def _apply(self, fn, recurse: bool = True):
+        # nn.Module.to(dtype / device), .half(), .bfloat16(), .float() end here: the base model takes the dtype, while
+        # the u embedding keeps float32 as the LoRA factors do (lora.GatedLoRA._apply); a device move moves all.
+        if recurse:
+            for name, child in self.named_children():
+                child._apply(lora.keep_dtype(fn) if name == "auxiliary_embedding" else fn)
+        return super()._apply(fn, recurse=False)
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
@@ -185,12 +211,18 @@ class PTPModel(nn.Module):
         return out.logits
 
     # --------------------------------------------------------------------------------------------- generate
-    def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs):
-        """Lossless parallel generation; see :func:`ptp.decode.engine.generate` for the arguments."""
+    def generate(self, input_ids, attention_mask=None, *, threads: int | str | None = None, **kwargs):
+        """Lossless parallel generation; see :func:`ptp.decode.engine.generate` for the arguments.
+
+        ``threads``: CPU threads torch uses for this call (restored afterwards): a count, ``"auto"`` (the choice of
+        :func:`ptp.runtime.decoding_threads`, one thread on small machines, which decodes fastest there), or None
+        (default): torch's current setting.
+        """
         # The engine imports this module; importing the engine at call time keeps the dependency one way.
         from ptp.decode.engine import generate
 
-        return generate(self, input_ids, attention_mask, **kwargs)
+        with cpu_threads(threads, self):
+            return generate(self, input_ids, attention_mask, **kwargs)
 
     # ---------------------------------------------------------------------------------------- save and load
     def save_pretrained(self, directory: str | os.PathLike, state_dict: dict[str, torch.Tensor] | None = None) -> None:
@@ -243,7 +275,10 @@ class PTPModel(nn.Module):
         """
         adapter_path = Path(adapter_path)
         if not adapter_path.is_dir():
-            raise FileNotFoundError(f"adapter directory {adapter_path} does not exist")
+            raise FileNotFoundError(
+                f"adapter directory {adapter_path} does not exist: pass the directory that save_pretrained (or ptp "
+                "distill) wrote"
+            )
         config = PTPConfig.load(adapter_path)
         if config.train_base:
             if base_model is not None:
@@ -257,7 +292,9 @@ class PTPModel(nn.Module):
             raise ValueError(f"{adapter_path} is an adapter without a base model of its own: pass base_model")
         for name in (ADAPTER_CONFIG, ADAPTER_WEIGHTS, EMBEDDING_WEIGHTS):
             if not (adapter_path / name).is_file():
-                raise FileNotFoundError(f"{adapter_path / name} is missing: the adapter directory is incomplete")
+                raise FileNotFoundError(
+                    f"{adapter_path / name} is missing: the adapter directory is incomplete (save or copy it again)"
+                )
         if not isinstance(base_model, PreTrainedModel):
             base_model = AutoModelForCausalLM.from_pretrained(str(base_model), dtype=dtype or torch.float32)
         elif dtype is not None:
@@ -364,7 +401,9 @@ def check_drafter(teacher: PreTrainedModel, drafter: PTPModel) -> None:
     if ours != theirs:
         raise ValueError(f"the drafter's vocabulary ({ours} tokens) differs from the teacher's ({theirs})")
     if drafter.device != teacher.device:
-        raise ValueError(f"the drafter is on {drafter.device}, the teacher on {teacher.device}")
+        raise ValueError(
+            f"the drafter is on {drafter.device}, the teacher on {teacher.device}: move both to one device"
+        )
     use_mask_attention(teacher)
 
 
@@ -391,7 +430,8 @@ def _load_weights(path: Path) -> dict[str, torch.Tensor]:
     try:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as error:
-        raise ValueError(f"{path} is corrupt or unreadable: {error}") from error
+        reason = " ".join(str(error).split())
+        raise ValueError(f"{path} is corrupt or unreadable ({reason}): save or copy the adapter again") from error
 
 
 def _replace_directory(staging: Path, target: Path) -> None:
