@@ -26,16 +26,24 @@ SAMPLING = SamplingConfig(temperature=1.0)
 NO_EOS = SamplingConfig(temperature=1.0, top_k=20)
 
 
-def tiny_model() -> ptp.PTPModel:
+#: The drafter of the tests: C-PTP, trained for plain sampling at temperature 1 (the server's default sampling).
+DRAFTER = dict(lora_rank=4, embedding_size=8, window_length=4, mode="categorical", sampling=SAMPLING)
+
+
+def near_uniform_base():
     """A tiny Llama whose next-token distribution is near uniform (final norm scaled by 0.05) yet changes with the
-    context (about half of the tokens change when one prompt token does), with a fresh C-PTP drafter: its slots pick
-    with their own u from a distribution close to the teacher's, so most drafts are accepted (about 1.6 tokens per
+    context (about half of the tokens change when one prompt token does). An untrained C-PTP drafter on it picks with
+    its slots' own u from a distribution close to the teacher's, so most drafts are accepted (about 1.6 tokens per
     call without top-k). EOS has logit 0, in the middle of the others: ``top_k`` 20 never keeps it."""
     base = tiny_base("llama", hidden=32, layers=2, max_positions=512)
     with torch.no_grad():
         base.model.norm.weight.mul_(0.05)
         base.lm_head.weight[EOS].zero_()
-    return ptp.PTPModel(base, lora_rank=4, embedding_size=8, window_length=4, mode="categorical").eval()
+    return base
+
+
+def tiny_model() -> ptp.PTPModel:
+    return ptp.PTPModel(near_uniform_base(), **DRAFTER).eval()
 
 
 @pytest.fixture(scope="module")
@@ -140,7 +148,7 @@ def test_a_job_joins_a_running_batch_and_leaves_before_it_ends(model):
     async def main():
         scheduler = Scheduler(model, {EOS}, 0, max_batch=4, max_queue=8)
         scheduler.start()
-        long = _job(PROMPTS[1], 400, seed=7, sampling=NO_EOS)
+        long = _job(PROMPTS[1], 150, seed=7, sampling=NO_EOS)
         scheduler.submit(long)
         first = await asyncio.wait_for(long.events.get(), timeout=60)
         short = _job(PROMPTS[0], 6, seed=8, sampling=NO_EOS)
@@ -153,7 +161,7 @@ def test_a_job_joins_a_running_batch_and_leaves_before_it_ends(model):
 
     long, short, first, overlap = _run(main())
     assert isinstance(first, Delta) and overlap
-    assert long.tokens == alone(model, PROMPTS[1], 400, 7, NO_EOS)
+    assert long.tokens == alone(model, PROMPTS[1], 150, 7, NO_EOS)
     assert short.tokens == alone(model, PROMPTS[0], 6, 8, NO_EOS)
 
 

@@ -434,6 +434,46 @@ def _cmd_prompts(args) -> int:
     return 0
 
 
+def _add_serve(sub) -> None:
+    from ptp.serve.config import ServeConfig
+
+    d = ServeConfig()
+    p = sub.add_parser("serve", help="an OpenAI-compatible HTTP server (chat, completions, streaming, batching)")
+    p.add_argument("--model", help="base model directory (default: the shipped model)")
+    p.add_argument("--adapter", help="PTP adapter directory for --model (alone: an adapter that holds its base)")
+    p.add_argument("--host", default=d.host, help=f"address to bind (default: {d.host}, this machine only)")
+    p.add_argument("--port", type=int, default=d.port, help=f"default: {d.port}")
+    p.add_argument("--api-key", help="require 'Authorization: Bearer KEY' on /v1 and /metrics")
+    p.add_argument("--max-batch", type=int, default=d.max_batch, help=f"rows decoded together (default: {d.max_batch})")
+    p.add_argument("--max-queue", type=int, default=d.max_queue, help=f"waiting before 429 (default: {d.max_queue})")
+    p.add_argument("--no-ptp", action="store_true", help="one token per call, no drafter (same text for the same seed)")
+    p.add_argument("--max-tokens", type=int, default=d.max_tokens, help=f"largest max_tokens (default: {d.max_tokens})")
+    p.add_argument("--max-body-bytes", type=int, default=d.max_body_bytes, help=f"default: {d.max_body_bytes}")
+    p.add_argument("--served-model-name", help="model id in the API (default: the model directory's name)")
+    p.add_argument("--auxiliary-budget", type=int, help="auxiliary slots per call (on a CPU fewer are faster)")
+    p.add_argument("--max-draft-length", type=int, help="longest draft group of the engine")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
+
+
+def _cmd_serve(args) -> int:
+    from ptp.serve.config import ServeConfig
+    from ptp.serve.server import serve
+
+    try:
+        config = ServeConfig(
+            model=args.model, adapter=args.adapter, host=args.host, port=args.port, api_key=args.api_key,
+            max_batch=args.max_batch, max_queue=args.max_queue, use_drafter=not args.no_ptp,
+            max_tokens=args.max_tokens, max_body_bytes=args.max_body_bytes, served_model_name=args.served_model_name,
+            device=args.device, auxiliary_budget=args.auxiliary_budget, max_draft_length=args.max_draft_length,
+            threads=args.threads,
+        )  # fmt: skip
+        serve(config)
+    except (ValueError, FileNotFoundError) as error:
+        raise SystemExit(f"ptp serve: {error}") from error
+    return 0
+
+
 COMMANDS = {
     "generate": (_add_generate, _cmd_generate),
     "prompts": (_add_prompts, _cmd_prompts),
@@ -444,6 +484,7 @@ COMMANDS = {
     "pregenerate": (_add_pregenerate, _cmd_pregenerate),
     "distill": (_add_distill, _cmd_distill),
     "evaluate": (_add_evaluate, _cmd_evaluate),
+    "serve": (_add_serve, _cmd_serve),
 }
 
 
