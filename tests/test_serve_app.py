@@ -293,6 +293,27 @@ def test_metrics_and_the_chat_page(server):
     assert "/v1/chat/completions" in page.text
 
 
+# ------------------------------------------------------------------------------------------ the load test
+def test_bench_serve_reports_and_finds_every_seeded_answer_identical(server, capsys):
+    from ptp.cli import main
+
+    code = main(["bench-serve", "--url", server.url, "--clients", "3", "--seconds", "1.5", "--max-tokens", "16",
+                 "--distinct", "4"])  # fmt: skip
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert code == 0 and report["errors"] == 0 and report["requests"] >= 3
+    assert report["seeded_all_identical"] and report["seeded_identical"] == report["requests"]
+    assert report["tokens_per_call"] > 1 and report["time_to_first_token_ms"]["p50"] > 0
+
+
+def test_bench_serve_talks_to_this_machine_only():
+    from ptp.bench.serve_load import LoadConfig
+
+    with pytest.raises(ValueError, match="this machine"):
+        LoadConfig(url="http://example.com:8000")
+    with pytest.raises(ValueError, match="clients"):
+        LoadConfig(url="http://127.0.0.1:8000", clients=0)
+
+
 # ------------------------------------------------------------------------------------------ a guarded server
 @pytest.fixture(scope="module")
 def guarded(files, tmp_path_factory):
@@ -362,7 +383,7 @@ def test_a_client_that_goes_away_frees_its_row(guarded):
 def test_sigterm_lets_a_stream_in_flight_finish_then_exits(guarded):
     """Last: it ends the guarded server."""
     stream = iter(_long_stream(guarded, max_tokens=300))
-    first = next(stream)
+    next(stream)  # decoding
     guarded.process.send_signal(signal.SIGTERM)
     signalled = time.monotonic()
     rest = list(stream)

@@ -474,6 +474,44 @@ def _cmd_serve(args) -> int:
     return 0
 
 
+def _add_bench_serve(sub) -> None:
+    from ptp.bench.serve_load import LoadConfig
+
+    d = LoadConfig(url="http://127.0.0.1:8000")
+    p = sub.add_parser("bench-serve", help="load-test a running `ptp serve` on this machine (bounded)")
+    p.add_argument("--url", default=d.url, help=f"the server, loopback only (default: {d.url})")
+    p.add_argument("--clients", type=int, default=d.clients, help=f"streaming clients (default: {d.clients})")
+    p.add_argument("--seconds", type=float, default=d.seconds, help=f"seconds of load (default: {d.seconds:g})")
+    p.add_argument("--max-tokens", type=int, default=d.max_tokens, help=f"per request (default: {d.max_tokens})")
+    p.add_argument("--endpoint", choices=("completions", "chat"), default=d.endpoint)
+    p.add_argument("--distinct", type=int, default=d.distinct, help=f"(prompt, seed) pairs (default: {d.distinct})")
+    p.add_argument("--max-requests", type=int, default=d.max_requests, help=f"default: {d.max_requests}")
+    p.add_argument("--temperature", type=float, help="default: the server's (the drafter's sampling)")
+    p.add_argument("--api-key")
+    p.add_argument("--out", help="also write the report to this JSON file")
+
+
+def _cmd_bench_serve(args) -> int:
+    import json
+
+    from ptp.bench.serve_load import LoadConfig, describe, load_test
+
+    try:
+        config = LoadConfig(
+            url=args.url, clients=args.clients, seconds=args.seconds, max_tokens=args.max_tokens,
+            endpoint=args.endpoint, distinct=args.distinct, max_requests=args.max_requests,
+            temperature=args.temperature, api_key=args.api_key,
+        )  # fmt: skip
+        report = load_test(config)
+    except (ValueError, OSError) as error:
+        raise SystemExit(f"ptp bench-serve: {error}") from error
+    print(describe(report))
+    if args.out:
+        Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
+    print(json.dumps(report))
+    return 0 if report["errors"] == 0 and report["seeded_all_identical"] else 1
+
+
 COMMANDS = {
     "generate": (_add_generate, _cmd_generate),
     "prompts": (_add_prompts, _cmd_prompts),
@@ -485,6 +523,7 @@ COMMANDS = {
     "distill": (_add_distill, _cmd_distill),
     "evaluate": (_add_evaluate, _cmd_evaluate),
     "serve": (_add_serve, _cmd_serve),
+    "bench-serve": (_add_bench_serve, _cmd_bench_serve),
 }
 
 
