@@ -67,6 +67,9 @@ def create_app(model, tokenizer, config: ServeConfig, model_name: str) -> FastAP
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(eos, default=0)
     engine = {k: v for k, v in (("auxiliary_budget", config.auxiliary_budget),
                                  ("max_draft_length", config.max_draft_length)) if v is not None}  # fmt: skip
+    # A captured step is kept per batch size and max_new_tokens, which change with nearly every batch a server
+    # forms: each would be captured anew. Eager steps until batches are shaped to share captures.
+    engine["cuda_graph"] = False
     scheduler = Scheduler(model, eos, pad, config.max_batch, config.max_queue, config.use_drafter, **engine)
     metrics = Metrics(scheduler)
     context = context_length(model)
