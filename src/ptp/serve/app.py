@@ -35,10 +35,10 @@ from ptp.serve.protocol import (
     APIError,
     ChatCompletionRequest,
     CompletionRequest,
+    GenerationRequest,
     Message,
     StreamOptions,
     TextPart,
-    _Request,
     error_body,
 )
 from ptp.serve.scheduler import Delta, Done, Failed, Job, QueueFull, Scheduler, auxiliaries
@@ -124,7 +124,7 @@ def create_app(model, tokenizer, config: ServeConfig, model_name: str) -> FastAP
             raise APIError(404, f"model {name!r} is not served here; this server serves {model_name!r}",
                            param="model", code="model_not_found")  # fmt: skip
 
-    def token_budget(body: _Request, prompt: list[int], field: str) -> int:
+    def token_budget(body: GenerationRequest, prompt: list[int], field: str) -> int:
         """The request's max_tokens: asked for, or what the limit and the context leave."""
         room = None if context is None else context - len(prompt)
         if room is not None and room < 1:
@@ -141,7 +141,7 @@ def create_app(model, tokenizer, config: ServeConfig, model_name: str) -> FastAP
                            f"context of {context}", param="max_tokens", code="context_length_exceeded")  # fmt: skip
         return asked
 
-    async def answer(request: Request, body: _Request, prompt: list[int], field: str, chat: bool) -> Response:
+    async def answer(request: Request, body: GenerationRequest, prompt: list[int], field: str, chat: bool) -> Response:
         max_tokens = token_budget(body, prompt, field)
         job = Job(prompt, max_tokens, body.sampling(default_sampling), auxiliaries(body.seed, max_tokens),
                   TextStream(tokenizer, body.stop_strings()), eos)  # fmt: skip

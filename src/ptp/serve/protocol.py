@@ -66,7 +66,7 @@ class Message(BaseModel):
         return {"role": "system" if self.role == "developer" else self.role, "content": text}
 
 
-class _Request(BaseModel):
+class GenerationRequest(BaseModel):
     """The fields both endpoints share."""
 
     model_config = ConfigDict(strict=True, extra="ignore")
@@ -136,7 +136,7 @@ class _Request(BaseModel):
                               order=default.order)  # fmt: skip
 
 
-class ChatCompletionRequest(_Request):
+class ChatCompletionRequest(GenerationRequest):
     """``POST /v1/chat/completions``."""
 
     messages: list[Message] = Field(min_length=1)
@@ -154,7 +154,7 @@ class ChatCompletionRequest(_Request):
         return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
 
 
-class CompletionRequest(_Request):
+class CompletionRequest(GenerationRequest):
     """``POST /v1/completions``: one prompt, as text or as token ids."""
 
     prompt: str | list[int]
