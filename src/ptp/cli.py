@@ -499,6 +499,84 @@ def _cmd_chat_prompts(args) -> int:
     return 0
 
 
+def _add_serve(sub) -> None:
+    from ptp.serve.config import ServeConfig
+
+    d = ServeConfig()
+    p = sub.add_parser("serve", help="an OpenAI-compatible HTTP server (chat, completions, streaming, batching)")
+    p.add_argument("--model", help="base model directory (default: the shipped model)")
+    p.add_argument("--adapter", help="PTP adapter directory for --model (alone: an adapter that holds its base)")
+    p.add_argument("--host", default=d.host, help=f"address to bind (default: {d.host}, this machine only)")
+    p.add_argument("--port", type=int, default=d.port, help=f"default: {d.port}")
+    p.add_argument("--api-key", help="require 'Authorization: Bearer KEY' on /v1 and /metrics")
+    p.add_argument("--max-batch", type=int, default=d.max_batch, help=f"rows decoded together (default: {d.max_batch})")
+    p.add_argument("--max-queue", type=int, default=d.max_queue, help=f"waiting before 429 (default: {d.max_queue})")
+    p.add_argument("--no-ptp", action="store_true", help="one token per call, no drafter (same text for the same seed)")
+    p.add_argument("--max-tokens", type=int, default=d.max_tokens, help=f"largest max_tokens (default: {d.max_tokens})")
+    p.add_argument("--max-body-bytes", type=int, default=d.max_body_bytes, help=f"default: {d.max_body_bytes}")
+    p.add_argument("--served-model-name", help="model id in the API (default: the model directory's name)")
+    p.add_argument("--auxiliary-budget", type=int, help="auxiliary slots per call (on a CPU fewer are faster)")
+    p.add_argument("--max-draft-length", type=int, help="longest draft group of the engine")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
+
+
+def _cmd_serve(args) -> int:
+    from ptp.serve.config import ServeConfig
+    from ptp.serve.server import serve
+
+    try:
+        config = ServeConfig(
+            model=args.model, adapter=args.adapter, host=args.host, port=args.port, api_key=args.api_key,
+            max_batch=args.max_batch, max_queue=args.max_queue, use_drafter=not args.no_ptp,
+            max_tokens=args.max_tokens, max_body_bytes=args.max_body_bytes, served_model_name=args.served_model_name,
+            device=args.device, auxiliary_budget=args.auxiliary_budget, max_draft_length=args.max_draft_length,
+            threads=args.threads,
+        )  # fmt: skip
+        serve(config)
+    except (ValueError, FileNotFoundError) as error:
+        raise SystemExit(f"ptp serve: {error}") from error
+    return 0
+
+
+def _add_bench_serve(sub) -> None:
+    from ptp.bench.serve_load import LoadConfig
+
+    d = LoadConfig(url="http://127.0.0.1:8000")
+    p = sub.add_parser("bench-serve", help="load-test a running `ptp serve` on this machine (bounded)")
+    p.add_argument("--url", default=d.url, help=f"the server, loopback only (default: {d.url})")
+    p.add_argument("--clients", type=int, default=d.clients, help=f"streaming clients (default: {d.clients})")
+    p.add_argument("--seconds", type=float, default=d.seconds, help=f"seconds of load (default: {d.seconds:g})")
+    p.add_argument("--max-tokens", type=int, default=d.max_tokens, help=f"per request (default: {d.max_tokens})")
+    p.add_argument("--endpoint", choices=("completions", "chat"), default=d.endpoint)
+    p.add_argument("--distinct", type=int, default=d.distinct, help=f"(prompt, seed) pairs (default: {d.distinct})")
+    p.add_argument("--max-requests", type=int, default=d.max_requests, help=f"default: {d.max_requests}")
+    p.add_argument("--temperature", type=float, help="default: the server's (the drafter's sampling)")
+    p.add_argument("--api-key")
+    p.add_argument("--out", help="also write the report to this JSON file")
+
+
+def _cmd_bench_serve(args) -> int:
+    import json
+
+    from ptp.bench.serve_load import LoadConfig, describe, load_test
+
+    try:
+        config = LoadConfig(
+            url=args.url, clients=args.clients, seconds=args.seconds, max_tokens=args.max_tokens,
+            endpoint=args.endpoint, distinct=args.distinct, max_requests=args.max_requests,
+            temperature=args.temperature, api_key=args.api_key,
+        )  # fmt: skip
+        report = load_test(config)
+    except (ValueError, OSError) as error:
+        raise SystemExit(f"ptp bench-serve: {error}") from error
+    print(describe(report))
+    if args.out:
+        Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
+    print(json.dumps(report))
+    return 0 if report["errors"] == 0 and report["seeded_all_identical"] else 1
+
+
 COMMANDS = {
     "generate": (_add_generate, _cmd_generate),
     "prompts": (_add_prompts, _cmd_prompts),
@@ -511,6 +589,8 @@ COMMANDS = {
     "pregenerate": (_add_pregenerate, _cmd_pregenerate),
     "distill": (_add_distill, _cmd_distill),
     "evaluate": (_add_evaluate, _cmd_evaluate),
+    "serve": (_add_serve, _cmd_serve),
+    "bench-serve": (_add_bench_serve, _cmd_bench_serve),
 }
 
 

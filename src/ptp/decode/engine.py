@@ -275,6 +275,7 @@ def generate(
     seed: int | None = None,
     generator: torch.Generator | None = None,
     streamer=None,
+    on_commit=None,
     use_drafter: bool = True,
     auxiliary_budget: int | None = None,
     max_draft_length: int | None = None,
@@ -301,6 +302,10 @@ def generate(
         auxiliaries: float ``[B, max_new_tokens]`` in [0, 1): u of each new token. Default: drawn uniformly on the
             CPU from ``seed`` / ``generator``.
         streamer: an object with ``put(tokens)`` and ``end()`` (e.g. ``transformers.TextStreamer``); batch size 1.
+        on_commit: called on the host after the prefill and after every step with the tokens each row committed in
+            that call (a list of token ids per row, empty for a row that committed none); it returns the rows to stop
+            now (an iterable of row indices; empty or None: none), whose length is then what they have committed.
+            Any batch size; what a server streams through, and how it drops a row whose client went away.
         use_drafter: False runs the same engine as plain autoregressive decoding (one token per call).
         auxiliary_budget: auxiliary slots per call (default: 4 on a CPU, where every slot costs compute; twice the
             window length on a GPU; see :func:`ptp.decode.budget.slot_budget`).
@@ -387,7 +392,7 @@ def generate(
     run = make_run(batch)
     run.reset(model, verifier, u, mask)
     try:
-        new, lengths, accept_lengths, calls = _decode(run, input_ids, mask, streamer, smaller)
+        new, lengths, accept_lengths, calls = _decode(run, input_ids, mask, streamer, smaller, on_commit)
     finally:
         run.model = run.verifier = None
     return GenerationOutput(
@@ -399,12 +404,13 @@ def generate(
     )
 
 
-def _decode(run: _Run, input_ids: torch.Tensor, mask: torch.Tensor, streamer, smaller) -> tuple:
+def _decode(run: _Run, input_ids: torch.Tensor, mask: torch.Tensor, streamer, smaller, on_commit) -> tuple:
     """The loop: a prefill, then steps until every row has stopped. Returns the new tokens ``[B, max_new_tokens]``,
     the new-token counts ``[B]``, the commits of each row's calls and the number of calls.
 
     When at most half of a run's rows are still running, they move to a run of half the batch or less
-    (``smaller(batch)`` makes or finds it), so that finished rows stop costing work.
+    (``smaller(batch)`` makes or finds it), so that finished rows stop costing work; not with ``on_commit``, whose
+    caller manages its rows itself.
     """
     batch = input_ids.shape[0]
     accept_lengths: list[list[int]] = [[1] for _ in range(batch)]
@@ -418,6 +424,9 @@ def _decode(run: _Run, input_ids: torch.Tensor, mask: torch.Tensor, streamer, sm
     if streamer is not None:
         streamer.put(run.new[0, :1].cpu())
     alive = bool(run.running.any())
+    done = [0] * batch  # tokens of each row handed to on_commit
+    if on_commit is not None:
+        alive = _hand_over(run, on_commit, done, [1] * batch) and alive
     while alive:
         run.step()
         calls += 1
@@ -431,7 +440,9 @@ def _decode(run: _Run, input_ids: torch.Tensor, mask: torch.Tensor, streamer, sm
         if streamer is not None and counts[0]:
             streamer.put(run.new[0, streamed : streamed + counts[0]].cpu())
             streamed += counts[0]
-        if alive and sum(running) <= run.batch // 2:
+        if on_commit is not None:
+            alive = _hand_over(run, on_commit, done, counts) and alive
+        if alive and on_commit is None and sum(running) <= run.batch // 2:
             _collect(run, rows, new, lengths)
             size = 1 << (sum(running) - 1).bit_length()  # a power of two, so that few shapes are ever captured
             stopped = [b for b, r in enumerate(running) if not r]
@@ -452,6 +463,22 @@ def _collect(run: _Run, rows: torch.Tensor, new: torch.Tensor, lengths: torch.Te
     """Copy the run's tokens and counts into the output rows ``rows``."""
     new[rows] = run.new[:, : new.shape[1]]
     lengths[rows] = run.committed
+
+
+def _hand_over(run: _Run, on_commit, done: list[int], counts: list[int]) -> bool:
+    """Give each row's newly committed tokens to ``on_commit`` and stop the rows it returns; ``done`` (tokens handed
+    over per row) advances. Returns False when the rows it stopped were the last ones running."""
+    low, high = min(done), max(d + n for d, n in zip(done, counts, strict=True))
+    # A second read from the device in this step, made only for on_commit: the stats hold the counts, not the tokens.
+    window = run.new[:, low:high].tolist()
+    rows = [window[b][d - low : d - low + n] for b, (d, n) in enumerate(zip(done, counts, strict=True))]
+    for b, n in enumerate(counts):
+        done[b] += n
+    stop = sorted(set(on_commit(rows) or ()))
+    if not stop:
+        return True
+    run.running[torch.tensor(stop, device=run.running.device)] = False  # in place: a captured step reads it
+    return bool(run.running.any())
 
 
 def _prefill(run: _Run, prompt: torch.Tensor, mask: torch.Tensor) -> None:

@@ -1,0 +1,53 @@
+"""``ptp serve``: load the model the configuration names and run the app under uvicorn until SIGTERM or SIGINT.
+
+On either signal uvicorn stops accepting connections, lets the requests in flight finish (streams included), and
+then runs the app's shutdown, which stops the scheduler.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from ptp.serve.config import ServeConfig
+
+log = logging.getLogger("ptp.serve")
+
+#: The model id of the shipped model.
+DEFAULT_NAME = "ptp-default"
+
+
+def load(config: ServeConfig):
+    """``(model, tokenizer, model_name)`` for ``config``: the shipped model, a base model with its PTP adapter, an
+    adapter that holds its own base, or (``use_drafter`` off) a plain base model."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from ptp.default_model import load_default
+    from ptp.model.ptp import PTPModel
+
+    if config.model is None and config.adapter is None:
+        model, tokenizer = load_default(device=config.device)
+        return model, tokenizer, config.served_model_name or DEFAULT_NAME
+    if config.adapter is None:  # served plainly: the engine needs a PTPModel, whose drafter then stays unused
+        model = PTPModel(AutoModelForCausalLM.from_pretrained(config.model).to(config.device)).eval()
+    else:
+        model = PTPModel.from_pretrained(config.model, config.adapter, device=config.device)
+    tokenizer = AutoTokenizer.from_pretrained(config.model or config.adapter)
+    return model, tokenizer, config.served_model_name or Path(config.model or config.adapter).resolve().name
+
+
+def serve(config: ServeConfig) -> None:
+    """Load, build the app, and serve until a signal; returns after the drain."""
+    import uvicorn
+
+    from ptp.serve.app import create_app
+
+    if config.threads is not None:
+        import torch
+
+        torch.set_num_threads(config.threads)
+    model, tokenizer, name = load(config)
+    app = create_app(model, tokenizer, config, name)
+    if not config.loopback and config.api_key is None:
+        log.warning("serving on %s without an API key: anyone who can reach it can use it", config.host)
+    uvicorn.run(app, host=config.host, port=config.port, log_level="info", timeout_graceful_shutdown=None)
