@@ -46,7 +46,9 @@ def test_a_packed_document_gets_the_logits_it_gets_alone():
                 if d >= 0:
                     where = rows.document[r] == d
                     alone = model(input_ids=rows.tokens[r][where].unsqueeze(0)).logits[0]
-                    torch.testing.assert_close(packed[r][where], alone, rtol=1e-5, atol=1e-5)
+                    # float32 over differently shaped products rounds differently (1.2e-5 seen on logits of
+                    # magnitude ~0.2 with transformers 5.25); a document that saw another would differ by O(1).
+                    torch.testing.assert_close(packed[r][where], alone, rtol=1e-4, atol=1e-4)
 
 
 def test_document_mask_is_causal_within_documents_and_padding_sees_itself():

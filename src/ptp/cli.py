@@ -129,7 +129,10 @@ def _cmd_demo(args) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    model, tokenizer = load_default()
+    try:
+        model, tokenizer = load_default()
+    except FileNotFoundError as error:
+        raise SystemExit(f"ptp demo: {error}") from error
     results = run_demo(
         model,
         tokenizer,

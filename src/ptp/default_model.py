@@ -171,7 +171,11 @@ def load_default(adapter: str = "adapter", device: str | torch.device = "cpu", d
         raise ValueError(f"adapter must be one of {ADAPTERS}, got {adapter!r}")
     path = adapter_paths()[adapter]
     if not (path / "ptp_config.json").is_file():
-        raise FileNotFoundError(f"the default drafter is not installed under {path}; reinstall ptp-lm")
+        raise FileNotFoundError(
+            f"no {adapter} drafter for the default model is installed under {path}: this version ships the teacher's "
+            "loader but not yet its drafters; build them with recipes/default/build.sh (a GPU), or pass a model and "
+            "an adapter of your own"
+        )
     teacher = teacher_dir()
     tokenizer = AutoTokenizer.from_pretrained(str(teacher))
     model = PTPModel.from_pretrained(str(teacher), path, dtype=dtype, device=device)
