@@ -16,7 +16,8 @@ N = 5
 
 
 def _engine_slot_logits(model, prompt, u):
-    """The engine's prefill call puts one group of N slots after the prompt: capture their logits."""
+    """The engine's prefill call puts one group of N slots after the prompt: capture their logits (the call keeps
+    only the last prompt position's logits and the slots')."""
     captured = []
     hook = model.register_forward_hook(lambda module, inputs, out: captured.append(out))
     try:
@@ -25,7 +26,7 @@ def _engine_slot_logits(model, prompt, u):
         )
     finally:
         hook.remove()
-    return captured[0][:, prompt.shape[1] :], out
+    return captured[0][:, -N:], out
 
 
 @pytest.mark.parametrize("mode", ["one_hot", "categorical", "independent", "one_hot+first_slot_token"])
