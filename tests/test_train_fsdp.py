@@ -44,7 +44,7 @@ distill(quick_config(data, out, **options), base_model=torch.load(base, weights_
 """
 #: Odd evaluation batches (5 rows of 2), so that one process runs a repeated batch; accumulation, dropout, clipping.
 OPTIONS = dict(max_steps=4, eval_interval=2, eval_fraction=0.0, eval_rows=5, lora_dropout=0.1,
-               gradient_accumulation=2, max_grad_norm=0.5)  # fmt: skip
+               gradient_accumulation=2, max_grad_norm=0.5, learning_rate=1e-3)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
