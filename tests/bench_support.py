@@ -58,6 +58,14 @@ def tiny_llama(vocab: int, hidden: int = 32, layers: int = 2, seed: int = 0) -> 
     return LlamaForCausalLM(config).eval()
 
 
+def save_char_model(path: Path) -> Path:
+    """A tiny random Llama and its character tokenizer, saved as a model directory ``path``."""
+    tokenizer = char_tokenizer()
+    tiny_llama(len(tokenizer)).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
     path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
     return path
