@@ -20,10 +20,13 @@ from ptp.bench import plots
 from ptp.bench.timing import environment, median, resolve_dtype, synchronize, timed
 from ptp.compat import cache_argument
 
-#: Llama shapes by name: ``tiny`` for tests, ``1.1b`` (TinyLlama-1.1B), ``7b`` (Llama-2-7B).
+#: Llama shapes by name: ``tiny`` for tests, ``135m`` (SmolLM2-135M, the default teacher), ``1.1b`` (TinyLlama-1.1B),
+#: ``7b`` (Llama-2-7B).
 PRESETS: dict[str, dict] = {
     "tiny": dict(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
                  num_key_value_heads=2, max_position_embeddings=1024),
+    "135m": dict(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
+                 num_attention_heads=9, num_key_value_heads=3, max_position_embeddings=8192),
     "1.1b": dict(vocab_size=32000, hidden_size=2048, intermediate_size=5632, num_hidden_layers=22,
                  num_attention_heads=32, num_key_value_heads=4, max_position_embeddings=2048),
     "7b": dict(vocab_size=32000, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
