@@ -58,6 +58,14 @@ def tiny_llama(vocab: int, hidden: int = 32, layers: int = 2, seed: int = 0) -> 
     return LlamaForCausalLM(config).eval()
 
 
+def save_tiny_model(path: Path) -> Path:
+    """A model directory: a :func:`tiny_llama` with its :func:`char_tokenizer`."""
+    tokenizer = char_tokenizer()
+    tiny_llama(len(tokenizer)).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
     path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
     return path

@@ -12,7 +12,7 @@ import sys
 import pytest
 
 import ptp
-from bench_support import char_tokenizer, tiny_llama
+from bench_support import char_tokenizer, save_tiny_model
 from ptp.cli import main
 from ptp.data import load_dataset
 
@@ -28,11 +28,7 @@ def _distill(model_dir, data_dir, out, *extra):
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("model")
-    tokenizer = char_tokenizer()
-    tiny_llama(len(tokenizer)).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
+    return save_tiny_model(tmp_path_factory.mktemp("model"))
 
 
 @pytest.fixture(scope="module")
