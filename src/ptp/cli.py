@@ -24,10 +24,19 @@ ADAPTERS_SAMPLING = "the adapter's trained configuration"
 
 
 # ------------------------------------------------------------------------------------------- shared options
+def _thread_count(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a count or auto, not {text!r}") from None
+
+
 def _add_threads(p) -> None:
     p.add_argument(
         "--threads",
-        type=lambda text: text if text == "auto" else int(text),
+        type=_thread_count,
         help="CPU threads of torch: a count, or auto (one on a machine of few cores; see ptp.runtime) "
         "(default: torch's choice)",
     )

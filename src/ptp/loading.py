@@ -56,8 +56,8 @@ class Loaded:
 
         if use_drafter and not self.trained:
             raise ValueError(
-                "a model without a PTP adapter has no trained drafter: pass an adapter, or decode plainly "
-                "(use_drafter=False, one token per call)"
+                "a model without a PTP adapter has no trained drafter: pass an adapter, or decode plainly, one "
+                "token per call (use_drafter=False; ptp generate --no-drafter)"
             )
         options.setdefault("eos_token_id", self.tokenizer.eos_token_id)
         return generate(self.model, input_ids, drafter=self.drafter, use_drafter=use_drafter, **options)
