@@ -58,8 +58,8 @@ def tiny_llama(vocab: int, hidden: int = 32, layers: int = 2, seed: int = 0) -> 
     return LlamaForCausalLM(config).eval()
 
 
-def save_char_model(path: Path) -> Path:
-    """A tiny random Llama and its character tokenizer, saved as a model directory ``path``."""
+def save_tiny_model(path: Path) -> Path:
+    """A model directory: a :func:`tiny_llama` with its :func:`char_tokenizer`."""
     tokenizer = char_tokenizer()
     tiny_llama(len(tokenizer)).save_pretrained(path)
     tokenizer.save_pretrained(path)

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from bench_support import save_char_model, write_jsonl
+from bench_support import save_tiny_model, write_jsonl
 from ptp.bench.throughput import ThroughputConfig, describe, run_throughput
 
 
@@ -14,7 +14,7 @@ from ptp.bench.throughput import ThroughputConfig, describe, run_throughput
 def files(tmp_path_factory):
     root = tmp_path_factory.mktemp("throughput")
     prompts = write_jsonl(root / "prompts.jsonl", [{"prompt": f"def f{i}(x):" + " " * i} for i in range(6)])
-    return save_char_model(root / "model"), prompts
+    return save_tiny_model(root / "model"), prompts
 
 
 @pytest.mark.parametrize("random_weights", [False, True])

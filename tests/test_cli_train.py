@@ -12,7 +12,7 @@ import sys
 import pytest
 
 import ptp
-from bench_support import char_tokenizer, save_char_model
+from bench_support import char_tokenizer, save_tiny_model
 from ptp.cli import main
 from ptp.data import load_dataset
 
@@ -28,7 +28,7 @@ def _distill(model_dir, data_dir, out, *extra):
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    return save_char_model(tmp_path_factory.mktemp("model"))
+    return save_tiny_model(tmp_path_factory.mktemp("model"))
 
 
 @pytest.fixture(scope="module")

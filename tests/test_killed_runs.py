@@ -20,7 +20,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from bench_support import save_char_model
+from bench_support import save_tiny_model
 from ptp.data import load_dataset
 from ptp.train.checkpoint import list_checkpoints
 
@@ -76,7 +76,7 @@ def _assert_same_tensors(got: dict, expected: dict) -> None:
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    return save_char_model(tmp_path_factory.mktemp("model"))
+    return save_tiny_model(tmp_path_factory.mktemp("model"))
 
 
 @pytest.fixture(scope="module")

@@ -96,3 +96,21 @@ def test_generate_runs_with_the_threads_it_is_given_and_the_same_output():
     assert torch.equal(plain.sequences, threaded.sequences)
     with pytest.raises(ValueError, match="threads must be"):
         model.generate(ids, threads=0, **options)
+
+
+def test_resolve_device_takes_auto_and_refuses_cuda_without_a_gpu():
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert runtime.resolve_device("auto").type == expected and runtime.resolve_device(None).type == expected
+    assert runtime.resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(ValueError, match="unknown device 'tpu9'"):
+        runtime.resolve_device("tpu9")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="torch sees no CUDA GPU"):
+            runtime.resolve_device("cuda")
+
+
+def test_resolve_dtype_reads_names_and_auto():
+    assert runtime.resolve_dtype("bf16") is torch.bfloat16 and runtime.resolve_dtype(torch.float16) is torch.float16
+    assert runtime.resolve_dtype("auto", "cpu") is torch.float32
+    with pytest.raises(ValueError, match="unknown dtype 'int3'"):
+        runtime.resolve_dtype("int3")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -358,3 +359,48 @@ def test_fast_top_k_top_p_equal_the_full_sort_definition(top_k, top_p):
         fast, slow = probabilities(logits, config), _probabilities_by_full_sorts(logits, config)
         assert torch.equal(fast > 0, slow > 0)
         torch.testing.assert_close(fast, slow, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("greedy", SamplingConfig.greedy()),
+        ("0.7,50,0.95", SamplingConfig(temperature=0.7, top_k=50, top_p=0.95)),
+        ("1,0,1", SamplingConfig()),
+        (" 0.5, -, - ", SamplingConfig(temperature=0.5)),
+    ],
+)
+def test_parse_reads_the_compact_spelling_with_0_and_1_as_off(text, expected):
+    assert SamplingConfig.parse(text) == expected
+    assert SamplingConfig.parse(text, order="probability").order == "probability"
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("0.7,5.5,0.9", "top_k must be a whole number, got '5.5'"),
+        ("x,5,0.9", "temperature must be a number"),
+        ("0.7,5,1.5", "top_p must be in"),
+        ("0.7,-3,0.5", "top_k must be an integer >= 1, or 0"),
+        ("0.7,50", "'greedy' or 'T,k,p'"),
+    ],
+)
+def test_parse_names_the_bad_value(text, message):
+    with pytest.raises(ValueError, match=message):
+        SamplingConfig.parse(text)
+
+
+def test_from_values_overrides_the_default_as_a_generation_config_would():
+    trained = SamplingConfig(temperature=0.7, top_k=50, top_p=0.95, order="probability")
+    assert SamplingConfig.from_values(default=trained) is trained and SamplingConfig.from_values() is None
+    assert SamplingConfig.from_values(temperature=1.0, default=trained) == replace(trained, temperature=1.0)
+    assert SamplingConfig.from_values(top_k=0, top_p=1, default=trained) == replace(trained, top_k=None, top_p=None)
+    assert SamplingConfig.from_values(do_sample=False, default=trained) == replace(SamplingConfig.greedy(),
+                                                                                   order="probability")  # fmt: skip
+    assert not SamplingConfig.from_values(temperature=0, default=trained).do_sample  # 0: greedy, as in the OpenAI API
+    greedy = SamplingConfig.greedy()
+    assert SamplingConfig.from_values(top_p=0.5, default=greedy) == greedy  # top_p alone keeps a greedy default
+    assert SamplingConfig.from_values(temperature=0.5, default=greedy) == SamplingConfig(temperature=0.5)
+    assert SamplingConfig.from_values(top_k=5) == SamplingConfig(top_k=5)  # no default: plain sampling
+    with pytest.raises(ValueError, match="top_p must be in"):
+        SamplingConfig.from_values(top_p=1.5, default=trained)

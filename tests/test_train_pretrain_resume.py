@@ -88,9 +88,9 @@ def test_resuming_with_a_changed_config_is_refused_with_the_fields_named(corpus,
     with pytest.raises(KeyboardInterrupt):
         main(flags)
     monkeypatch.undo()
-    with pytest.raises(ValueError, match="cannot resume: .* learning_rate: 0.003 -> 0.01"):
+    with pytest.raises(SystemExit, match="ptp train: cannot resume: .* learning_rate: 0.003 -> 0.01"):
         main([*flags, "--resume", "--learning-rate", "0.01"])
-    with pytest.raises(ValueError, match="already holds checkpoints"):
+    with pytest.raises(SystemExit, match="ptp train: .*already holds checkpoints"):
         main(flags)
     assert main([*flags, "--resume", "--keep-checkpoints", "1"]) == 0  # how often and how many may change
     assert [p.name for p in list_checkpoints(tmp_path / "model.run")] == ["step-0000004"]

@@ -83,3 +83,34 @@ def cpu_threads(threads: int | str | None, model: nn.Module | None = None) -> It
         yield
     finally:
         torch.set_num_threads(previous)
+
+
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    """``auto`` (or None): CUDA when torch sees a GPU, else the CPU; otherwise ``device`` itself, checked: asking for
+    CUDA without a GPU is a ValueError."""
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError as error:
+        raise ValueError(f"unknown device {device!r}: use auto, cpu, cuda or cuda:N ({error})") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} was asked for but torch sees no CUDA GPU; use cpu (or auto)")
+    return resolved
+
+
+#: The dtypes a model may be loaded in, by name (and the short names ``fp32``, ``bf16``, ``fp16``).
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_dtype(dtype: str | torch.dtype, device: str | torch.device = "cpu") -> torch.dtype:
+    """A ``torch.dtype``, or its name: ``float32``, ``bfloat16``, ``float16``, or ``auto`` (bfloat16 on CUDA, float32
+    elsewhere; exactness against the reference sampler is guaranteed in float32)."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    name = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}.get(dtype, dtype)
+    if name == "auto":
+        return torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
+    if name not in DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}; choose auto, float32, bfloat16 or float16")
+    return DTYPES[name]

@@ -69,6 +69,65 @@ class SamplingConfig:
     def greedy(cls) -> SamplingConfig:
         return cls(do_sample=False)
 
+    @classmethod
+    def parse(cls, text: str, order: str = "vocabulary") -> SamplingConfig:
+        """The compact spelling of the command line: ``greedy``, or ``T,k,p`` (temperature, top_k, top_p), where as
+        in ``transformers`` top_k 0 and top_p 1 mean off (``-`` is taken for either too); e.g. ``0.7,50,0.95`` or
+        ``1,0,1`` (plain sampling). The bins are in ``order``."""
+        text = text.strip()
+        if text == "greedy":
+            return cls(do_sample=False, order=order)
+        parts = [part.strip() for part in text.split(",")]
+        if len(parts) != 3:
+            raise ValueError(f"sampling must be 'greedy' or 'T,k,p' (e.g. 0.7,50,0.95; top_k 0 and top_p 1: off), "
+                             f"got {text!r}")  # fmt: skip
+        temperature = _number(parts[0], float, "temperature", text)
+        top_k = None if parts[1] == "-" else _number(parts[1], int, "top_k", text)
+        top_p = None if parts[2] == "-" else _number(parts[2], float, "top_p", text)
+        return cls(temperature=temperature, top_k=top_k, top_p=top_p, order=order)
+
+    @classmethod
+    def from_values(
+        cls,
+        *,
+        temperature: float | None = None,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        do_sample: bool | None = None,
+        default: SamplingConfig | None = None,
+    ) -> SamplingConfig | None:
+        """The configuration that user-facing values describe, as a ``transformers`` generation config reads them:
+        the values given override ``default`` (e.g. the configuration an adapter was trained for), the others keep
+        its values. Used wherever S comes from a person: the command line, the server's requests, pregeneration.
+
+        Args:
+            temperature: > 0; 0 means greedy (as in the OpenAI API). Given alone it also switches a greedy default
+                to sampling.
+            top_k: 0 (as in ``transformers``) or None: off. top_p: in (0, 1]; 1: off.
+            do_sample: False: greedy; None: sampling if ``default`` samples or a temperature is given.
+            default: the configuration the values modify (None: plain sampling, temperature 1, no top-k or top-p);
+                the result's bins are in its order.
+        Returns:
+            ``default`` itself when no value is given (None stays None), else the new configuration.
+        """
+        if temperature is None and top_k is None and top_p is None and do_sample is None:
+            return default
+        base = default if default is not None else cls()
+        if temperature == 0:
+            if do_sample:
+                raise ValueError("temperature 0 means greedy decoding; it cannot be combined with do_sample=True")
+            do_sample = False
+        sample = do_sample if do_sample is not None else (temperature is not None or base.do_sample)
+        if not sample:
+            return cls(do_sample=False, order=base.order)
+        inherited = base if base.do_sample else cls()  # a greedy default has no values worth keeping
+        return cls(
+            temperature=inherited.temperature if temperature is None else temperature,
+            top_k=inherited.top_k if top_k is None else top_k,
+            top_p=inherited.top_p if top_p is None else top_p,
+            order=base.order,
+        )
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -92,6 +151,15 @@ class SamplingConfig:
 
 def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _number(text: str, kind: type, name: str, whole: str):
+    """``text`` as an int or a float, or a ValueError naming the field."""
+    try:
+        return kind(text)
+    except ValueError:
+        what = "a whole number" if kind is int else "a number"
+        raise ValueError(f"{name} must be {what}, got {text!r} in {whole!r}") from None
 
 
 def probabilities(logits: torch.Tensor, config: SamplingConfig) -> torch.Tensor:

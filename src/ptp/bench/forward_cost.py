@@ -17,8 +17,9 @@ import torch
 from transformers import AutoModelForCausalLM, DynamicCache, LlamaConfig
 
 from ptp.bench import plots
-from ptp.bench.timing import environment, median, resolve_dtype, synchronize, timed
+from ptp.bench.timing import environment, median, synchronize, timed
 from ptp.compat import cache_argument
+from ptp.runtime import resolve_device, resolve_dtype
 
 #: Llama shapes by name: ``tiny`` for tests, ``135m`` (SmolLM2-135M, the default teacher), ``1.1b`` (TinyLlama-1.1B),
 #: ``7b`` (Llama-2-7B).
@@ -94,7 +95,7 @@ def forward_cost(
     (``bool_mask_ms``), ``causal_ms`` relative to the first count (``causal_relative``), and on CUDA the GPU kernel
     time of each (``causal_kernel_ms``, ``bool_mask_kernel_ms``; wall time minus these is host overhead).
     """
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, device)
     if repeats < 1 or warmup < 0 or context < 1 or not new_tokens or min(new_tokens) < 1:
         raise ValueError("need repeats >= 1, warmup >= 0, context >= 1 and new token counts >= 1")

@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import json
 from contextlib import ExitStack
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-import torch
 from tqdm.auto import tqdm
 
 from ptp.bench import plots
@@ -30,8 +29,9 @@ from ptp.bench.methods import (
 )
 from ptp.bench.prompts import Question, load_questions, render_turn
 from ptp.bench.report import QuestionRecord, TurnRecord, answer_line, markdown, record_from_answer, summarize
-from ptp.bench.timing import environment, median, resolve_dtype, timed
+from ptp.bench.timing import environment, median, timed
 from ptp.decode.inputs import context_length
+from ptp.runtime import resolve_device, resolve_dtype
 from ptp.sampling import SamplingConfig
 
 #: The settings of the run that wrote ``out`` (a resumed run must match them).
@@ -67,16 +67,19 @@ class BenchConfig:
     """Run at most this many questions (after the category filter), spread evenly over the file."""
     max_new_tokens: int = 256
     """New tokens per turn at most."""
-    sampling: SamplingConfig | None = None
-    """The sampling configuration; None: the PTP adapter's training configuration, or greedy without adapters. The
-    order of its bins is the adapters' in any case."""
+    sampling: SamplingConfig | dict | None = None
+    """The sampling configuration; None: the PTP adapter's training configuration, or greedy without adapters; a dict
+    of some of ``temperature``, ``top_k``, ``top_p``, ``do_sample``: those values in place of that configuration's
+    (:meth:`ptp.SamplingConfig.from_values`). The order of its bins is the adapters' in any case."""
     repeats: int = 3
     """Timed generations per turn; the median counts."""
     warmup: int = 1
     """Untimed generations (of the first question's first turn) per method before its timing starts."""
     seed: int = 0
     """Base seed of the per-turn seeds."""
-    device: str = field(default_factory=lambda: "cuda" if torch.cuda.is_available() else "cpu")
+    device: str = "auto"
+    """``cpu``, ``cuda`` (or ``cuda:N``); ``auto``: CUDA when available (the resolved device is what the run
+    records)."""
     dtype: str = "auto"
     """``auto`` (bfloat16 on CUDA, float32 on the CPU), ``float32``, ``bfloat16`` or ``float16``."""
     auxiliary_budget: int | None = None
@@ -96,6 +99,9 @@ class BenchConfig:
     resume: bool = False
     """Keep the answers that an earlier run with the same settings left in ``out`` and run only the questions they
     lack (a killed run loses at most the question in progress); without it, ``out``'s answers are replaced."""
+
+    def __post_init__(self) -> None:
+        self.device = str(resolve_device(self.device))
 
 
 @dataclass
@@ -139,10 +145,13 @@ def prepare(config: BenchConfig) -> _Prepared:
         methods, config.model, config.adapter, config.independent_adapter, config.draft_model, config.device, dtype,
         config.drafter_adapter, config.drafter_model,
     )  # fmt: skip
-    sampling = config.sampling
     trained = models.engines.get("ptp") or models.engines.get("independent") or models.drafter
+    default = trained.config.sampling if trained is not None else SamplingConfig.greedy()
+    sampling = config.sampling
+    if isinstance(sampling, dict):
+        sampling = SamplingConfig.from_values(**sampling, default=default)
     if sampling is None:
-        sampling = trained.config.sampling if trained is not None else SamplingConfig.greedy()
+        sampling = default
     elif trained is not None:  # u picks tokens in the order of the bins that the drafters learned
         sampling = replace(sampling, order=trained.config.sampling.order)
     _check_lengths(models, questions, config)

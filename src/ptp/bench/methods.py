@@ -25,6 +25,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, PreTrainedModel
 
 from ptp.decode.engine import generate
+from ptp.loading import load_model
 from ptp.model.config import PTPConfig
 from ptp.model.ptp import PTPModel
 from ptp.sampling import SamplingConfig
@@ -304,9 +305,10 @@ def load_models(
 ) -> BenchModels:
     """Load the tokenizer, the models the methods need, and check the draft model's vocabulary.
 
-    Each adapter wraps its own copy of the base model (installing an adapter modifies the model in place); the
-    ``transformers`` methods get an unwrapped copy so that they pay no adapter overhead. ``drafter_model`` is the
-    separate drafter's base (None: the adapter holds its own).
+    Each adapter wraps its own copy of the base model (installing an adapter modifies the model in place), loaded by
+    :func:`ptp.loading.load_model` as ``ptp.load`` loads it; the ``transformers`` methods get an unwrapped copy so
+    that they pay no adapter overhead. ``drafter_model`` is the separate drafter's base (None: the adapter holds its
+    own).
     """
     check_inputs(methods, model, adapter, independent_adapter, draft_model, drafter_adapter)
     tokenizer = AutoTokenizer.from_pretrained(model)
@@ -323,21 +325,23 @@ def load_models(
     def load(path: str) -> PreTrainedModel:
         return AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()
 
+    def engine(adapter_path: str | None) -> PTPModel:
+        return load_model(model, adapter_path, device=device, dtype=dtype)
+
     engines: dict[str, PTPModel] = {}
     if "ptp" in methods:
-        engines["ptp"] = PTPModel.from_pretrained(load(model), adapter)
+        engines["ptp"] = engine(adapter)
     if "independent" in methods:
-        engines["independent"] = PTPModel.from_pretrained(load(model), independent_adapter)
+        engines["independent"] = engine(independent_adapter)
     if "ar" in methods:
         # ar never runs the adapter (the teacher's positions have it switched off), so any wrapper serves.
         shared = engines.get("ptp") or engines.get("independent")
-        engines["ar"] = shared if shared is not None else PTPModel(load(model)).eval()
+        engines["ar"] = shared if shared is not None else engine(None)
     drafter = None
     if "drafter" in methods:
-        own = load(drafter_model) if drafter_model is not None else None
-        drafter = PTPModel.from_pretrained(own, drafter_adapter, dtype=dtype, device=device)
+        drafter = load_model(drafter_model, drafter_adapter, device=device, dtype=dtype)
         shared = engines.get("ar") or engines.get("ptp") or engines.get("independent")
-        engines["drafter"] = shared if shared is not None else PTPModel(load(model)).eval()
+        engines["drafter"] = shared if shared is not None else engine(None)
     base = load(model) if any(m in methods for m in ("hf", "hf-assisted", "pld")) else None
     draft = None
     if "hf-assisted" in methods:

@@ -53,6 +53,7 @@ class LoadConfig:
     temperature: float | None = None
     """None: the server's default (the drafter's sampling configuration)."""
     api_key: str | None = None
+    """The server's API key, sent as ``Authorization: Bearer <api_key>``."""
     timeout: float = 300.0
     """Seconds a single request may take."""
     prompts: tuple[str, ...] = field(default=PROMPTS)

@@ -40,18 +40,6 @@ def median(values: list[float]) -> float:
     return float(statistics.median(values))
 
 
-def resolve_dtype(name: str, device: torch.device | str) -> torch.dtype:
-    """``auto`` (bfloat16 on CUDA, float32 elsewhere), ``float32``, ``bfloat16`` or ``float16``."""
-    names = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-    aliases = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
-    name = aliases.get(name, name)
-    if name == "auto":
-        return torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
-    if name not in names:
-        raise ValueError(f"unknown dtype {name!r}; choose auto, float32, bfloat16 or float16")
-    return names[name]
-
-
 def environment(device: torch.device | str) -> dict:
     """The device and software versions a measurement ran on (written into every report)."""
     import transformers

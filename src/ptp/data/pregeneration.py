@@ -34,6 +34,7 @@ from ptp.data.dataset import (
 )
 from ptp.decode.engine import generate
 from ptp.decode.inputs import context_length
+from ptp.runtime import resolve_device, resolve_dtype
 from ptp.sampling import SamplingConfig
 
 
@@ -153,7 +154,7 @@ def pregenerate_from_paths(
     split: str = "line",
     raw: bool = False,
     device: str | None = None,
-    dtype: torch.dtype = torch.float32,
+    dtype: torch.dtype | str = torch.float32,
     progress: bool = True,
 ) -> Path:
     """What ``ptp pregenerate`` does: load the teacher and the tokenizer, read and encode the prompts, sample.
@@ -165,6 +166,7 @@ def pregenerate_from_paths(
 
     from ptp.data.prompts import encode_prompts, load_tokenizer, read_prompts
 
+    device = resolve_device(device)  # "auto" or None: CUDA when available
     records = read_prompts(prompts, split=split)
     needs_tokenizer = any(p.input_ids is None for p in records)
     loaded = load_tokenizer(tokenizer or model, required=needs_tokenizer or tokenizer is not None)
@@ -172,10 +174,9 @@ def pregenerate_from_paths(
         eos = [] if loaded is None or loaded.eos_token_id is None else [loaded.eos_token_id]
         return write_text_dataset([ids + eos for ids in encode_prompts(records, loaded)], out, tokenizer=loaded)
     try:
-        teacher = AutoModelForCausalLM.from_pretrained(model, dtype=dtype)
+        teacher = AutoModelForCausalLM.from_pretrained(model, dtype=resolve_dtype(dtype, device))
     except OSError as error:
         raise ValueError(f"cannot load the model {model!r}: {error}") from error
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     teacher = teacher.to(device).eval()
     encoded = encode_prompts(records, loaded, vocab_size=teacher.get_output_embeddings().weight.shape[0])
     return pregenerate(teacher, encoded, out, config, tokenizer=loaded, progress=progress)

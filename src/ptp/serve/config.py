@@ -36,8 +36,8 @@ class ServeConfig:
     served_model_name: str | None = None
     """The model id of ``/v1/models`` and of responses; None: the model directory's name (``ptp-default`` for the
     shipped model)."""
-    device: str = "cpu"
-    """Torch device of the model."""
+    device: str = "auto"
+    """Torch device of the model: ``cpu``, ``cuda``, or ``auto`` (CUDA when available)."""
     threads: int | None = None
     """CPU threads of torch (None: torch's choice). On a small CPU shared with other work, 1 avoids OpenMP spinning."""
     auxiliary_budget: int | None = None

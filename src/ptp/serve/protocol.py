@@ -124,16 +124,11 @@ class GenerationRequest(BaseModel):
         return self.max_tokens
 
     def sampling(self, default: SamplingConfig) -> SamplingConfig:
-        """The configuration asked for; a field left out takes ``default``'s value; bins in ``default``'s order."""
-        temperature = self.temperature
-        if temperature is None:
-            temperature = default.temperature if default.do_sample else 0.0
-        if temperature == 0:
-            return SamplingConfig(do_sample=False, order=default.order)
-        top_k = default.top_k if self.top_k is None else self.top_k or None
-        top_p = default.top_p if self.top_p is None else self.top_p
-        return SamplingConfig(temperature=temperature, top_k=top_k, top_p=None if top_p == 1 else top_p,
-                              order=default.order)  # fmt: skip
+        """The configuration asked for; a field left out takes ``default``'s value; bins in ``default``'s order
+        (:meth:`ptp.SamplingConfig.from_values`; temperature 0 is greedy)."""
+        return SamplingConfig.from_values(
+            temperature=self.temperature, top_k=self.top_k, top_p=self.top_p, default=default
+        )
 
 
 class ChatCompletionRequest(GenerationRequest):

@@ -18,22 +18,15 @@ DEFAULT_NAME = "ptp-default"
 
 
 def load(config: ServeConfig):
-    """``(model, tokenizer, model_name)`` for ``config``: the shipped model, a base model with its PTP adapter, an
-    adapter that holds its own base, or (``use_drafter`` off) a plain base model."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    """``(model, tokenizer, model_name)`` for ``config``, loaded by :func:`ptp.load`: the shipped model, a base model
+    with its PTP adapter, an adapter that holds its own base, or (``use_drafter`` off) a plain base model."""
+    from ptp.loading import load as load_models
 
-    from ptp.default_model import load_default
-    from ptp.model.ptp import PTPModel
-
+    loaded = load_models(config.model, config.adapter, device=config.device)
     if config.model is None and config.adapter is None:
-        model, tokenizer = load_default(device=config.device)
-        return model, tokenizer, config.served_model_name or DEFAULT_NAME
-    if config.adapter is None:  # served plainly: the engine needs a PTPModel, whose drafter then stays unused
-        model = PTPModel(AutoModelForCausalLM.from_pretrained(config.model).to(config.device)).eval()
-    else:
-        model = PTPModel.from_pretrained(config.model, config.adapter, device=config.device)
-    tokenizer = AutoTokenizer.from_pretrained(config.model or config.adapter)
-    return model, tokenizer, config.served_model_name or Path(config.model or config.adapter).resolve().name
+        return loaded.model, loaded.tokenizer, config.served_model_name or DEFAULT_NAME
+    name = config.served_model_name or Path(config.model or config.adapter).resolve().name
+    return loaded.model, loaded.tokenizer, name
 
 
 def serve(config: ServeConfig) -> None:

@@ -9,6 +9,7 @@ packing) and runs the same :func:`evaluate`: with distill's settings it reproduc
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from pathlib import Path
@@ -21,6 +22,7 @@ from ptp.data.prompts import load_tokenizer
 from ptp.model.config import CONFIG_NAME, PTPConfig
 from ptp.model.ptp import BASE_DIRECTORY, PTPModel, check_drafter
 from ptp.sampling import SamplingConfig
+from ptp.train.checkpoint import default_run_dir
 from ptp.train.config import DistillConfig, objective
 from ptp.train.losses import accumulate, batch_metrics, summarize, window_loss, window_metrics
 from ptp.train.runtime import (
@@ -201,6 +203,32 @@ def evaluate_adapter(
     if write_histogram:
         store_histogram(adapter, evaluation["histogram"])
     return {**evaluation, "adapter": str(adapter), "data": str(dataset.path), "split": split, "rows": len(chosen)}
+
+
+#: The settings of a distillation run that :func:`evaluate_adapter` takes, by its argument name (and the run's
+#: DistillConfig field where it differs).
+RUN_SETTINGS = {"rows": "eval_rows", "windows_per_row": None, "eval_fraction": None, "row_length": None,
+                "batch_size": None, "loss": None, "seed": None, "position_decay": None}  # fmt: skip
+
+
+def run_settings(adapter: str | os.PathLike, run_config: str | os.PathLike | None = None) -> tuple[Path | None, dict]:
+    """The evaluation settings of the distillation run that wrote ``adapter``, so that :func:`evaluate_adapter` with
+    them reproduces the run's final evaluation.
+
+    Args:
+        run_config: the run's ``config.json`` (default: ``<adapter>.run/config.json``, when it exists; a given path
+            must exist).
+    Returns:
+        ``(path, settings)``: the file read (None if none) and the :func:`evaluate_adapter` arguments it sets.
+    """
+    path = Path(run_config) if run_config is not None else default_run_dir(str(adapter), None) / "config.json"
+    if not path.is_file():
+        if run_config is not None:
+            raise FileNotFoundError(f"no run configuration at {path}")
+        return None, {}
+    run = json.loads(path.read_text())["config"]  # distill's resolved DistillConfig
+    settings = {k: run[field or k] for k, field in RUN_SETTINGS.items() if run.get(field or k) is not None}
+    return path, settings
 
 
 def _load_drafter(model, adapter: Path, config: PTPConfig, drafter_model, device: torch.device, bf16: bool):

@@ -60,29 +60,41 @@ class PretrainConfig:
     architecture: str = "llama"
     """Model family of a fresh model: llama, qwen2, mistral or gpt2."""
     hidden_size: int = 384
+    """Width of a fresh model."""
     num_layers: int = 6
+    """Decoder layers of a fresh model."""
     num_heads: int = 6
+    """Attention heads of a fresh model."""
     num_kv_heads: int = 2
+    """Key/value heads of a fresh model (grouped-query attention)."""
     intermediate_size: int = 1024
+    """Width of the MLP of a fresh model."""
     context: int = 1024
     """max_position_embeddings of a fresh model."""
     row_length: int = 512
     """Tokens per training row; text is cut into chunks of this length."""
     batch_size: int = 32
+    """Rows per step and process."""
     steps: int = 1000
+    """Optimizer steps."""
     max_time: float | None = None
     """Stop after this many seconds of training (then evaluate and save as after the last step); None: no limit."""
     learning_rate: float = 3e-3
+    """Peak AdamW learning rate (linear warm-up, then cosine decay)."""
     warmup_steps: int = 100
+    """Linear warm-up steps."""
     weight_decay: float = 0.1
+    """AdamW weight decay."""
     held_out_fraction: float = 0.05
     """Of the text (by module for ``stdlib``, by file otherwise) kept out of training for the held-out loss."""
     seed: int = 0
+    """Seed of the initialisation and of the training order."""
     precision: str = "auto"
     """``float32`` or ``bf16`` (autocast; CUDA); ``auto``: bf16 on CUDA, else float32."""
     device: str | None = None
     """``cpu`` or ``cuda``; None: CUDA when available."""
     progress: bool = True
+    """Show a progress bar (main process only)."""
     window_length: int = DrafterSettings.window_length
     """``ptp``: the drafter setting (:class:`ptp.model.config.DrafterSettings`): the tokens the model samples per
     call."""
