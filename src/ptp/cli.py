@@ -419,6 +419,52 @@ def _cmd_train(args) -> int:
     return 0
 
 
+def _add_experiment(sub) -> None:
+    from ptp.science import EXPERIMENTS, ExperimentConfig
+
+    p = sub.add_parser("experiment", help="one claim of the paper as an experiment (SCIENCE.md); resumable")
+    p.add_argument("name", choices=sorted(EXPERIMENTS))
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a DistillConfig (teacher_free: PretrainConfig) field for every variant")  # fmt: skip
+    lists = ("seeds", "variants", "drafter_sizes")
+    for name, field in ExperimentConfig.__dataclass_fields__.items():
+        flag, kind = "--" + name.replace("_", "-"), str(field.type).removesuffix(" | None")
+        if name in lists:
+            p.add_argument(flag, dest=name, help=f"comma-separated (default: {field.default})")
+        elif name not in ("progress", "overrides"):
+            default = None if name == "out" else field.default
+            p.add_argument(flag, dest=name, type={"int": int, "float": float}.get(kind, str), required=name == "out",
+                           help=f"default: {default}")  # fmt: skip
+    p.add_argument("--no-progress", action="store_true")
+
+
+def _cmd_experiment(args) -> int:
+    import json
+
+    from ptp.science import EXPERIMENTS, ExperimentConfig, run_experiment
+    from ptp.train import DistillConfig
+    from ptp.train.config import parse_overrides
+    from ptp.train.pretrain import PretrainConfig
+
+    values = {}
+    for name in ExperimentConfig.__dataclass_fields__:
+        value = getattr(args, name, None)
+        if value is not None:
+            values[name] = value
+    try:
+        for name, parse in (("seeds", int), ("variants", str), ("drafter_sizes", str)):
+            if name in values:
+                values[name] = tuple(parse(item) for item in values[name].split(",") if item.strip())
+        kind = PretrainConfig if EXPERIMENTS[args.name].kind == "train" else DistillConfig
+        config = ExperimentConfig(**values, overrides=parse_overrides(args.set, kind), progress=not args.no_progress)
+        results = run_experiment(args.name, config)
+    except (ValueError, FileNotFoundError) as error:
+        raise SystemExit(f"ptp experiment: {error}") from error
+    print(Path(results["files"]["markdown"]).read_text(encoding="utf-8"))
+    print(json.dumps({k: results[k] for k in ("experiment", "complete", "failures", "files")}))
+    return 1 if results["failures"] else 0
+
+
 def _add_prompts(sub) -> None:
     p = sub.add_parser("prompts", help="write JSONL prompts cut at random line boundaries of a text corpus")
     p.add_argument("--data", default="stdlib", help="the corpus as `ptp train --data` reads it (default: stdlib)")
@@ -592,6 +638,7 @@ COMMANDS = {
     "pregenerate": (_add_pregenerate, _cmd_pregenerate),
     "distill": (_add_distill, _cmd_distill),
     "evaluate": (_add_evaluate, _cmd_evaluate),
+    "experiment": (_add_experiment, _cmd_experiment),
     "serve": (_add_serve, _cmd_serve),
     "bench-serve": (_add_bench_serve, _cmd_bench_serve),
 }
