@@ -99,7 +99,8 @@ def test_dependence_compares_the_modes_per_temperature_over_seeds(inputs, tmp_pa
     greedy = results["variants"]["one_hot-T0"]["runs"][0]
     assert greedy["settings"]["sampling"]["do_sample"] is False and greedy["settings"]["allow_foreign_data"]
     assert not results["complete"]  # the temperatures 0.7 and 1.0 were not run
-    assert "| categorical-T1.5 | 2 |" in (tmp_path / "results.md").read_text()
+    report = (tmp_path / "results.md").read_text()
+    assert "| categorical-T1.5 | 2 |" in report and "Fewer seeds than the claim needs" in report
 
 
 @pytest.mark.slow
@@ -139,6 +140,8 @@ def test_teacher_free_trains_ar_and_ptp_from_the_same_model_and_compares_them(in
     assert len(ours["perplexity_by_position"]) == 4 and ours["agreement_with_ar"]["mean"] >= 0
     assert ours["ar_perplexity"]["mean"] == pytest.approx(ar["next_token_perplexity"]["mean"], rel=1e-4)
     assert ours["runs"][0]["settings"]["init_from"] == inputs["model"]
+    with pytest.raises(ValueError, match="run the ar variant first"):
+        run_experiment("teacher_free", _config(inputs, tmp_path / "alone", variants=("ptp",)))
 
 
 @pytest.mark.slow

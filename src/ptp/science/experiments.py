@@ -44,6 +44,8 @@ class Experiment:
     variants: Callable[[ExperimentConfig], list[Variant]]
     x_label: str = ""
     """The plot's horizontal axis when the variants have a position on it."""
+    min_seeds: int = 1
+    """Seeds the claim needs for error bars (``results.md`` says so when a run has fewer)."""
 
 
 def _dependence(config: ExperimentConfig) -> list[Variant]:
@@ -98,6 +100,7 @@ EXPERIMENTS: dict[str, Experiment] = {
             "distill",
             _dependence,
             "temperature",
+            min_seeds=3,
         ),
         Experiment(
             "window",

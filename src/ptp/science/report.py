@@ -77,6 +77,11 @@ def _count(value: int | None) -> str:
     return "-" if value is None else f"{value / 1e6:.2f}M" if value >= 1e5 else str(value)
 
 
+def _table_head(names: list[str]) -> list[str]:
+    """A markdown table's head: the first column left-aligned, the numbers right-aligned."""
+    return ["| " + " | ".join(names) + " |", "|---|" + "---:|" * (len(names) - 1)]
+
+
 def markdown(results: dict) -> str:
     """``results.md``: the claim, the settings, one row per variant, and the failures if any."""
     config, kind = results["config"], results["kind"]
@@ -90,13 +95,12 @@ def markdown(results: dict) -> str:
         f"- complete: {'yes' if results['complete'] else 'no (rerun the same command to continue)'}",
         "",
     ]
+    if len(config["seeds"]) < results["min_seeds"]:
+        lines += [f"Fewer seeds than the claim needs for its error bars ({results['min_seeds']}).", ""]
     variants = results["variants"]
     if kind == "train":
-        lines += [
-            "| variant | seeds | next-token perplexity | slot perplexity | ar model's perplexity | agreement with ar "
-            "sampling (leading tokens) |",
-            "|---|---:|---:|---:|---:|---:|",
-        ]
+        lines += _table_head(["variant", "seeds", "next-token perplexity", "slot perplexity", "ar model's perplexity",
+                              "agreement with ar sampling (leading tokens)"])  # fmt: skip
         for name, v in variants.items():
             n = len(v["seeds"])
             lines.append(
@@ -108,19 +112,22 @@ def markdown(results: dict) -> str:
             if v.get("perplexity_by_position"):
                 lines.append(f"- {name}: " + ", ".join(_cell(p) for p in v["perplexity_by_position"]))
     else:
-        categories = sorted({c for v in variants.values() for c in v.get("categories", {})})
         head = ["variant", "seeds", "correct prefix", "window tokens/call", "Spec-Bench tokens/call",
-                *categories, "call cost (x ar)", "trained params", "drafting params", "matches ar"]  # fmt: skip
-        lines += ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 2) + "---|"]
+                "call cost (x ar)", "trained params", "drafting params", "matches ar"]  # fmt: skip
+        lines += _table_head(head)
         for name, v in variants.items():
             if not v["seeds"]:
                 lines.append(f"| {name} | 0 |" + " - |" * (len(head) - 2))
                 continue
             cells = [name, str(len(v["seeds"])), _cell(v["correct_prefix"]), _cell(v["window_tokens_per_call"]),
-                     _cell(v["tokens_per_call"]), *(_cell(v["categories"].get(c)) for c in categories),
-                     _cell(v["call_cost"]), _count(v["trained_parameters"]), _count(v["drafting_parameters"]),
-                     "yes" if v["matches_ar"] else "NO"]  # fmt: skip
+                     _cell(v["tokens_per_call"]), _cell(v["call_cost"]), _count(v["trained_parameters"]),
+                     _count(v["drafting_parameters"]), "yes" if v["matches_ar"] else "NO"]  # fmt: skip
             lines.append("| " + " | ".join(cells) + " |")
+        categories = sorted({c for v in variants.values() for c in v.get("categories", {})})
+        lines += ["", "Spec-Bench tokens per call by category:", "", *_table_head(["variant", *categories])]
+        for name, v in variants.items():
+            if v["seeds"]:
+                lines.append(f"| {name} | " + " | ".join(_cell(v["categories"].get(c)) for c in categories) + " |")
         lines += ["", "Accuracy per slot (held-out windows):", ""]
         for name, v in variants.items():
             if v.get("accuracy"):

@@ -78,6 +78,7 @@ def write_results(name: str, config: ExperimentConfig, teacher: str) -> dict:
         "experiment": name,
         "claim": spec.claim,
         "kind": spec.kind,
+        "min_seeds": spec.min_seeds,
         "teacher": teacher,
         "config": config.to_dict(),
         "complete": all(len(v["seeds"]) == len(config.seeds) for v in table.values()),

@@ -54,13 +54,14 @@ def run_variant(config: ExperimentConfig, variant: Variant, seed: int, teacher: 
         if result["settings"] != record:
             raise ValueError(f"{root} holds a run with other settings; use another out directory")
         return result
-    if run.compare_to is not None and not (Path(run.compare_to) / SUMMARY).is_file():
-        return None  # its ar run did not finish (run the ar variant of this seed first)
     summary = _summary(out)
     if summary is None or summary["steps"] < run.steps:
         left = None if deadline is None else deadline - time.monotonic()
         if left is not None and left <= 0:
             return None
+        if run.compare_to is not None and not (Path(run.compare_to).parent / RESULT).is_file():
+            raise ValueError(f"the ptp run of seed {seed} compares itself with the ar run of that seed: run the ar "
+                             "variant first (it is not finished)")  # fmt: skip
         summary = pretrain(replace(run, resume=bool(list_checkpoints(run.run_path())), max_time=left))
         if summary["steps"] < run.steps:
             return None
