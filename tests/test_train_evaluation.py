@@ -77,6 +77,15 @@ def test_separate_drafters_are_evaluated_against_their_teacher(data, tmp_path):
         evaluate_adapter(None, own.adapter, data, **SETTINGS)
 
 
+def test_a_drafter_distilled_under_another_sampling_is_evaluated_in_its_own_bins(data, tmp_path):
+    config = quick_config(data, tmp_path / "hot", sampling={"temperature": 1.5}, allow_foreign_data=True)
+    hot = distill(config, base_model=tiny_base("llama"))
+    with pytest.raises(ValueError, match="pass allow_foreign_data as distill did"):
+        evaluate_adapter(tiny_base("llama"), hot.adapter, data, **SETTINGS)
+    got = evaluate_adapter(tiny_base("llama"), hot.adapter, data, **SETTINGS, allow_foreign_data=True)
+    assert _numbers(got) == pytest.approx(_numbers(hot.evaluation))
+
+
 @pytest.mark.parametrize(
     "case, message",
     [

@@ -383,6 +383,40 @@ def _cmd_bench_forward(args) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------------------------ experiment
+def _add_experiment(sub) -> None:
+    p = sub.add_parser("experiment", help="one claim of the paper as an experiment (SCIENCE.md); resumable")
+    p.add_argument("name", help="dependence, window, embedding, beta, size or teacher_free")
+    p.set_defaults(fields=add_config_flags(p, "ptp.science.config:ExperimentConfig", exclude=("overrides",)))
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a DistillConfig (teacher_free: PretrainConfig) field for every variant (default: none)")
+
+
+def _listed(value, parse) -> tuple:
+    """A list option given as ``0,1,2``, repeated, or as a JSON list or number, as a tuple."""
+    items = value if isinstance(value, list) else [value]
+    return tuple(parse(part) for item in items for part in str(item).strip("[]").split(",") if part.strip())
+
+
+def _cmd_experiment(args) -> int:
+    from ptp.science import EXPERIMENTS, ExperimentConfig, run_experiment
+    from ptp.train import DistillConfig
+    from ptp.train.config import parse_overrides
+    from ptp.train.pretrain import PretrainConfig
+
+    if args.name not in EXPERIMENTS:
+        raise ValueError(f"unknown experiment {args.name!r}; choose one of {', '.join(sorted(EXPERIMENTS))}")
+    values = given(args, args.fields)
+    for name, parse in (("seeds", int), ("variants", str), ("drafter_sizes", str)):
+        if values.get(name) is not None:
+            values[name] = _listed(values[name], parse)
+    kind = PretrainConfig if EXPERIMENTS[args.name].kind == "train" else DistillConfig
+    results = run_experiment(args.name, ExperimentConfig(**values, overrides=parse_overrides(args.set, kind)))
+    print(Path(results["files"]["markdown"]).read_text(encoding="utf-8"))
+    print(json.dumps({k: results[k] for k in ("experiment", "complete", "failures", "files")}))
+    return 1 if results["failures"] else 0
+
+
 def _add_prompts(sub) -> None:
     p = sub.add_parser("prompts", help="write JSONL prompts cut at random line boundaries of a text corpus")
     p.add_argument("--data", default="stdlib", help="the corpus as `ptp train --data` reads it (default: stdlib)")
@@ -473,6 +507,7 @@ COMMANDS = {
     "pregenerate": (_add_pregenerate, _cmd_pregenerate),
     "distill": (_add_distill, _cmd_distill),
     "evaluate": (_add_evaluate, _cmd_evaluate),
+    "experiment": (_add_experiment, _cmd_experiment),
     "serve": (_add_serve, _cmd_serve),
     "bench-serve": (_add_bench_serve, _cmd_bench_serve),
 }

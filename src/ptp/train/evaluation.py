@@ -136,6 +136,7 @@ def evaluate_adapter(
     precision: str = "auto",
     tokenizer=None,
     write_histogram: bool = False,
+    allow_foreign_data: bool = DistillConfig.allow_foreign_data,
 ) -> dict:
     """Evaluate the drafter in ``adapter`` on held-out windows of ``data``: the mean correct prefix, its histogram
     over 0..N, accuracy per position, loss and the number of windows (see :func:`evaluate`).
@@ -157,6 +158,9 @@ def evaluate_adapter(
         precision: ``float32``, ``bf16`` or ``auto`` (bf16 on CUDA).
         tokenizer: checked against the data's (default: loaded from ``model`` when it is a path).
         write_histogram: store the histogram in ``adapter``'s ptp_config.json (atomically).
+        allow_foreign_data: as in :class:`ptp.train.DistillConfig`: evaluate on data sampled under another
+            configuration than the adapter's (its tokens are then scored in the adapter's bins, as distill trained
+            them with the same flag).
 
     Returns:
         The evaluation plus ``adapter``, ``data``, ``split`` and ``rows`` (rows evaluated).
@@ -171,12 +175,13 @@ def evaluate_adapter(
     adapter = Path(adapter)
     config = PTPConfig.load(adapter)  # FileNotFoundError for a directory that is not an adapter
     dataset = data if isinstance(data, Dataset) else load_dataset(data)
-    dataset.check_sampling(
-        config.sampling,
-        f"the adapter {adapter} was trained for",
-        "Its drafts would be scored against the wrong bins: evaluate on data pregenerated under the adapter's "
-        "sampling configuration.",
-    )
+    if not allow_foreign_data:
+        dataset.check_sampling(
+            config.sampling,
+            f"the adapter {adapter} was trained for",
+            "Its drafts would be scored against the wrong bins: evaluate on data pregenerated under the adapter's "
+            "sampling configuration, or pass allow_foreign_data as distill did.",
+        )
 
     if model is None and not config.train_base:
         raise ValueError(f"{adapter} is an adapter without a base model of its own: pass the base model")
