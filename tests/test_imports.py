@@ -9,7 +9,8 @@ from pathlib import Path
 import ptp
 
 #: The stages of the data flow, in order; a module may import its own stage and the ones before it.
-STAGES = ("compat", "runtime", "sampling", "model", "decode", "data", "train", "bench", "serve", "default_model", "demo", "cli")
+STAGES = ("compat", "runtime", "sampling", "model", "decode", "data", "train", "bench", "serve", "default_model",
+          "demo", "chat", "cli")  # fmt: skip
 ROOT = Path(ptp.__file__).parent
 
 

@@ -114,7 +114,7 @@ def _cmd_convert_gguf(args) -> int:
 
 
 def _add_demo(sub) -> None:
-    p = sub.add_parser("demo", help="the shipped model: plain vs PTP decoding of a few Python prompts, side by side")
+    p = sub.add_parser("demo", help="the shipped model: chat questions answered plainly and with PTP, side by side")
     p.add_argument("--max-new-tokens", type=int, default=128)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
@@ -142,6 +142,43 @@ def _cmd_demo(args) -> int:
         max_draft_length=args.max_draft_length,
     )
     return 0 if all(r.identical for r in results) else 1
+
+
+def _add_chat(sub) -> None:
+    p = sub.add_parser("chat", help="talk to a model in the terminal; answers stream as they are decoded")
+    p.add_argument("--model", help="base model directory (default: the shipped model)")
+    p.add_argument("--adapter", help="PTP adapter for --model (alone: an adapter that holds its base)")
+    p.add_argument("--no-drafter", action="store_true", help="plain decoding, one token per call")
+    p.add_argument(
+        "--sampling",
+        default=None,
+        help="'greedy' or 'T,k,p' (default: the adapter's configuration; no adapter: 0.7,50,0.95)",
+    )
+    p.add_argument("--max-new-tokens", type=int, default=256, help="longest answer (default: 256)")
+    p.add_argument("--seed", type=int, default=0, help="answer k of a conversation samples with seed + k")
+    p.add_argument("--system", help="system prompt (default: the chat template's own)")
+    p.add_argument("--threads", type=int, help="CPU threads for torch (default: 1 on machines of up to 4 cores)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _cmd_chat(args) -> int:
+    from ptp.chat import Chat, load_chat_model, run_chat
+    from ptp.model.ptp import PTPModel
+
+    try:
+        model, tokenizer, use_drafter, note = load_chat_model(
+            args.model, args.adapter, use_drafter=not args.no_drafter, device=args.device
+        )
+        trained = model.config.sampling if isinstance(model, PTPModel) else None
+        chat = Chat(model, tokenizer, sampling=parse_sampling(args.sampling, trained), system=args.system,
+                    max_new_tokens=args.max_new_tokens, seed=args.seed, use_drafter=use_drafter,
+                    threads=args.threads or "auto")  # fmt: skip
+    except (ValueError, FileNotFoundError) as error:
+        raise SystemExit(f"ptp chat: {error}") from error
+    if note:
+        print(note)
+    run_chat(chat, sys.stdin, sys.stdout)
+    return 0
 
 
 def _add_bench(sub) -> None:
@@ -588,6 +625,7 @@ COMMANDS = {
     "bench": (_add_bench, _cmd_bench),
     "bench-forward": (_add_bench_forward, _cmd_bench_forward),
     "demo": (_add_demo, _cmd_demo),
+    "chat": (_add_chat, _cmd_chat),
     "convert-gguf": (_add_convert_gguf, _cmd_convert_gguf),
     "pregenerate": (_add_pregenerate, _cmd_pregenerate),
     "distill": (_add_distill, _cmd_distill),
