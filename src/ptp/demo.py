@@ -107,14 +107,15 @@ def run_question(model, tokenizer, question: str, max_new_tokens: int, seed: int
 def legend(about: str, colour: bool) -> str:
     """What the demo shows and how to read its output."""
     if colour:
-        marks = f"alternating {_COLOURS[0]}blue{_RESET} and {_COLOURS[1]}orange{_RESET} blocks"
+        marks = f"alternating {_COLOURS[0]}blue{_RESET} and {_COLOURS[1]}orange{_RESET} blocks show"
     else:
-        marks = "[bracketed] chunks"
+        marks = "[bracketed] chunks show"
+    empty = "" if colour else " ([] is a call whose tokens have no text, e.g. the end token)"
     return (
         f"Model: {about}.\n"
         "Each question is answered twice from the same random numbers: one token per forward call, and with PTP,\n"
         "where one call verifies the drafter's guesses and commits several tokens. The two answers must be identical.\n"
-        f"In the answers below, {marks} show what each PTP forward call committed."
+        f"In the answers below, {marks} what each PTP forward call committed{empty}."
     )
 
 
