@@ -15,7 +15,7 @@ from ptp.chat import PLAIN_SAMPLING, Chat, load_chat_model, run_chat
 from ptp.cli import main
 from ptp.data.prompts import Prompt, encode_prompts
 from test_serve_scheduler import tiny_model as accepting_model
-from test_serve_text import tiny_tokenizer
+from test_serve_text import byte_tokenizer, tiny_tokenizer
 
 
 def tiny_chat_model() -> ptp.PTPModel:
@@ -62,6 +62,8 @@ def test_plain_decoding_gives_the_same_text_and_the_drafter_trained_sampling_is_
     assert Chat(base, tokenizer, use_drafter=False).sampling == PLAIN_SAMPLING
     with pytest.raises(ValueError, match="--no-drafter"):
         Chat(base, tokenizer)
+    with pytest.raises(ValueError, match="no chat template"):
+        Chat(model, byte_tokenizer())
 
 
 def test_the_loop_answers_resets_and_stops_at_quit_or_the_end_of_input():
@@ -73,6 +75,24 @@ def test_the_loop_answers_resets_and_stops_at_quit_or_the_end_of_input():
     assert "w13" not in text.split("> /quit")[1]
     assert len(chat.history) == 2  # only the turn after /reset
     assert run_chat(chat, io.StringIO("w14\n"), io.StringIO()) == 1  # the end of input ends the loop too
+
+
+def test_ctrl_c_interrupts_an_answer_and_leaves_at_the_prompt(monkeypatch):
+    chat = Chat(tiny_chat_model(), tiny_tokenizer(), max_new_tokens=8, threads=None)
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("ptp.chat.generate", interrupted)
+    out = io.StringIO()
+    assert run_chat(chat, io.StringIO("w9\n"), out) == 0
+    assert "(answer interrupted)" in out.getvalue() and chat.history == []
+
+    class CtrlC(io.StringIO):
+        def readline(self, *args):
+            raise KeyboardInterrupt
+
+    assert run_chat(chat, CtrlC(), io.StringIO()) == 0  # Ctrl-C at the prompt leaves
 
 
 def test_a_conversation_too_long_for_the_context_is_refused_and_left_unchanged():

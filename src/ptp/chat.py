@@ -17,10 +17,12 @@ import time
 from dataclasses import dataclass
 
 import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from ptp.data.prompts import Prompt, encode_prompts
 from ptp.decode.engine import generate
 from ptp.decode.inputs import context_length
+from ptp.default_model import adapter_paths, load_default, teacher_dir
 from ptp.model.ptp import PTPModel
 from ptp.runtime import cpu_threads
 from ptp.sampling import SamplingConfig
@@ -142,10 +144,11 @@ class Chat:
 def run_chat(chat: Chat, lines, out, prompt: str = "> ") -> int:
     """Read user lines from ``lines`` and answer each in ``chat``, writing to ``out``; returns the answers given.
 
-    ``/reset`` starts a new conversation, ``/quit`` or the end of ``lines`` ends the loop; empty lines are skipped.
+    ``/reset`` starts a new conversation, ``/quit``, the end of ``lines`` or Ctrl-C at the prompt ends the loop;
+    empty lines are skipped.
     Lines that do not come from a terminal are echoed after the prompt, so that a piped conversation reads as one.
     After each answer a line gives its tokens, calls, tokens per call and seconds. An answer that fails (the
-    conversation outgrew the model's context) prints the reason and leaves the conversation as it was.
+    conversation outgrew the model's context) or is interrupted (Ctrl-C) leaves the conversation as it was.
     """
     mode = "PTP drafter" if chat.use_drafter else "one token per call"
     print(f"decoding: {mode}; {COMMANDS_HELP}", file=out)
@@ -154,7 +157,10 @@ def run_chat(chat: Chat, lines, out, prompt: str = "> ") -> int:
     while True:
         out.write(prompt)
         out.flush()
-        line = lines.readline()
+        try:
+            line = lines.readline()
+        except KeyboardInterrupt:  # Ctrl-C at the prompt leaves, as the end of input does
+            line = ""
         if not line:
             print(file=out)
             return answers
@@ -174,6 +180,9 @@ def run_chat(chat: Chat, lines, out, prompt: str = "> ") -> int:
         except ValueError as error:
             print(f"\n{error} (/reset starts a new conversation)", file=out)
             continue
+        except KeyboardInterrupt:  # Ctrl-C stops the answer and keeps the conversation as it was before the question
+            print("\n(answer interrupted)", file=out)
+            continue
         answers += 1
         print(f"\n{reply.summary()}", file=out)
 
@@ -187,10 +196,6 @@ def load_chat_model(model: str | None = None, adapter: str | None = None, *, use
     a :class:`ptp.PTPModel` on ``model`` (alone: an adapter that holds its base). ``model`` alone decodes plainly
     and needs ``use_drafter=False``.
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from ptp.default_model import adapter_paths, load_default, teacher_dir
-
     note = None
     if model is None and adapter is None:
         if (adapter_paths()["adapter"] / "ptp_config.json").is_file():
