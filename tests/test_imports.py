@@ -11,7 +11,7 @@ import ptp
 #: The stages of the data flow, in order; a module may import its own stage and the ones before it.
 STAGES = (
     "compat", "runtime", "sampling", "model", "loading", "decode", "data", "train", "bench", "science", "serve",
-    "default_model", "demo", "flags", "cli",
+    "default_model", "demo", "chat", "flags", "cli",
 )  # fmt: skip
 ROOT = Path(ptp.__file__).parent
 

@@ -129,9 +129,9 @@ def _cmd_generate(args) -> int:
 
 # ------------------------------------------------------------------------------------------------ demo
 def _add_demo(sub) -> None:
-    p = sub.add_parser("demo", help="the shipped model: plain vs PTP decoding of a few Python prompts, side by side")
+    p = sub.add_parser("demo", help="the shipped model: chat questions answered plainly and with PTP, side by side")
     p.add_argument("--max-new-tokens", type=int, default=128, help="(default: 128)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the first prompt's auxiliaries (default: 0)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the first question's auxiliaries (default: 0)")
     # On a CPU every auxiliary slot costs compute (on a GPU extra slots are nearly free): the demo keeps few.
     p.add_argument("--auxiliary-budget", type=int, default=4, help="auxiliary slots per call (default: 4)")
     p.add_argument("--max-draft-length", type=int, default=3, help="longest group of slots (default: 3)")
@@ -149,6 +149,36 @@ def _cmd_demo(args) -> int:
     results = run_demo(model, tokenizer, max_new_tokens=args.max_new_tokens, seed=args.seed,
                        auxiliary_budget=args.auxiliary_budget, max_draft_length=args.max_draft_length)  # fmt: skip
     return 0 if all(r.identical for r in results) else 1
+
+
+# ------------------------------------------------------------------------------------------------ chat
+def _add_chat(sub) -> None:
+    p = sub.add_parser("chat", help="talk to a model in the terminal; answers stream as they are decoded")
+    p.add_argument("--model", help="base model directory (default: the shipped model)")
+    p.add_argument("--adapter", help="PTP adapter for --model; alone: an adapter that holds its base (default: none)")
+    p.add_argument("--no-drafter", action="store_true", help="plain decoding, one token per call (default: off)")
+    p.add_argument("--max-new-tokens", type=int, default=256, help="longest answer (default: 256)")
+    p.add_argument("--seed", type=int, default=0, help="answer k of a conversation samples with seed + k (default: 0)")
+    p.add_argument("--system", help="system prompt (default: the chat template's own)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, or auto: CUDA when available (default: auto)")
+    _add_sampling(p, "the adapter's trained configuration; without an adapter 0.7,50,0.95")
+    _add_threads(p)
+
+
+def _cmd_chat(args) -> int:
+    from ptp.chat import PLAIN_SAMPLING, Chat, load_chat_model, run_chat
+    from ptp.model.ptp import PTPModel
+
+    model, tokenizer, use_drafter, note = load_chat_model(args.model, args.adapter, use_drafter=not args.no_drafter,
+                                                          device=args.device)  # fmt: skip
+    trained = model.config.sampling if isinstance(model, PTPModel) else PLAIN_SAMPLING
+    chat = Chat(model, tokenizer, sampling=_sampling(args, trained), system=args.system,
+                max_new_tokens=args.max_new_tokens, seed=args.seed, use_drafter=use_drafter,
+                threads=args.threads or "auto")  # fmt: skip
+    if note:
+        print(note)
+    run_chat(chat, sys.stdin, sys.stdout)
+    return 0
 
 
 # ------------------------------------------------------------------------------------------------ bench
@@ -389,7 +419,7 @@ def _add_experiment(sub) -> None:
     p.add_argument("name", help="dependence, window, embedding, beta, size or teacher_free")
     p.set_defaults(fields=add_config_flags(p, "ptp.science.config:ExperimentConfig", exclude=("overrides",)))
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="a DistillConfig (teacher_free: PretrainConfig) field for every variant (default: none)")
+                   help="a DistillConfig (teacher_free: PretrainConfig) field for every variant (default: none)")  # fmt: skip
 
 
 def _listed(value, parse) -> tuple:
@@ -503,6 +533,7 @@ COMMANDS = {
     "bench": (_add_bench, _cmd_bench),
     "bench-forward": (_add_bench_forward, _cmd_bench_forward),
     "demo": (_add_demo, _cmd_demo),
+    "chat": (_add_chat, _cmd_chat),
     "convert-gguf": (_add_convert_gguf, _cmd_convert_gguf),
     "pregenerate": (_add_pregenerate, _cmd_pregenerate),
     "distill": (_add_distill, _cmd_distill),

@@ -1,7 +1,10 @@
-"""``ptp demo``: the same prompts decoded one token per call and with PTP, shown side by side.
+"""``ptp demo``: a few chat questions answered one token per call and with PTP, shown side by side.
 
-Both runs use the same auxiliaries, so the texts must be identical; the PTP text is printed in alternating colours,
-one colour block per forward call, so that the parallelism is visible.
+Each question is rendered with the tokenizer's chat template and answered twice from the same auxiliaries u: once
+by plain decoding (one forward call per token) and once with the PTP drafter (each call commits the verified drafts
+plus one token). The two texts must be identical; the PTP text is printed with each forward call's tokens as one
+visible chunk (alternating colours on a terminal, brackets otherwise), so that the parallelism can be seen, and the
+calls, tokens per call and wall-clock times of both runs are reported per question and in total.
 """
 
 from __future__ import annotations
@@ -12,13 +15,18 @@ from dataclasses import dataclass
 
 import torch
 
-#: Cut before the last line's newline, as `ptp prompts` cuts: a byte-level BPE merges a newline with the next line's
-#: indentation, so a prompt that ends in a bare newline token is where the model has mostly seen a file end.
-PROMPTS = (
-    "def fibonacci(n):",
-    "import os\n\n\ndef list_python_files(directory):",
-    "class Stack:\n    def __init__(self):",
-    'def parse_args(argv=None):\n    """Parse the command line."""',
+from ptp.data.prompts import Prompt, encode_prompts
+from ptp.serve.text import TextStream
+
+#: One question of each kind a small chat model is asked: code, an explanation, arithmetic.
+QUESTIONS = (
+    "Write a Python function that returns the largest of three numbers.",
+    "Explain in two sentences what a hash table is.",
+    "What is 15 + 27? Answer with the number only.",
+)
+#: What the default model is, for the legend.
+DEFAULT_ABOUT = (
+    "SmolLM2-135M-Instruct, a small 135M-parameter chat model: expect short answers, simple code and weak arithmetic"
 )
 
 _COLOURS = ("\033[38;5;33m", "\033[38;5;208m")  # blue, orange
@@ -27,7 +35,9 @@ _RESET = "\033[0m"
 
 @dataclass
 class DemoResult:
-    prompt: str
+    """One question answered both ways; ``chunks`` concatenate to ``text``, one chunk per PTP forward call."""
+
+    question: str
     text: str
     new_tokens: int
     identical: bool
@@ -46,9 +56,26 @@ class DemoResult:
         return self.ar_seconds / max(self.ptp_seconds, 1e-9)
 
 
-def run_prompt(model, tokenizer, prompt: str, max_new_tokens: int, seed: int, **engine) -> DemoResult:
-    """Decode ``prompt`` with plain AR and with PTP from the same auxiliaries; time both."""
-    ids = tokenizer(prompt, return_tensors="pt").input_ids.to(model.device)
+def question_ids(tokenizer, question: str) -> list[int]:
+    """The token ids of ``question`` as a user turn of a chat, with the generation prompt (the chat template)."""
+    return encode_prompts([Prompt(messages=({"role": "user", "content": question},))], tokenizer)[0]
+
+
+def call_chunks(tokenizer, tokens: list[int], accept_lengths: list[int]) -> list[str]:
+    """The text of each forward call: ``accept_lengths[i]`` tokens committed by call i, decoded incrementally (so
+    that the chunks concatenate to the answer's text; special tokens such as the end token are left out)."""
+    stream = TextStream(tokenizer)
+    chunks, at = [], 0
+    for n in accept_lengths:
+        chunks.append("".join(stream.feed(token) for token in tokens[at : at + n]))
+        at += n
+    chunks[-1] += stream.finish()
+    return chunks
+
+
+def run_question(model, tokenizer, question: str, max_new_tokens: int, seed: int, **engine) -> DemoResult:
+    """Answer ``question`` by plain decoding and with PTP from the same auxiliaries; time both."""
+    ids = torch.tensor([question_ids(tokenizer, question)], device=model.device)
     u = torch.rand((1, max_new_tokens), generator=torch.Generator().manual_seed(seed))
     common = dict(
         max_new_tokens=max_new_tokens,
@@ -63,13 +90,10 @@ def run_prompt(model, tokenizer, prompt: str, max_new_tokens: int, seed: int, **
     fast = model.generate(ids, **common, **engine)
     ptp_seconds = time.perf_counter() - start
     tokens = fast.rows()[0]
-    chunks, at = [], 0
-    for n in fast.accept_lengths[0]:
-        chunks.append(tokenizer.decode(tokens[at : at + n]))
-        at += n
+    chunks = call_chunks(tokenizer, tokens, fast.accept_lengths[0])
     return DemoResult(
-        prompt=prompt,
-        text=tokenizer.decode(tokens),
+        question=question,
+        text="".join(chunks),
         new_tokens=len(tokens),
         identical=ar.rows() == fast.rows(),
         ar_calls=ar.num_calls,
@@ -80,31 +104,66 @@ def run_prompt(model, tokenizer, prompt: str, max_new_tokens: int, seed: int, **
     )
 
 
+def legend(about: str, colour: bool) -> str:
+    """What the demo shows and how to read its output."""
+    if colour:
+        marks = f"alternating {_COLOURS[0]}blue{_RESET} and {_COLOURS[1]}orange{_RESET} blocks show"
+    else:
+        marks = "[bracketed] chunks show"
+    empty = "" if colour else " ([] is a call whose tokens have no text, e.g. the end token)"
+    return (
+        f"Model: {about}.\n"
+        "Each question is answered twice from the same random numbers: one token per forward call, and with PTP,\n"
+        "where one call verifies the drafter's guesses and commits several tokens. The two answers must be identical.\n"
+        f"In the answers below, {marks} what each PTP forward call committed{empty}."
+    )
+
+
 def render(result: DemoResult, colour: bool) -> str:
-    """The prompt, then the completion with one visible chunk per forward call."""
+    """The question, then the answer with one visible chunk per forward call."""
     if colour:
         body = "".join(_COLOURS[i % 2] + chunk + _RESET for i, chunk in enumerate(result.chunks))
     else:
         body = "".join(f"[{chunk}]" for chunk in result.chunks)
-    return result.prompt + body
+    return f"user: {result.question}\nassistant: {body}"
 
 
 def run_demo(
-    model, tokenizer, prompts=PROMPTS, max_new_tokens: int = 128, seed: int = 0, out=None, **engine
+    model,
+    tokenizer,
+    questions=QUESTIONS,
+    max_new_tokens: int = 128,
+    seed: int = 0,
+    out=None,
+    about: str = DEFAULT_ABOUT,
+    **engine,
 ) -> list[DemoResult]:
-    """Decode each prompt both ways and print the comparison; ``engine`` goes to ``generate`` (e.g. the budget)."""
+    """Answer each question both ways and print the comparison; ``engine`` goes to ``generate`` (e.g. the budget).
+
+    Args:
+        model: a :class:`ptp.PTPModel` (its drafter's trained sampling configuration is used).
+        tokenizer: with a chat template.
+        questions: user turns, each answered in a fresh conversation.
+        seed: question i's auxiliaries are drawn from ``seed + i``.
+        out: a text stream (default: stdout); colours are used when it is a terminal.
+        about: the model's one-line description in the legend.
+    Returns:
+        One :class:`DemoResult` per question; the caller checks ``identical``.
+    """
     out = out or sys.stdout
     colour = out.isatty()
+    print(legend(about, colour), file=out)
     results = []
-    for i, prompt in enumerate(prompts):
-        result = run_prompt(model, tokenizer, prompt, max_new_tokens, seed + i, **engine)
+    for i, question in enumerate(questions):
+        result = run_question(model, tokenizer, question, max_new_tokens, seed + i, **engine)
         results.append(result)
         print("-" * 100, file=out)
         print(render(result, colour), file=out)
         print(
-            f"\n  identical to one-token-per-call sampling: {'yes' if result.identical else 'NO'} | "
-            f"AR {result.ar_calls} calls {result.ar_seconds:.2f}s | PTP {result.ptp_calls} calls "
-            f"{result.ptp_seconds:.2f}s | {result.tokens_per_call:.2f} tokens/call | speedup {result.speedup:.2f}x",
+            f"\n  identical to one-token-per-call decoding: {'yes' if result.identical else 'NO'} | "
+            f"{result.new_tokens} tokens | one token per call: {result.ar_calls} calls {result.ar_seconds:.2f}s | "
+            f"PTP: {result.ptp_calls} calls {result.ptp_seconds:.2f}s, {result.tokens_per_call:.2f} tokens/call | "
+            f"speedup {result.speedup:.2f}x",
             file=out,
         )
     total_ar = sum(r.ar_seconds for r in results)
@@ -114,8 +173,9 @@ def run_demo(
     print("=" * 100, file=out)
     print(
         f"all identical: {all(r.identical for r in results)} | {tokens} tokens | "
-        f"PTP {tokens / calls:.2f} tokens/call | "
-        f"wall clock AR {total_ar:.2f}s, PTP {total_ptp:.2f}s, speedup {total_ar / max(total_ptp, 1e-9):.2f}x",
+        f"one token per call: {sum(r.ar_calls for r in results)} calls {total_ar:.2f}s | "
+        f"PTP: {calls} calls {total_ptp:.2f}s, {tokens / calls:.2f} tokens/call | "
+        f"speedup {total_ar / max(total_ptp, 1e-9):.2f}x",
         file=out,
     )
     return results
