@@ -8,6 +8,7 @@ import pytest
 
 from bench_support import save_tiny_model, write_jsonl
 from ptp.bench.throughput import ThroughputConfig, describe, run_throughput
+from ptp.cli import main
 
 
 @pytest.fixture(scope="module")
@@ -43,3 +44,12 @@ def test_bad_settings_are_one_line_errors(tmp_path, options, message):
 def test_a_missing_model_directory_is_named(files, tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         run_throughput(ThroughputConfig(prompts=str(files[1]), out=str(tmp_path), model=str(tmp_path / "none")))
+
+
+def test_the_command_measures_with_the_sampling_flags(files, tmp_path, capsys):
+    model, prompts = files
+    assert main(["bench-throughput", "--prompts", str(prompts), "--out", str(tmp_path), "--model", str(model),
+                 "--batch-size", "3", "--max-new-tokens", "4", "--device", "cpu", "--greedy"]) == 0  # fmt: skip
+    assert "engine / hf" in capsys.readouterr().out
+    report = json.loads((tmp_path / "throughput.json").read_text())
+    assert report["config"]["sampling"]["do_sample"] is False and set(report["results"]) == {"engine", "hf"}

@@ -146,9 +146,11 @@ def test_a_killed_distillation_resumes_to_the_adapter_of_an_uninterrupted_one(mo
 
 
 def _train(corpus, out, *extra) -> list[str]:
-    shape = ("--vocab-size 300 --hidden-size 32 --num-layers 1 --num-heads 2 --num-kv-heads 1 "
-             "--intermediate-size 64 --row-length 64 --context 128 --batch-size 4 --learning-rate 0.01 "
-             "--warmup-steps 2 --device cpu")
+    shape = (
+        "--vocab-size 300 --hidden-size 32 --num-layers 1 --num-heads 2 --num-kv-heads 1 "
+        "--intermediate-size 64 --row-length 64 --context 128 --batch-size 4 --learning-rate 0.01 "
+        "--warmup-steps 2 --device cpu"
+    )
     command = f"train --objective ar --data {corpus} --out {out} --steps 60 --checkpoint-interval 2 --no-progress"
     return command.split() + shape.split() + list(extra)
 

@@ -382,9 +382,27 @@ def _cmd_convert_gguf(args) -> int:
     return 0
 
 
+def _add_bench_throughput(sub) -> None:
+    p = sub.add_parser("bench-throughput", help="batched sampling speed: ptp pregenerate against transformers")
+    fields = add_config_flags(p, "ptp.bench.throughput:ThroughputConfig", exclude=("sampling",))
+    p.set_defaults(fields=fields)
+    _add_sampling(p, "0.7,50,0.95")
+
+
+def _cmd_bench_throughput(args) -> int:
+    from ptp.bench.throughput import ThroughputConfig, describe, run_throughput
+    from ptp.sampling import SamplingConfig
+
+    sampling = _sampling(args, SamplingConfig(temperature=0.7, top_k=50, top_p=0.95))
+    report = run_throughput(ThroughputConfig(**given(args, args.fields), sampling=sampling))
+    print(describe(report))
+    print(json.dumps(report["results"]))
+    return 0
+
+
 def _add_bench_forward(sub) -> None:
     p = sub.add_parser("bench-forward", help="time one forward call against its number of new tokens")
-    p.add_argument("--presets", default="1.1b,7b", help="comma-separated Llama shapes: tiny, 1.1b, 7b (default: "
+    p.add_argument("--presets", default="1.1b,7b", help="comma-separated Llama shapes: tiny, 135m, 1.1b, 7b (default: "
                    "1.1b,7b)")  # fmt: skip
     p.add_argument("--context", type=int, default=512, help="cached tokens before the call (default: 512)")
     p.add_argument("--new-tokens", default="1,2,4,8,16,32,64,128",
@@ -418,8 +436,8 @@ def _add_experiment(sub) -> None:
     p = sub.add_parser("experiment", help="one claim of the paper as an experiment (SCIENCE.md); resumable")
     p.add_argument("name", help="dependence, window, embedding, beta, size or teacher_free")
     p.set_defaults(fields=add_config_flags(p, "ptp.science.config:ExperimentConfig", exclude=("overrides",)))
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="a DistillConfig (teacher_free: PretrainConfig) field for every variant (default: none)")  # fmt: skip
+    every = "a DistillConfig (teacher_free: PretrainConfig) field for every variant (default: none)"
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=every)
 
 
 def _listed(value, parse) -> tuple:
@@ -532,6 +550,7 @@ COMMANDS = {
     "train": (_add_train, _cmd_train),
     "bench": (_add_bench, _cmd_bench),
     "bench-forward": (_add_bench_forward, _cmd_bench_forward),
+    "bench-throughput": (_add_bench_throughput, _cmd_bench_throughput),
     "demo": (_add_demo, _cmd_demo),
     "chat": (_add_chat, _cmd_chat),
     "convert-gguf": (_add_convert_gguf, _cmd_convert_gguf),

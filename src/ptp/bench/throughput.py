@@ -23,8 +23,9 @@ from pathlib import Path
 
 import torch
 
-from ptp.bench.timing import environment, resolve_dtype, synchronize
+from ptp.bench.timing import environment, synchronize
 from ptp.data.pregeneration import PregenerateConfig, left_pad, pregenerate
+from ptp.runtime import resolve_device, resolve_dtype
 from ptp.sampling import SamplingConfig
 
 METHODS = ("engine", "hf")
@@ -39,7 +40,7 @@ class ThroughputConfig:
     out: str
     """Directory for ``throughput.json`` (and the profiles)."""
     model: str | None = None
-    """The model directory (default: the default teacher)."""
+    """The model directory; none: the default teacher."""
     random_weights: bool = False
     """Build the model from its ``config.json`` with random weights (a speed measurement needs no trained model)."""
     methods: str = "engine,hf"
@@ -54,8 +55,8 @@ class ThroughputConfig:
     """Length limit of each completion (a completion also ends at EOS)."""
     sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(temperature=0.7, top_k=50, top_p=0.95))
     """The sampling configuration of both methods."""
-    device: str | None = None
-    """Default: CUDA if available, else the CPU."""
+    device: str = "auto"
+    """``cpu``, ``cuda``, or ``auto``: CUDA when available."""
     dtype: str = "auto"
     """``auto`` (bfloat16 on CUDA, float32 on the CPU), ``float32``, ``bfloat16`` or ``float16``."""
     warmup: bool = True
@@ -63,6 +64,7 @@ class ThroughputConfig:
     profile: bool = False
     """Write a ``torch.profiler`` table of each method's first batch."""
     seed: int = 0
+    """Seed of the auxiliaries (and of the random weights)."""
 
     def __post_init__(self) -> None:
         if isinstance(self.sampling, dict):
@@ -142,7 +144,7 @@ def run_throughput(config: ThroughputConfig) -> dict:
     """Measure every method; writes ``throughput.json`` (and ``profile-<method>.txt``) to ``config.out``."""
     from ptp.data.prompts import encode_prompts, read_prompts
 
-    device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = resolve_device(config.device)
     dtype = resolve_dtype(config.dtype, device)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
