@@ -83,22 +83,14 @@ def test_default_model_loads_with_both_adapters():
 
 
 @shipped
-def test_shipped_draft_model_serves_assisted_generation_and_is_the_bench_default(tmp_path):
-    from transformers import AutoModelForCausalLM
-
+def test_the_bench_defaults_to_the_teacher_and_both_shipped_adapters(tmp_path):
     from ptp.bench.harness import BenchConfig, with_default_model
-    from ptp.default_model import default_paths
+    from ptp.default_model import adapter_paths, teacher_dir
 
-    paths = default_paths()
     config = with_default_model(BenchConfig(prompts=str(tmp_path / "p.jsonl"), out=str(tmp_path / "out")))
-    assert config.draft_model == str(paths["draft"]) and config.model == str(paths["teacher"])
-    model, tokenizer = ptp.load_default()
-    teacher = model.base_model
-    draft = AutoModelForCausalLM.from_pretrained(paths["draft"], dtype=torch.float32)
-    assert draft.config.vocab_size == teacher.config.vocab_size
-    ids = tokenizer("def add(a, b):\n", return_tensors="pt").input_ids
-    options = dict(do_sample=False, max_new_tokens=24, pad_token_id=tokenizer.eos_token_id)
-    assert torch.equal(teacher.generate(ids, assistant_model=draft, **options), teacher.generate(ids, **options))
+    paths = adapter_paths()
+    assert config.model == str(teacher_dir())
+    assert (config.adapter, config.independent_adapter) == (str(paths["adapter"]), str(paths["independent"]))
 
 
 @shipped
