@@ -387,6 +387,7 @@ def _add_bench_throughput(sub) -> None:
     fields = add_config_flags(p, "ptp.bench.throughput:ThroughputConfig", exclude=("sampling",))
     p.set_defaults(fields=fields)
     _add_sampling(p, "0.7,50,0.95")
+    _add_threads(p)
 
 
 def _cmd_bench_throughput(args) -> int:
@@ -412,6 +413,7 @@ def _add_bench_forward(sub) -> None:
     p.add_argument("--device", default="auto", help="cpu, cuda, or auto: CUDA when available (default: auto)")
     p.add_argument("--dtype", default="bfloat16", help="auto, float32, bfloat16, float16 (default: bfloat16)")
     p.add_argument("--out", required=True, help="output directory (required)")
+    _add_threads(p)
 
 
 def _cmd_bench_forward(args) -> int:
