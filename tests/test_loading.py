@@ -68,3 +68,17 @@ def test_bad_inputs_are_one_line_errors(paths, tmp_path):
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="torch sees no CUDA GPU"):
             ptp.load(paths / "model", device="cuda")
+
+
+def test_nothing_given_while_no_drafter_ships_is_the_teacher_alone_for_plain_decoding(paths, tmp_path, monkeypatch):
+    import ptp.default_model as default_model
+
+    monkeypatch.setattr(default_model, "adapter_paths", lambda: {"adapter": tmp_path / "none"})
+    monkeypatch.setattr(default_model, "teacher_dir", lambda: paths / "model")
+    loaded = ptp.load(device="cpu")
+    assert not loaded.trained
+    ids, u = torch.tensor([[5, 6, 7]]), torch.rand(1, 6, generator=torch.Generator().manual_seed(0))
+    out = loaded.generate(ids, use_drafter=False, auxiliaries=u, max_new_tokens=6, eos_token_id=[], temperature=0.8)
+    assert torch.equal(out.new_tokens, _reference(paths, ids, u).new_tokens)
+    with pytest.raises(ValueError, match="no trained drafter"):
+        loaded.generate(ids, auxiliaries=u, max_new_tokens=6)

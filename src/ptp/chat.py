@@ -21,7 +21,7 @@ import torch
 from ptp.data.prompts import Prompt, encode_prompts
 from ptp.decode.engine import generate
 from ptp.decode.inputs import context_length
-from ptp.default_model import adapter_paths, teacher_dir
+from ptp.default_model import ships_drafter, teacher_dir
 from ptp.loading import load
 from ptp.model.ptp import PTPModel
 from ptp.runtime import cpu_threads
@@ -197,7 +197,7 @@ def load_chat_model(model: str | None = None, adapter: str | None = None, *, use
     decodes plainly and needs ``use_drafter=False``.
     """
     note = None
-    if model is None and adapter is None and not (adapter_paths()["adapter"] / "ptp_config.json").is_file():
+    if model is None and adapter is None and not ships_drafter():
         model = str(teacher_dir())
         note = NO_SHIPPED_DRAFTER if use_drafter else None
         use_drafter = False

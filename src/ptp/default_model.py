@@ -148,6 +148,11 @@ def adapter_paths() -> dict[str, Path]:
     return {name: DEFAULT_DIR / name for name in ADAPTERS}
 
 
+def ships_drafter() -> bool:
+    """Whether the package holds the default model's O-PTP drafter (until it does, the teacher decodes plainly)."""
+    return (adapter_paths()["adapter"] / "ptp_config.json").is_file()
+
+
 def has_default() -> bool:
     """Whether the default model can be loaded: the drafters are shipped and the teacher's package is installed."""
     try:

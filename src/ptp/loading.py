@@ -4,7 +4,8 @@ and a separate drafter named by the user into models and a tokenizer (``ptp gene
 
 The rules:
 
-- nothing given: the shipped model, the default teacher with its PTP adapter (:func:`ptp.load_default`);
+- nothing given: the shipped model, the default teacher with its PTP adapter (:func:`ptp.load_default`); while no
+  adapter ships, the teacher alone, for plain decoding;
 - ``model`` alone: the plain model, wrapped in a :class:`PTPModel` whose fresh drafter is never used; it decodes one
   token per call (``use_drafter=False``), which needs no adapter;
 - ``model`` and ``adapter``: the trained drafter on that base;
@@ -97,10 +98,13 @@ def load(
     if model is None and adapter is None:
         if drafter is not None:
             raise ValueError("a separate drafter needs its teacher: pass model")
-        from ptp.default_model import load_default
+        from ptp.default_model import load_default, ships_drafter, teacher_dir
 
-        default, tokenizer = load_default(device=device, dtype=dtype)
-        return Loaded(default, tokenizer)
+        if not ships_drafter():  # the teacher alone, for plain decoding
+            model = teacher_dir()
+        else:
+            default, tokenizer = load_default(device=device, dtype=dtype)
+            return Loaded(default, tokenizer)
     loaded = load_model(model, adapter, device=device, dtype=dtype)
     separate = None if drafter is None else load_model(drafter_model, drafter, device=device, dtype=dtype)
     tokenizer = AutoTokenizer.from_pretrained(str(model if model is not None else adapter))
