@@ -78,6 +78,14 @@ def test_pregenerate_errors_are_one_line_messages(model_dir, tmp_path):
         main(f"pregenerate --model {model_dir} --prompts {tmp_path / 'empty.jsonl'} --out {tmp_path / 'd'}".split())
 
 
+def test_pregenerate_prints_its_sampling_speed(model_dir, tmp_path, capsys):
+    (tmp_path / "p.jsonl").write_text(json.dumps({"prompt": "def f(x):"}) + "\n")
+    options = "--n-per-prompt 2 --max-new-tokens 8 --device cpu --no-progress"
+    main(f"pregenerate --model {model_dir} --prompts {tmp_path / 'p.jsonl'} --out {tmp_path / 'd'} {options}".split())
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert 2 <= printed["new_tokens"] <= 16 and printed["new_tokens_per_s"] > 0
+
+
 def test_raw_text_through_the_command(model_dir, tmp_path):
     (tmp_path / "corpus.txt").write_text("first document\n\nsecond one\n")
     corpus, out = tmp_path / "corpus.txt", tmp_path / "raw"

@@ -54,8 +54,9 @@ def test_the_shards_are_those_that_sample_autoregressive_writes(tmp_path, monkey
     lengths = {len(d.tokens) - d.prompt_length for d in load_dataset(fast).documents}
     assert len(lengths) > 2 and 20 in lengths
     assert _documents(fast) == _documents(slow_path)
-    shards = [json.loads((path / METADATA).read_text())["shards"] for path in (fast, slow_path)]
-    assert shards[0] == shards[1]  # the same bytes (sha256) in every shard
+    untimed = lambda path: [{k: v for k, v in e.items() if k != "seconds"}  # noqa: E731
+                            for e in json.loads((path / METADATA).read_text())["shards"]]  # fmt: skip
+    assert untimed(fast) == untimed(slow_path)  # the same bytes (sha256) in every shard
 
 
 def test_metadata_records_sampling_model_and_generation(tmp_path):
@@ -180,3 +181,12 @@ def test_raw_text_documents(tmp_path):
     assert data.kind == "text" and data.sampling is None
     assert [d.tokens.tolist() for d in data.documents] == [[1, 5, 6], [1, 8, 9, 10]]  # one-token texts dropped
     assert all(d.prompt_length == 1 for d in data.documents)
+
+
+def test_each_shard_records_its_new_tokens_and_sampling_time(tmp_path):
+    out = make_data(tmp_path / "data", tiny_base("llama"))
+    shards = json.loads((out / METADATA).read_text())["shards"]
+    documents = load_dataset(out).documents
+    assert sum(e["new_tokens"] for e in shards) == sum(len(d.tokens) - d.prompt_length for d in documents)
+    speed = pregeneration.sampling_speed(out)
+    assert speed["new_tokens"] == sum(e["new_tokens"] for e in shards) and speed["new_tokens_per_s"] > 0

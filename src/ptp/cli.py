@@ -227,14 +227,14 @@ def _add_pregenerate(sub) -> None:
 
 
 def _cmd_pregenerate(args) -> int:
-    from ptp.data.pregeneration import PregenerateConfig, pregenerate_from_paths
+    from ptp.data.pregeneration import PregenerateConfig, pregenerate_from_paths, sampling_speed
 
     config = PregenerateConfig(**given(args, args.fields))
     config.sampling = _sampling(args, config.sampling)
     out = pregenerate_from_paths(args.model, args.prompts, args.out, config, tokenizer=args.tokenizer,
                                  split=args.split, raw=args.raw, device=args.device, dtype=args.dtype,
                                  progress=args.progress)  # fmt: skip
-    print(json.dumps({"data": str(out)}))
+    print(json.dumps({"data": str(out), **({} if args.raw else sampling_speed(out))}))
     return 0
 
 

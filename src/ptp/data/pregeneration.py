@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -133,9 +134,14 @@ def pregenerate(
         if index in done:
             continue
         chunk = kept[index * per_shard : (index + 1) * per_shard]
+        start = time.perf_counter()
         documents = _generate_shard(model, prompts, chunk, config, eos, seed=(config.seed, index))
+        seconds = time.perf_counter() - start
+        new_tokens = sum(len(d.tokens) - d.prompt_length for d in documents)
         entry = write_shard(out, index, documents)
+        entry.update(new_tokens=new_tokens, seconds=round(seconds, 3))  # the sampling speed, for the record
         shards.append({"index": index, "prompts": [index * per_shard, index * per_shard + len(chunk)], **entry})
+        bar.set_postfix_str(f"{new_tokens / max(seconds, 1e-9):,.0f} new tokens/s")
         shards.sort(key=lambda e: e["index"])
         write_metadata(out, {**identity, "shards": shards, "complete": False})
         bar.update(1)
@@ -180,6 +186,15 @@ def pregenerate_from_paths(
     teacher = teacher.to(device).eval()
     encoded = encode_prompts(records, loaded, vocab_size=teacher.get_output_embeddings().weight.shape[0])
     return pregenerate(teacher, encoded, out, config, tokenizer=loaded, progress=progress)
+
+
+def sampling_speed(out: str | Path) -> dict:
+    """New tokens sampled and their rate over the shards of a data directory that recorded them (each shard records
+    its new tokens and the seconds its sampling took)."""
+    shards = [e for e in read_metadata(Path(out))["shards"] if "seconds" in e]
+    new_tokens, seconds = sum(e["new_tokens"] for e in shards), sum(e["seconds"] for e in shards)
+    return {"new_tokens": new_tokens, "seconds": round(seconds, 1),
+            "new_tokens_per_s": round(new_tokens / seconds, 1) if seconds else None}  # fmt: skip
 
 
 def write_text_dataset(
