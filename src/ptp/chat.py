@@ -21,15 +21,14 @@ import torch
 from ptp.data.prompts import Prompt, encode_prompts
 from ptp.decode.engine import generate
 from ptp.decode.inputs import context_length
-from ptp.default_model import ships_drafter, teacher_dir
 from ptp.loading import load
 from ptp.model.ptp import PTPModel
 from ptp.runtime import cpu_threads
-from ptp.sampling import SamplingConfig
+from ptp.sampling import DEFAULT_SAMPLING, SamplingConfig
 from ptp.serve.text import TextStream
 
 #: The sampling of a model without a drafter (no trained configuration to follow).
-PLAIN_SAMPLING = SamplingConfig(temperature=0.7, top_k=50, top_p=0.95)
+PLAIN_SAMPLING = DEFAULT_SAMPLING
 #: What ``ptp chat`` says when the default model has no drafter and decodes plainly.
 NO_SHIPPED_DRAFTER = "no drafter ships for the default model yet: decoding one token per call (as with --no-drafter)"
 COMMANDS_HELP = "/reset starts a new conversation, /quit (or end of input) leaves"
@@ -196,12 +195,11 @@ def load_chat_model(model: str | None = None, adapter: str | None = None, *, use
     its teacher alone, decoded one token per call (``note`` says so in one line; else it is None). ``model`` alone
     decodes plainly and needs ``use_drafter=False``.
     """
+    loaded = load(model, adapter, device=device)
     note = None
-    if model is None and adapter is None and not ships_drafter():
-        model = str(teacher_dir())
+    if model is None and adapter is None and not loaded.trained:  # the default teacher, while no drafter ships
         note = NO_SHIPPED_DRAFTER if use_drafter else None
         use_drafter = False
-    loaded = load(model, adapter, device=device)
     if use_drafter and not loaded.trained:
         raise ValueError("--model needs --adapter (a PTP adapter trained for it), or --no-drafter to decode plainly")
     network = loaded.model if loaded.trained else loaded.model.base_model  # a plain model: no adapter to carry

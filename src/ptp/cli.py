@@ -392,10 +392,10 @@ def _add_bench_throughput(sub) -> None:
 
 def _cmd_bench_throughput(args) -> int:
     from ptp.bench.throughput import ThroughputConfig, describe, run_throughput
-    from ptp.sampling import SamplingConfig
 
-    sampling = _sampling(args, SamplingConfig(temperature=0.7, top_k=50, top_p=0.95))
-    report = run_throughput(ThroughputConfig(**given(args, args.fields), sampling=sampling))
+    config = ThroughputConfig(**given(args, args.fields))
+    config.sampling = _sampling(args, config.sampling)
+    report = run_throughput(config)
     print(describe(report))
     print(json.dumps(report["results"]))
     return 0

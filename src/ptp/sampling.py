@@ -162,6 +162,11 @@ def _number(text: str, kind: type, name: str, whole: str):
         raise ValueError(f"{name} must be {what}, got {text!r} in {whole!r}") from None
 
 
+#: The sampling configuration S that drafters are trained and decode with unless told otherwise: temperature 0.7,
+#: top-k 50, top-p 0.95 (pregeneration, a new drafter, a plain model's chat, the throughput benchmark).
+DEFAULT_SAMPLING = SamplingConfig(temperature=0.7, top_k=50, top_p=0.95)
+
+
 def probabilities(logits: torch.Tensor, config: SamplingConfig) -> torch.Tensor:
     """The distribution P of S (docs/method.md, Sampling).
 

@@ -24,9 +24,9 @@ from pathlib import Path
 import torch
 
 from ptp.bench.timing import environment, synchronize
-from ptp.data.pregeneration import PregenerateConfig, left_pad, pregenerate
+from ptp.data.pregeneration import PregenerateConfig, left_pad, pregenerate, sampling_speed
 from ptp.runtime import resolve_device, resolve_dtype
-from ptp.sampling import SamplingConfig
+from ptp.sampling import DEFAULT_SAMPLING, SamplingConfig
 
 METHODS = ("engine", "hf")
 
@@ -53,7 +53,7 @@ class ThroughputConfig:
     """Sequences per generation call."""
     max_new_tokens: int = 256
     """Length limit of each completion (a completion also ends at EOS)."""
-    sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(temperature=0.7, top_k=50, top_p=0.95))
+    sampling: SamplingConfig = field(default_factory=lambda: DEFAULT_SAMPLING)
     """The sampling configuration of both methods."""
     device: str = "auto"
     """``cpu``, ``cuda``, or ``auto``: CUDA when available."""
@@ -129,15 +129,13 @@ def _hf_batches(model, prompts: list[list[int]], config: ThroughputConfig, eos, 
 
 
 def _engine_batches(model, prompts: list[list[int]], config: ThroughputConfig, eos, tokenizer) -> int:
-    """``pregenerate`` into a throw-away directory; returns the new tokens it sampled."""
-    from ptp.data import load_dataset
-
+    """``pregenerate`` into a throw-away directory; returns the new tokens it sampled (as its shards record them)."""
     options = PregenerateConfig(n_per_prompt=config.n_per_prompt, max_new_tokens=config.max_new_tokens,
                                 sampling=config.sampling, batch_size=config.batch_size,
                                 prompts_per_shard=len(prompts), seed=config.seed, eos_token_id=eos)  # fmt: skip
     with tempfile.TemporaryDirectory() as out:
         pregenerate(model, prompts, Path(out) / "data", options, tokenizer=tokenizer, progress=False)
-        return sum(len(d.tokens) - d.prompt_length for d in load_dataset(Path(out) / "data").documents)
+        return sampling_speed(Path(out) / "data")["new_tokens"]
 
 
 def run_throughput(config: ThroughputConfig) -> dict:

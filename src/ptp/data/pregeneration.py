@@ -36,7 +36,7 @@ from ptp.data.dataset import (
 from ptp.decode.engine import generate
 from ptp.decode.inputs import context_length
 from ptp.runtime import resolve_device, resolve_dtype
-from ptp.sampling import SamplingConfig
+from ptp.sampling import DEFAULT_SAMPLING, SamplingConfig
 
 
 @dataclass
@@ -47,7 +47,7 @@ class PregenerateConfig:
     """Completions sampled per prompt (the paper: 32)."""
     max_new_tokens: int = 512
     """Length limit of each completion; a completion also ends at EOS (included)."""
-    sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(temperature=0.7, top_k=50, top_p=0.95))
+    sampling: SamplingConfig = field(default_factory=lambda: DEFAULT_SAMPLING)
     """S: the sampling configuration inference will use; recorded in the metadata and used for the training bins."""
     batch_size: int = 64
     """Sequences per generation call."""

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from ptp.model.embeddings import EMBEDDING_KINDS
-from ptp.sampling import SamplingConfig
+from ptp.sampling import DEFAULT_SAMPLING, SamplingConfig
 
 MODES = ("one_hot", "categorical", "independent")
 CONFIG_NAME = "ptp_config.json"
@@ -76,7 +76,7 @@ class PTPConfig(DrafterSettings):
     """The base model's own weights train too (a separate drafter, docs/method.md, Architecture, or a model trained
     without a teacher, docs/method.md, Inverse training); they are saved with the adapter (in ``base/``) and loaded
     from there. False: the base is frozen (it is the teacher)."""
-    sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(temperature=0.7, top_k=50, top_p=0.95))
+    sampling: SamplingConfig = field(default_factory=lambda: DEFAULT_SAMPLING)
     """The sampling configuration the drafter was trained for (the default of ``generate``)."""
     acceptance_histogram: list[float] | None = None
     """Fraction of evaluation windows whose correct prefix was n, for n = 0..N; the decoder's budget uses it."""

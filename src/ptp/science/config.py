@@ -4,11 +4,9 @@ experiment: a name and the settings it changes)."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
-PRECISIONS = ("auto", "float32", "bf16")
+from ptp.train.config import PRECISIONS, read_config_file
 
 
 @dataclass(frozen=True)
@@ -120,17 +118,7 @@ class ExperimentConfig:
 
     def base_settings(self, path: str | None) -> dict:
         """The JSON object of ``path`` (None: empty) with :attr:`overrides` on top."""
-        settings = {}
-        if path is not None:
-            file = Path(path)
-            if not file.is_file():
-                raise FileNotFoundError(f"config file {file} does not exist")
-            try:
-                settings = json.loads(file.read_text())
-            except json.JSONDecodeError as error:
-                raise ValueError(f"config file {file} is not valid JSON: {error}") from error
-            if not isinstance(settings, dict):
-                raise ValueError(f"config file {file} must hold a JSON object")
+        settings = read_config_file(path) if path is not None else {}
         return {**settings, **self.overrides}
 
     def to_dict(self) -> dict:

@@ -222,19 +222,23 @@ class DistillConfig(DrafterSettings):
     @classmethod
     def load(cls, path: str | Path | None = None, overrides: dict | None = None) -> DistillConfig:
         """A config from a JSON file (optional) with ``overrides`` (field -> value) applied on top."""
-        data: dict = {}
-        if path is not None:
-            path = Path(path)
-            if not path.is_file():
-                raise FileNotFoundError(f"config file {path} does not exist")
-            try:
-                data = json.loads(path.read_text())
-            except json.JSONDecodeError as error:
-                raise ValueError(f"config file {path} is not valid JSON: {error}") from error
-            if not isinstance(data, dict):
-                raise ValueError(f"config file {path} must hold a JSON object")
+        data = read_config_file(path) if path is not None else {}
         data.update(overrides or {})
         return cls.from_dict(data)
+
+
+def read_config_file(path: str | Path) -> dict:
+    """The JSON object of a config file; FileNotFoundError or a ValueError that names the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {path} does not exist")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"config file {path} is not valid JSON: {error}") from error
+    if not isinstance(data, dict):
+        raise ValueError(f"config file {path} must hold a JSON object")
+    return data
 
 
 def objective(mode: str, loss: str | None = None) -> str:
