@@ -46,8 +46,9 @@ from ptp.decode.inputs import (
     sampling_from_arguments,
     vocabulary_size,
 )
+from ptp.model.attention import use_mask_attention
 from ptp.model.embeddings import NULL_AUXILIARY
-from ptp.model.ptp import PTPModel, check_drafter, teacher_logits, use_mask_attention
+from ptp.model.ptp import PTPModel, check_drafter, teacher_logits
 from ptp.sampling import SamplingConfig, pick, probabilities
 
 #: Cache capacities are rounded up to a multiple of this, so that prompts of similar length share a captured graph.

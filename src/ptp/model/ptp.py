@@ -32,6 +32,7 @@ from transformers import AutoModelForCausalLM, PreTrainedModel
 
 from ptp.compat import cache_argument
 from ptp.model import lora
+from ptp.model.attention import attention_bias, use_mask_attention
 from ptp.model.config import PTPConfig, read_json_object
 from ptp.model.embeddings import NULL_AUXILIARY, AuxiliaryEmbedding
 from ptp.runtime import cpu_threads
@@ -349,20 +350,6 @@ class PTPModel(nn.Module):
         except RuntimeError as error:
             raise ValueError(f"{adapter_path / EMBEDDING_WEIGHTS} does not fit this drafter: {error}") from error
         self.auxiliary_embedding.to(self.device)
-
-
-def use_mask_attention(model: PreTrainedModel) -> None:
-    """Switch ``model`` to SDPA attention unless it uses SDPA or eager: only these take custom masks as they are."""
-    if model.config._attn_implementation not in ("sdpa", "eager"):
-        model.set_attn_implementation("sdpa")
-
-
-def attention_bias(model: PreTrainedModel, allowed: torch.Tensor) -> torch.Tensor:
-    """A bool ``[B, 1, Q, K]`` visibility mask in the form ``model``'s attention takes (additive for eager)."""
-    if model.config._attn_implementation == "eager":
-        lowest = torch.tensor(torch.finfo(model.dtype).min, dtype=model.dtype)
-        return torch.where(allowed, torch.zeros((), dtype=model.dtype), lowest).to(allowed.device)
-    return allowed
 
 
 def teacher_logits(

@@ -24,8 +24,8 @@ from pathlib import Path
 import torch
 
 from ptp.data.packing import PackedRows, document_mask
+from ptp.model.attention import attention_bias
 from ptp.model.config import DrafterSettings
-from ptp.model.ptp import attention_bias
 from ptp.train.checkpoint import ADAPTER, check_writable, default_run_dir, newest_checkpoint, remove_stale
 from ptp.train.loop import Checkpoints, train_loop, warmup_cosine
 from ptp.train.losses import next_token_loss, next_token_targets
