@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 
 import ptp
 from conftest import EOS, left_padded, tiny_base, uniform, wrap
+from ptp.decode.inputs import stop_tokens
 
 ENTRIES = ("generate", "reference")
 NEW = 6
@@ -190,3 +193,15 @@ def test_a_streamer_needs_a_single_row(models):
 
     with pytest.raises(ValueError, match="batch size 1"):
         models[0].generate(*PROMPT, max_new_tokens=NEW, seed=0, streamer=Sink())
+
+
+def test_stop_tokens_join_the_generation_config_and_the_tokenizer():
+    """A chat model names its end-of-turn token in its generation config; a tokenizer may name another EOS."""
+    base = tiny_base("llama")
+    base.generation_config.eos_token_id = 5
+    tokenizer = SimpleNamespace(eos_token_id=EOS, pad_token_id=None)
+    assert stop_tokens(base, tokenizer) == (sorted({5, EOS}), min(5, EOS))
+    model, _ = wrap(base, window_length=3)  # a PTPModel: its base's generation config
+    assert stop_tokens(model)[0] == [5]
+    base.generation_config.eos_token_id = None
+    assert stop_tokens(base, SimpleNamespace(eos_token_id=None, pad_token_id=7)) == ([], 7)

@@ -25,6 +25,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, PreTrainedModel
 
 from ptp.decode.engine import generate
+from ptp.decode.inputs import stop_tokens
 from ptp.loading import load_model
 from ptp.model.config import PTPConfig
 from ptp.model.ptp import PTPModel
@@ -352,20 +353,8 @@ def load_models(
                 f"--draft-model {draft_model} predicts {rows[1]} token ids but the base model {rows[0]}; "
                 "assisted generation needs the same vocabulary"
             )
-    eos, pad = stop_tokens(tokenizer, base or next(iter(engines.values())).base_model)
+    eos, pad = stop_tokens(base or next(iter(engines.values())).base_model, tokenizer)
     return BenchModels(tokenizer, engines, base, draft, eos, pad, drafter)
-
-
-def stop_tokens(tokenizer, model: PreTrainedModel) -> tuple[list[int], int | None]:
-    """EOS ids (the checkpoint's generation config, else the tokenizer's) and the pad id, shared by all methods."""
-    eos = getattr(model.generation_config, "eos_token_id", None)
-    if eos is None:
-        eos = tokenizer.eos_token_id
-    eos = [] if eos is None else ([eos] if isinstance(eos, int) else list(eos))
-    pad = tokenizer.pad_token_id
-    if pad is None:
-        pad = eos[0] if eos else None
-    return eos, pad
 
 
 def build_runners(

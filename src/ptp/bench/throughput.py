@@ -25,6 +25,7 @@ import torch
 
 from ptp.bench.timing import environment, synchronize
 from ptp.data.pregeneration import PregenerateConfig, left_pad, pregenerate, sampling_speed
+from ptp.decode.inputs import stop_tokens
 from ptp.runtime import resolve_device, resolve_dtype
 from ptp.sampling import DEFAULT_SAMPLING, SamplingConfig
 
@@ -117,12 +118,12 @@ def _hf_batches(model, prompts: list[list[int]], config: ThroughputConfig, eos, 
             temperature=s.temperature if s.do_sample else None,
             top_k=s.top_k or 0,
             top_p=s.top_p or 1.0,
-            eos_token_id=eos,
+            eos_token_id=eos or None,
             pad_token_id=pad,
         )
         new = out[:, ids.shape[1] :]
         # Tokens up to and including the first EOS count, as pregeneration keeps them.
-        ended = torch.isin(new, torch.tensor(eos if isinstance(eos, list) else [eos], device=new.device))
+        ended = torch.isin(new, torch.tensor(eos, dtype=torch.int64, device=new.device))
         before_end = (ended.long().cumsum(dim=1) - ended.long()) == 0
         new_tokens += int(before_end.sum())
     return new_tokens
@@ -149,8 +150,8 @@ def run_throughput(config: ThroughputConfig) -> dict:
     model, tokenizer = load_teacher(config, device, dtype)
     vocab = model.get_output_embeddings().weight.shape[0]
     prompts = encode_prompts(read_prompts(config.prompts)[: config.max_prompts], tokenizer, vocab_size=vocab)
-    eos = tokenizer.eos_token_id if tokenizer is not None else model.generation_config.eos_token_id
-    pad = tokenizer.pad_token_id if tokenizer is not None and tokenizer.pad_token_id is not None else 0
+    eos, pad = stop_tokens(model, tokenizer)
+    pad = pad if pad is not None else 0
     run = {
         "engine": lambda rows: _engine_batches(model, rows, config, eos, tokenizer),
         "hf": lambda rows: _hf_batches(model, rows, config, eos, pad),

@@ -34,7 +34,7 @@ from ptp.data.dataset import (
     write_shard,
 )
 from ptp.decode.engine import generate
-from ptp.decode.inputs import context_length
+from ptp.decode.inputs import context_length, stop_tokens
 from ptp.runtime import resolve_device, resolve_dtype
 from ptp.sampling import DEFAULT_SAMPLING, SamplingConfig
 
@@ -58,7 +58,7 @@ class PregenerateConfig:
     skip_long_prompts: bool = False
     """Skip prompts with prompt + max_new_tokens beyond the model's context (default: refuse them)."""
     eos_token_id: int | list[int] | None = None
-    """Where completions stop (default: the tokenizer's EOS, else the model's generation config)."""
+    """Where completions stop (default: the EOS ids of the model's generation config and of the tokenizer)."""
 
     def __post_init__(self) -> None:
         if isinstance(self.sampling, dict):
@@ -84,7 +84,7 @@ def pregenerate(
         model: the teacher, a Hugging Face causal LM (or a :class:`ptp.PTPModel`, sampled with its adapter off).
         prompts: token ids per prompt (:func:`ptp.data.encode_prompts`).
         out: the data directory; created, or resumed if it holds an unfinished run with the same arguments.
-        tokenizer: recorded in the metadata (so that training can check it) and the default EOS.
+        tokenizer: recorded in the metadata (so that training can check it); its EOS id stops completions too.
     Returns:
         ``out`` as a Path.
     """
@@ -108,8 +108,8 @@ def pregenerate(
         if not kept:
             raise ValueError(f"every prompt is longer than the model's context of {limit} tokens allows")
     eos = config.eos_token_id
-    if eos is None and tokenizer is not None:
-        eos = tokenizer.eos_token_id
+    if eos is None:
+        eos = stop_tokens(model, tokenizer)[0] or None
 
     identity = {
         "format_version": FORMAT_VERSION,

@@ -185,6 +185,21 @@ def prepare_auxiliaries(
     return torch.rand((batch, max_new_tokens), generator=generator).to(device)
 
 
+def stop_tokens(model, tokenizer=None) -> tuple[list[int], int | None]:
+    """Where a model's text ends, and what pads it: the EOS ids of the model's generation config (a chat model names
+    its end-of-turn token there) together with the tokenizer's, sorted; the pad id is the tokenizer's, else the first
+    EOS id. ``model``: a causal LM or a :class:`ptp.PTPModel` (its base's generation config)."""
+    base = getattr(model, "base_model", None)
+    generation = getattr(model, "generation_config", None) or getattr(base, "generation_config", None)
+    configured = getattr(generation, "eos_token_id", None)
+    ids = set([configured] if isinstance(configured, int) else configured or [])
+    if tokenizer is not None and tokenizer.eos_token_id is not None:
+        ids.add(tokenizer.eos_token_id)
+    eos = sorted(ids)
+    pad = tokenizer.pad_token_id if tokenizer is not None else None
+    return eos, pad if pad is not None else (eos[0] if eos else None)
+
+
 def resolve_stop_tokens(eos_token_id, pad_token_id, config) -> tuple[torch.Tensor, int | None]:
     """EOS ids (``int``, list, or the model's generation config) and the pad id used after a row stops.
 

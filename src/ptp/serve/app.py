@@ -28,7 +28,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 
-from ptp.decode.inputs import context_length
+from ptp.decode.inputs import context_length, stop_tokens
 from ptp.serve.config import ServeConfig
 from ptp.serve.metrics import Metrics
 from ptp.serve.protocol import (
@@ -52,19 +52,10 @@ PROTECTED = ("/v1/", "/metrics")
 CLIENT_GONE = 499
 
 
-def stop_tokens(tokenizer, model) -> set[int]:
-    """EOS ids: the tokenizer's and the model's generation config's (a chat model often ends turns with its own)."""
-    ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
-    configured = getattr(getattr(model, "base_model", model), "generation_config", None)
-    configured = getattr(configured, "eos_token_id", None)
-    ids.update([configured] if isinstance(configured, int) else configured or [])
-    return ids
-
-
 def create_app(model, tokenizer, config: ServeConfig, model_name: str) -> FastAPI:
     """The app serving ``model`` (a :class:`ptp.PTPModel`) with ``tokenizer`` under the id ``model_name``."""
-    eos = stop_tokens(tokenizer, model)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(eos, default=0)
+    eos, pad = stop_tokens(model, tokenizer)
+    pad = pad if pad is not None else 0
     engine = {k: v for k, v in (("auxiliary_budget", config.auxiliary_budget),
                                  ("max_draft_length", config.max_draft_length)) if v is not None}  # fmt: skip
     # A captured step is kept per batch size and max_new_tokens, which change with nearly every batch a server
@@ -144,7 +135,7 @@ def create_app(model, tokenizer, config: ServeConfig, model_name: str) -> FastAP
     async def answer(request: Request, body: GenerationRequest, prompt: list[int], field: str, chat: bool) -> Response:
         max_tokens = token_budget(body, prompt, field)
         job = Job(prompt, max_tokens, body.sampling(default_sampling), auxiliaries(body.seed, max_tokens),
-                  TextStream(tokenizer, body.stop_strings()), eos)  # fmt: skip
+                  TextStream(tokenizer, body.stop_strings()), scheduler.eos)  # fmt: skip
         try:
             scheduler.submit(job)
         except QueueFull as error:
