@@ -10,7 +10,9 @@
 # Settings (environment): SPEC_BENCH (question.jsonl), PROMPTS (20000), COMPLETIONS (completions per prompt, 2),
 #   QUESTIONS (Spec-Bench questions benchmarked, 120), PTP (the ptp command, e.g. "python -m ptp.cli"),
 #   DISTILL_UNTIL (a time, in seconds since the epoch, at which the distillations stop and save, to be resumed by
-#   the next run; unset: they run to their last step), SAMPLINGS (the benchmarks' settings, "0.7,50,0.95 greedy").
+#   the next run; unset: they run to their last step), SAMPLINGS (the benchmarks' settings, "0.7,50,0.95 greedy"),
+#   INIT (a directory with one_hot/ and independent/ adapters of an earlier build that the distillations continue
+#   from, with a fresh optimizer; unset: fresh drafters).
 set -euo pipefail
 work=$1 out=$2
 here=$(cd "$(dirname "$0")" && pwd)
@@ -31,12 +33,14 @@ $ptp pregenerate --model "$teacher" --prompts "$work/prompts.jsonl" --out "$work
     --n-per-prompt "${COMPLETIONS:-2}" --max-new-tokens 256 --temperature 0.7 --top-k 50 --top-p 0.95 \
     --dtype bfloat16 --batch-size 256 --prompts-per-shard 512 --no-progress
 
-# 3. Both drafters at once (they share the GPU), each resuming from its latest checkpoint.
+# 3. Both drafters at once (they share the GPU), each resuming from its latest checkpoint, else starting afresh or
+#    from INIT's adapter.
 step distill
 pids=()
 for mode in one_hot independent; do
     options=()
     compgen -G "$work/$mode.run/checkpoints/step-*" > /dev/null && options+=(--resume)
+    [ -n "${INIT:-}" ] && options+=(--init-adapter "$INIT/$mode")  # a resumed run names it too (its config does)
     [ -n "${DISTILL_UNTIL:-}" ] && options+=(--max-time $((DISTILL_UNTIL - $(date +%s))))
     $ptp distill --model "$teacher" --data "$work/data" --out "$work/$mode" --mode "$mode" \
         --config "$here/distill.json" --no-progress "${options[@]}" >> "$work/$mode.log" 2>&1 &
@@ -44,16 +48,7 @@ for mode in one_hot independent; do
 done
 for pid in "${pids[@]}"; do wait "$pid"; done
 
-# 4. Spec-Bench, float32 (where every engine output must equal one-token decoding), sampled and greedy.
-step bench
-for sampling in ${SAMPLINGS:-0.7,50,0.95 greedy}; do
-    $ptp bench --model "$teacher" --adapter "$work/one_hot" --independent-adapter "$work/independent" \
-        --prompts "$spec_bench" --max-questions "${QUESTIONS:-120}" --methods ar,ptp,independent \
-        --sampling "$sampling" --dtype float32 --repeats 1 --max-new-tokens 256 --no-progress --resume \
-        --out "$out/bench-${sampling//,/_}" | tail -n 1 > "$out/bench-${sampling//,/_}.json"
-done
-
-# 5. The adapters in 16 bits, as the package ships them (the loader computes in the model's dtype either way).
+# 4. The adapters in 16 bits, as the package ships them (the loader computes in the model's dtype either way).
 step float16 copies
 for mode in one_hot independent; do
     python - "$work/$mode" "$out/$mode" <<'PY'
@@ -65,4 +60,16 @@ shutil.copytree(source, target, dirs_exist_ok=True)
 for path in target.glob("*.safetensors"):
     save_file({k: v.half().contiguous() for k, v in load_file(path).items()}, str(path))
 PY
+done
+
+# 5. Spec-Bench, float32 (where every engine output must equal one-token decoding), sampled and greedy.
+step bench
+for sampling in ${SAMPLINGS:-0.7,50,0.95 greedy}; do
+    result=$out/bench-${sampling//,/_}
+    options=()
+    [ -f "$result/settings.json" ] && options+=(--resume)
+    $ptp bench --model "$teacher" --adapter "$work/one_hot" --independent-adapter "$work/independent" \
+        --prompts "$spec_bench" --max-questions "${QUESTIONS:-120}" --methods ar,ptp,independent \
+        --sampling "$sampling" --dtype float32 --repeats 1 --max-new-tokens 256 --no-progress "${options[@]}" \
+        --out "$result" | tail -n 1 > "$result.json"
 done
