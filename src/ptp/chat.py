@@ -20,7 +20,7 @@ import torch
 
 from ptp.data.prompts import Prompt, encode_prompts
 from ptp.decode.engine import generate
-from ptp.decode.inputs import context_length
+from ptp.decode.inputs import context_length, stop_tokens
 from ptp.loading import load
 from ptp.model.ptp import PTPModel
 from ptp.runtime import cpu_threads
@@ -132,7 +132,7 @@ class Chat:
         with cpu_threads(self.threads, self.model):
             output = generate(self.model, torch.tensor([ids]), max_new_tokens=max_new_tokens,
                               sampling=self.sampling, seed=self.seed + len(self.history) // 2, streamer=printer,
-                              use_drafter=self.use_drafter, eos_token_id=self.tokenizer.eos_token_id,
+                              use_drafter=self.use_drafter, eos_token_id=stop_tokens(self.model, self.tokenizer)[0],
                               **self.engine)  # fmt: skip
         seconds = time.perf_counter() - start
         text = printer.stream.answer

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from ptp.data.prompts import Prompt, encode_prompts
+from ptp.decode.inputs import stop_tokens
 from ptp.serve.text import TextStream
 
 #: One question of each kind a small chat model is asked: code, an explanation, arithmetic.
@@ -81,7 +82,7 @@ def run_question(model, tokenizer, question: str, max_new_tokens: int, seed: int
         max_new_tokens=max_new_tokens,
         auxiliaries=u,
         sampling=model.config.sampling,  # the configuration the drafter was trained for
-        eos_token_id=tokenizer.eos_token_id,
+        eos_token_id=stop_tokens(model, tokenizer)[0],
     )
     start = time.perf_counter()
     ar = model.generate(ids, use_drafter=False, **common)

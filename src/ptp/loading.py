@@ -51,16 +51,18 @@ class Loaded:
         return (self.drafter or self.model).config.sampling
 
     def generate(self, input_ids, *, use_drafter: bool = True, **options):
-        """:func:`ptp.generate` with this model and drafter, stopping at the tokenizer's EOS unless ``eos_token_id``
-        is given. A model loaded without a trained drafter decodes plainly only (``use_drafter=False``)."""
+        """:func:`ptp.generate` with this model and drafter, stopping at :func:`ptp.decode.inputs.stop_tokens` unless
+        ``eos_token_id`` is given. A model loaded without a trained drafter decodes plainly only
+        (``use_drafter=False``)."""
         from ptp.decode.engine import generate
+        from ptp.decode.inputs import stop_tokens
 
         if use_drafter and not self.trained:
             raise ValueError(
                 "a model without a PTP adapter has no trained drafter: pass an adapter, or decode plainly, one "
                 "token per call (use_drafter=False; ptp generate --no-drafter)"
             )
-        options.setdefault("eos_token_id", self.tokenizer.eos_token_id)
+        options.setdefault("eos_token_id", stop_tokens(self.model, self.tokenizer)[0])
         return generate(self.model, input_ids, drafter=self.drafter, use_drafter=use_drafter, **options)
 
 
