@@ -14,7 +14,9 @@
 #   the next run; unset: they run to their last step), SAMPLINGS (the benchmarks' settings, "0.7,50,0.95 greedy"),
 #   DRAFTER (the PTP drafter's mode: one_hot, O-PTP, or categorical, C-PTP with the forward KL; one_hot), INIT (a
 #   directory with the DRAFTER/ and independent/ adapters of an earlier build that the distillations continue from,
-#   with a fresh optimizer; unset: fresh drafters).
+#   with a fresh optimizer; unset: fresh drafters), SET (space-separated KEY=VALUE fields of the PTP drafter's
+#   distillation on top of distill.json, e.g. "bin_order=probability embedding=thermometer"; the independent baseline,
+#   which never reads u, keeps distill.json's).
 set -euo pipefail
 work=$1 out=$2
 here=$(cd "$(dirname "$0")" && pwd)
@@ -45,6 +47,7 @@ for mode in "$drafter" independent; do
     compgen -G "$work/$mode.run/checkpoints/step-*" > /dev/null && options+=(--resume)
     [ -n "${INIT:-}" ] && options+=(--init-adapter "$INIT/$mode")  # a resumed run names it too (its config does)
     [ -n "${DISTILL_UNTIL:-}" ] && options+=(--max-time $((DISTILL_UNTIL - $(date +%s))))
+    if [ "$mode" != independent ]; then for field in ${SET:-}; do options+=(--set "$field"); done; fi
     $ptp distill --model "$teacher" --data "$work/data" --out "$work/$mode" --mode "$mode" \
         --config "$here/distill.json" --no-progress "${options[@]}" >> "$work/$mode.log" 2>&1 &
     pids+=($!)
