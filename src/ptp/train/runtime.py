@@ -24,7 +24,9 @@ DEFAULT_ROW_LENGTH = 2048
 def run_processes(config):
     """The run's ``accelerate.Accelerator`` (``config.device``: cpu, cuda or None); several processes under
     ``accelerate launch`` / ``torchrun``. A process group that the run starts is destroyed when the run ends: left to
-    the interpreter's exit, its threads can abort the process (gloo) or keep it waiting (NCCL)."""
+    the interpreter's exit, its threads can abort the process (gloo) or keep it waiting (NCCL). A run that ends
+    normally first waits for every process, so that none tears the group down while another still talks through it
+    (gloo then aborts the slower process)."""
     from accelerate import Accelerator
 
     check_device(config.device)
@@ -32,6 +34,8 @@ def run_processes(config):
     accelerator = Accelerator(cpu=config.device == "cpu")
     try:
         yield accelerator
+        if started and torch.distributed.is_initialized():
+            torch.distributed.barrier()
     finally:
         if started and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
