@@ -8,7 +8,7 @@
 # Usage: bash recipes/default/build.sh WORK OUT
 #   WORK: prompts, data, adapters and their runs; OUT: benchmark results and float16 copies of the adapters.
 #   Every step resumes where a killed run stopped: rerun the same command.
-# Settings (environment): SPEC_BENCH (question.jsonl), PROMPTS (20000), COMPLETIONS (completions per prompt, 2),
+# Settings (environment): SPEC_BENCH (question.jsonl), PROMPTS (5000), COMPLETIONS (completions per prompt, 1),
 #   QUESTIONS (Spec-Bench questions benchmarked, 120), PTP (the ptp command, e.g. "python -m ptp.cli"),
 #   DISTILL_UNTIL (a time, in seconds since the epoch, at which the distillations stop and save, to be resumed by
 #   the next run; unset: they run to their last step), SAMPLINGS (the benchmarks' settings, "0.7,50,0.95 greedy"),
@@ -29,13 +29,13 @@ step() { echo "[build $(date +%T)] $*"; }
 
 # 1. Chat prompts, none of them a Spec-Bench question.
 step prompts
-[ -f "$work/prompts.jsonl" ] || $ptp chat-prompts --out "$work/prompts.jsonl" --count "${PROMPTS:-20000}" --seed 0 \
+[ -f "$work/prompts.jsonl" ] || $ptp chat-prompts --out "$work/prompts.jsonl" --count "${PROMPTS:-5000}" --seed 0 \
     --exclude "$spec_bench" | tail -n 1 > "$out/prompts_report.json"
 
 # 2. The teacher's answers under the sampling configuration decoding will use (T 0.7, top-k 50, top-p 0.95).
 step pregenerate
 $ptp pregenerate --model "$teacher" --prompts "$work/prompts.jsonl" --out "$work/data" \
-    --n-per-prompt "${COMPLETIONS:-2}" --max-new-tokens 256 --temperature 0.7 --top-k 50 --top-p 0.95 \
+    --n-per-prompt "${COMPLETIONS:-1}" --max-new-tokens 256 --temperature 0.7 --top-k 50 --top-p 0.95 \
     --dtype bfloat16 --batch-size 256 --prompts-per-shard 512 --no-progress
 
 # 3. Both drafters at once (they share the GPU), each resuming from its latest checkpoint, else starting afresh or
