@@ -16,7 +16,7 @@
 #   directory with the DRAFTER/ and independent/ adapters of an earlier build that the distillations continue from,
 #   with a fresh optimizer; unset: fresh drafters), SET (space-separated KEY=VALUE fields of the PTP drafter's
 #   distillation on top of distill.json, e.g. "bin_order=probability embedding=thermometer"; the independent baseline,
-#   which never reads u, keeps distill.json's).
+#   which never reads u, keeps distill.json's), STEPS (max_steps of both distillations; unset: distill.json's).
 set -euo pipefail
 work=$1 out=$2
 here=$(cd "$(dirname "$0")" && pwd)
@@ -47,6 +47,7 @@ for mode in "$drafter" independent; do
     compgen -G "$work/$mode.run/checkpoints/step-*" > /dev/null && options+=(--resume)
     [ -n "${INIT:-}" ] && options+=(--init-adapter "$INIT/$mode")  # a resumed run names it too (its config does)
     [ -n "${DISTILL_UNTIL:-}" ] && options+=(--max-time $((DISTILL_UNTIL - $(date +%s))))
+    [ -n "${STEPS:-}" ] && options+=(--set "max_steps=$STEPS")
     if [ "$mode" != independent ]; then for field in ${SET:-}; do options+=(--set "$field"); done; fi
     $ptp distill --model "$teacher" --data "$work/data" --out "$work/$mode" --mode "$mode" \
         --config "$here/distill.json" --no-progress "${options[@]}" >> "$work/$mode.log" 2>&1 &
