@@ -97,6 +97,36 @@ def test_pick_never_lands_in_an_empty_bin_and_its_bin_holds_u(row, config, us):
     assert ((left <= u) & (u < right)).all(), "the picked token's bin does not hold u"
 
 
+@settings(max_examples=300, deadline=None)
+@given(row=_logits(), k=st.integers(1, 30))
+def test_top_k_keeps_the_k_largest_and_of_equal_values_the_lower_ids(row, k):
+    """The slow oracle: sort by (value descending, id ascending) in Python and keep the first k."""
+    kept = sorted(range(len(row)), key=lambda j: (-row[j], j))[:k]
+    expected = {j for j in kept if row[j] > -INF}
+    p = probabilities(torch.tensor(row, dtype=torch.float32), SamplingConfig(top_k=k))
+    assert set(torch.nonzero(p > 0).flatten().tolist()) == expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(row=_logits(), config=_configs())
+def test_bins_are_the_edges_of_the_whole_vocabularys_cdf(row, config):
+    """The slow oracle: F over every token, in bin order, from the full distribution; ``bins`` and ``pick`` work
+    on the top-k candidates alone."""
+    logits = torch.tensor(row, dtype=torch.float32)
+    p = probabilities(logits, config)
+    order = torch.arange(len(row))
+    if config.order == "probability":
+        order = torch.sort(p, descending=True, stable=True).indices
+    cdf = cumulative(p[order])
+    place = torch.empty_like(order).scatter_(0, order, torch.arange(len(row)))
+    tokens = torch.arange(len(row))
+    left, right = bins(logits.expand(len(row), -1), tokens, config)
+    torch.testing.assert_close(right, cdf[place], rtol=0, atol=1e-6)
+    torch.testing.assert_close(left, torch.where(place > 0, cdf[(place - 1).clamp(min=0)], 0.0), rtol=0, atol=1e-6)
+    if not config.do_sample:
+        assert torch.equal(left < right, p > 0), "greedy: the argmax alone has a bin"
+
+
 @settings(max_examples=200, deadline=None)
 @given(row=_logits(), config=_configs(orders=("vocabulary",)))
 def test_cdf_is_monotone_ends_at_exactly_one_and_u_extremes_pick_the_end_tokens(row, config):

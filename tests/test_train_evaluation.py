@@ -49,6 +49,9 @@ def test_write_histogram_updates_only_the_histogram(data, trained, tmp_path):
     import shutil
 
     adapter = shutil.copytree(trained.adapter, tmp_path / "adapter")
+    config = json.loads((adapter / "ptp_config.json").read_text())
+    config["acceptance_histogram"] = [0.2] * len(config["acceptance_histogram"])  # no histogram an evaluation gives
+    (adapter / "ptp_config.json").write_text(json.dumps(config))
     before = json.loads((adapter / "ptp_config.json").read_text())
     got = evaluate_adapter(tiny_base("llama"), adapter, data, **{**SETTINGS, "split": "all"}, write_histogram=True)
     after = json.loads((adapter / "ptp_config.json").read_text())

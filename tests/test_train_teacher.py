@@ -25,13 +25,23 @@ def _rows(*specs, length=24):
 def test_bins_are_those_of_ptp_sampling_for_each_documents_own_logits(model):
     text = [5, 9, 14, 3, 22, 7, 30]
     rows = _rows((text, 2), ([40, 41, 42], 1))
-    teacher = teacher_pass(model, rows, SAMPLING)
+    every = torch.arange(rows.tokens.shape[1]).expand(len(rows), -1)
+    teacher = teacher_pass(model, rows, SAMPLING, every)
     start = int((rows.tokens[0] == 5).nonzero()[0])
     with torch.no_grad():
         alone = model.base_model(input_ids=torch.tensor([text])).logits[0]
     left, right = ptp.bins(alone[:-1], torch.tensor(text[1:]), SAMPLING)
     torch.testing.assert_close(teacher.left[0, start + 1 : start + len(text)], left, rtol=0, atol=1e-6)
     torch.testing.assert_close(teacher.right[0, start + 1 : start + len(text)], right, rtol=0, atol=1e-6)
+
+
+def test_the_bins_of_the_targets_alone_are_those_of_every_position_at_the_targets(model):
+    rows = pack_documents(_sampled_documents(model), 48)[0]
+    windows = layout_windows(rows, torch.tensor([[0, 7, 12, 20]] * len(rows)), 4)
+    every = teacher_pass(model, rows, SAMPLING, torch.arange(48).expand(len(rows), -1))
+    targets = teacher_pass(model, rows, SAMPLING, windows.targets)
+    assert torch.equal(targets.left, every.left.gather(1, windows.targets))
+    assert torch.equal(targets.right, every.right.gather(1, windows.targets))
 
 
 @pytest.mark.parametrize("beta", [1.0, 0.3])
@@ -48,12 +58,12 @@ def test_auxiliaries_lie_in_the_bins_and_pick_the_teachers_token(model, beta):
 
 def test_beta_below_one_puts_auxiliaries_near_the_bin_edges(model):
     rows = pack_documents(_sampled_documents(model, count=8), 48)[0]
-    teacher = teacher_pass(model, rows, SAMPLING)
     windows = layout_windows(rows, torch.arange(2, 42, 4).expand(len(rows), -1), 4)
+    teacher = teacher_pass(model, rows, SAMPLING, windows.targets)
     spread = {}
     for beta in (1.0, 0.2):
         u, valid, _ = window_auxiliaries(teacher, windows, beta=beta, generator=torch.Generator().manual_seed(1))
-        left, right = teacher.left.gather(1, windows.targets), teacher.right.gather(1, windows.targets)
+        left, right = teacher.left, teacher.right
         where = (u - left) / (right - left)
         spread[beta] = (where[valid] - 0.5).abs().mean()
     assert spread[1.0] == pytest.approx(0.25, abs=0.05) and spread[0.2] > 0.35
@@ -69,7 +79,7 @@ def test_a_target_outside_the_kept_set_stops_its_window_or_is_an_error(model):
     text[3] = (text[3] + 1) % 96
     rows = _rows((text + [50, 51], 1))
     windows = layout_windows(rows, torch.tensor([[1]]), 4)  # predicts text[1], text[2], text[3], 50
-    teacher = teacher_pass(model, rows, greedy)
+    teacher = teacher_pass(model, rows, greedy, windows.targets)
     u, valid, empty = window_auxiliaries(teacher, windows, out_of_set="stop")
     assert valid[0].tolist() == [True, True, False, False] and int(empty) >= 1
     assert (u[0, 2:] == 0.5).all()

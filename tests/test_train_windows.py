@@ -50,7 +50,7 @@ def test_training_slot_logits_equal_the_engines_for_the_same_context_and_auxilia
     slot_u = torch.full((1, 2 * N), 0.5)
     slot_u[0, :N] = u[0, :N]
     with torch.no_grad():
-        training = slot_logits(model, windows, slot_u, teacher_pass(model, rows, SAMPLING).cache)
+        training = slot_logits(model, windows, slot_u, teacher_pass(model, rows, SAMPLING, windows.targets).cache)
     torch.testing.assert_close(training[:, :N], engine, rtol=1e-5, atol=1e-5)
 
 

@@ -176,45 +176,51 @@ def probabilities(logits: torch.Tensor, config: SamplingConfig) -> torch.Tensor:
         ``[..., V]`` float32 probabilities; tokens outside the kept set are exactly 0, the rest sum to 1 (up to
         round-off).
     """
-    z = logits.float()
-    vocab = z.shape[-1]
     if not config.do_sample:
-        return torch.nn.functional.one_hot(z.argmax(dim=-1), vocab).float()
-    z = z / config.temperature
-    candidates = None  # the ids that can be kept, when top-k narrows them: top-p then sorts only these
+        return torch.nn.functional.one_hot(logits.argmax(dim=-1), logits.shape[-1]).float()
+    probs, ids = _kept(logits, config)
+    if ids is None:
+        return probs
+    return torch.zeros(logits.shape, device=logits.device).scatter_(-1, ids, probs)
+
+
+def _kept(logits: torch.Tensor, config: SamplingConfig) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """S on the tokens that can be kept: ``(probs, ids)``, ``[..., C]`` each, ids ascending, a dropped token's
+    probability exactly 0. With top-k the candidates are the k kept ids (C = k), so that everything after one pass
+    over the vocabulary costs ``[..., k]``; without it they are the whole vocabulary (``ids`` None: the identity).
+    """
+    z = logits.float() / config.temperature
+    vocab = z.shape[-1]
+    ids = None
     if config.top_k is not None and config.top_k < vocab:
-        top = z.topk(config.top_k, dim=-1)
-        kth = top.values[..., -1:]
-        above, tied = z > kth, z == kth
-        # Of the logits equal to the k-th largest, the lowest ids are kept until there are k.
-        room = config.top_k - above.sum(dim=-1, keepdim=True)
-        keep = above | (tied & (tied.long().cumsum(dim=-1) <= room))
-        z = z.masked_fill(~keep, float("-inf"))
-        if config.top_p is not None:
-            # The ids of the k kept tokens (top.indices may hold another of the tied ones), in ascending order.
-            ids = torch.arange(vocab, device=z.device)
-            kept = torch.where(keep, vocab - ids, 0).topk(config.top_k, dim=-1).indices
-            candidates = torch.sort(kept, dim=-1).values
+        ids = torch.sort(_top_k(z, config.top_k), dim=-1).values
+        z = z.gather(-1, ids)
     probs = torch.softmax(z, dim=-1)
     if config.top_p is not None:
-        if candidates is None:
-            candidates = torch.arange(vocab, device=z.device).expand(probs.shape)
-        # Descending probability, ties in ascending id: candidates are in id order and the sort is stable.
-        sorted_probs, order = torch.sort(probs.gather(-1, candidates), dim=-1, descending=True, stable=True)
+        # Descending probability, ties in ascending id: the candidates are in id order and the sort is stable.
+        sorted_probs, order = torch.sort(probs, dim=-1, descending=True, stable=True)
         # The exclusive prefix sum, shifted rather than cumsum - p: the subtraction rounds, and at a cut where the
         # mass before a token equals top_p it would keep a token that the definition drops.
         total = torch.cumsum(sorted_probs, dim=-1)
         mass_before = torch.cat([torch.zeros_like(total[..., :1]), total[..., :-1]], dim=-1)
-        keep_sorted = mass_before < config.top_p
-        keep = torch.zeros(probs.shape, dtype=torch.bool, device=z.device)
-        keep.scatter_(-1, candidates.gather(-1, order), keep_sorted)
+        keep = torch.empty_like(order, dtype=torch.bool).scatter_(-1, order, mass_before < config.top_p)
         probs = torch.where(keep, probs, 0.0)
         probs = probs / probs.sum(dim=-1, keepdim=True)
-    return probs
+    return probs, ids
+
+
+def _top_k(z: torch.Tensor, k: int) -> torch.Tensor:
+    """The ids of the k largest of ``z`` ``[..., V]``, of values equal to the k-th the lower ids. ``topk`` alone
+    may return any of the tied ones: a second ``topk`` over keys that rank every larger value first (inf), then the
+    tied ones by ascending id (minus the id), then the rest (-inf) returns the right ones."""
+    kth = z.topk(k, dim=-1).values[..., -1:]
+    ids = torch.arange(z.shape[-1], device=z.device, dtype=torch.float32)
+    key = torch.where(z > kth, math.inf, torch.where(z == kth, -ids, -math.inf))
+    return key.topk(k, dim=-1).indices
 
 
 def cumulative(probs: torch.Tensor) -> torch.Tensor:
-    """Vocabulary-order CDF ``F(j) = sum_{l <= j} P(l)`` of ``[..., V]`` probabilities.
+    """Bin-order CDF ``F(j) = sum_{l <= j} P(l)`` of ``[..., C]`` probabilities.
 
     ``F`` is made non-decreasing (a parallel scan may round otherwise) and every entry from the last token that adds
     probability onwards is exactly 1, so that any ``u < 1`` lands in a non-empty bin.
@@ -224,28 +230,17 @@ def cumulative(probs: torch.Tensor) -> torch.Tensor:
     return torch.where(cdf >= cdf[..., -1:], 1.0, cdf)
 
 
-def pick_from_probabilities(u: torch.Tensor, probs: torch.Tensor, order: str = "vocabulary") -> torch.Tensor:
-    """The token whose bin holds ``u``: in vocabulary order, the smallest token j with ``F(j) > u``.
-
-    ``u``: ``[...]`` in [0, 1); probs: ``[..., V]``. Returns int64 ``[...]``.
-    """
-    ranked, tokens = _in_order(probs, order)
-    index = torch.searchsorted(cumulative(ranked), u.float().unsqueeze(-1).contiguous(), right=True)
-    # Unreachable for u < 1 (the last edge is exactly 1); the clamp only keeps a bad u from indexing out of range.
-    index = index.clamp_(max=probs.shape[-1] - 1)
-    return (index if tokens is None else tokens.gather(-1, index)).squeeze(-1)
-
-
 def _in_order(probs: torch.Tensor, order: str) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """``probs`` laid out in bin order, and the token at each place (None: vocabulary order, the identity)."""
+    """``probs`` (in id order) laid out in bin order, and the index of each place (None: id order, the identity)."""
     if order == "vocabulary":
         return probs, None
     # Descending, ties to the lower id: the sort is stable and the input is in id order.
-    return torch.sort(probs.float(), dim=-1, descending=True, stable=True)
+    return torch.sort(probs, dim=-1, descending=True, stable=True)
 
 
 def pick(u: torch.Tensor, logits: torch.Tensor, config: SamplingConfig) -> torch.Tensor:
-    """Pick(u, S(logits)): the token of the sampling configuration whose bin holds ``u``.
+    """Pick(u, S(logits)): the token of the sampling configuration whose bin holds ``u``: the first place in bin
+    order where ``F`` exceeds ``u``.
 
     Args:
         u: ``[...]`` auxiliaries in [0, 1).
@@ -255,7 +250,15 @@ def pick(u: torch.Tensor, logits: torch.Tensor, config: SamplingConfig) -> torch
     """
     if not config.do_sample:
         return logits.argmax(dim=-1)
-    return pick_from_probabilities(u, probabilities(logits, config), config.order)
+    probs, ids = _kept(logits, config)
+    ranked, order = _in_order(probs, config.order)
+    place = torch.searchsorted(cumulative(ranked), u.float().unsqueeze(-1).contiguous(), right=True)
+    # Unreachable for u < 1 (the last edge is exactly 1); the clamp only keeps a bad u from indexing out of range.
+    index = place.clamp_(max=probs.shape[-1] - 1)
+    for lookup in (order, ids):  # place -> candidate -> token id
+        if lookup is not None:
+            index = lookup.gather(-1, index)
+    return index.squeeze(-1)
 
 
 def bins(logits: torch.Tensor, tokens: torch.Tensor, config: SamplingConfig) -> tuple[torch.Tensor, torch.Tensor]:
@@ -268,16 +271,34 @@ def bins(logits: torch.Tensor, tokens: torch.Tensor, config: SamplingConfig) -> 
         ``(left, right)``, float32 ``[...]`` each. A token outside the kept set has an empty bin (left == right);
         callers must handle it explicitly.
     """
-    ranked, order = _in_order(probabilities(logits, config), config.order)
-    cdf = cumulative(ranked)
-    place = tokens
-    if order is not None:  # the place of each token in the bin order
+    if not config.do_sample:
+        probs, ids = probabilities(logits, config), None
+    else:
+        probs, ids = _kept(logits, config)
+    token = tokens.long().unsqueeze(-1)
+    candidate, found = token, None
+    if ids is not None:
+        match = ids == token
+        found = match.any(dim=-1, keepdim=True)
+        candidate = match.to(torch.uint8).argmax(dim=-1, keepdim=True)  # 0 where the token is no candidate
+    ranked, order = _in_order(probs, config.order)
+    place = candidate
+    if order is not None:  # the place of each candidate in the bin order
         places = torch.arange(order.shape[-1], device=order.device).expand(order.shape)
-        place = torch.empty_like(order).scatter_(-1, order, places).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
-    right = cdf.gather(-1, place.unsqueeze(-1)).squeeze(-1)
-    below = (place - 1).clamp(min=0).unsqueeze(-1)
-    left = torch.where(place > 0, cdf.gather(-1, below).squeeze(-1), 0.0)
-    return left, right
+        place = torch.empty_like(order).scatter_(-1, order, places).gather(-1, candidate)
+    cdf = cumulative(ranked)
+    right = cdf.gather(-1, place)
+    left = torch.where(place > 0, cdf.gather(-1, (place - 1).clamp(min=0)), 0.0)
+    if found is not None:
+        # A token that is no candidate has the empty bin where the full CDF has it: in id order at the mass of the
+        # candidates below it, in probability order at 1 (the zeros come last).
+        if order is None:
+            below = (ids < token).sum(dim=-1, keepdim=True) - 1
+            edge = torch.where(below >= 0, cdf.gather(-1, below.clamp(min=0)), 0.0)
+        else:
+            edge = torch.ones_like(right)
+        left, right = torch.where(found, left, edge), torch.where(found, right, edge)
+    return left.squeeze(-1), right.squeeze(-1)
 
 
 def sample_in_bins(

@@ -2,8 +2,8 @@
 Distillation).
 
 1. The packed rows run through the frozen base with the adapter off (no gradient). This gives the KV cache the
-   slots attend to and, for every token, its bin ``[F(t-1), F(t))`` under the data's sampling configuration S,
-   computed by :func:`ptp.sampling.bins` (the project's one implementation of S).
+   slots attend to and, for every token that a slot predicts, its bin ``[F(t-1), F(t))`` under the data's sampling
+   configuration S, computed by :func:`ptp.sampling.bins` (the project's one implementation of S).
 2. Each slot gets an auxiliary u inside the bin of the token it predicts (Beta(beta, beta) within the bin;
    beta = 1 for evaluation), mapped to the slot's input by :meth:`ptp.PTPModel.slot_auxiliaries`, the same mapping
    the decoder uses.
@@ -44,9 +44,10 @@ class TeacherPass:
     cache: DynamicCache | None
     """The rows' KV cache (the context of every slot); None when not kept."""
     left: torch.Tensor
-    """float32 ``[B, L]``: left edge of the bin of the token at each row index under S (0 at index 0)."""
+    """float32 ``[B, T]``: left edge of the bin under S of the token at each of the pass's targets (row indices; 0
+    at index 0)."""
     right: torch.Tensor
-    """float32 ``[B, L]``: right edge (equal to ``left`` where the token is outside the kept set, and at 0)."""
+    """float32 ``[B, T]``: right edge (equal to ``left`` where the token is outside the kept set, and at index 0)."""
 
 
 @dataclass
@@ -69,8 +70,11 @@ class WindowBatch:
 
 
 @torch.no_grad()
-def teacher_pass(model, rows: PackedRows, sampling: SamplingConfig, keep_cache: bool = True) -> TeacherPass:
-    """The frozen base over packed rows (documents isolated), and the bins of all tokens under ``sampling``.
+def teacher_pass(
+    model, rows: PackedRows, sampling: SamplingConfig, targets: torch.Tensor, keep_cache: bool = True
+) -> TeacherPass:
+    """The frozen base over packed rows (documents isolated), and the bins under ``sampling`` of the tokens at
+    ``targets`` (int ``[B, T]`` row indices, e.g. the slots' targets: only those are computed).
 
     ``model``: a :class:`ptp.PTPModel` (its base) or a plain causal LM (the teacher of a separate drafter, whose
     cache nobody attends to: ``keep_cache=False``).
@@ -81,16 +85,19 @@ def teacher_pass(model, rows: PackedRows, sampling: SamplingConfig, keep_cache: 
         past_key_values=cache,
     )  # fmt: skip
     batch, length, vocab = logits.shape
-    flat_logits = logits[:, :-1].reshape(-1, vocab)
-    flat_tokens = rows.tokens[:, 1:].reshape(-1)
+    # The logits at index k - 1 give the bin of the token at k.
+    offsets = length * torch.arange(batch, device=targets.device).unsqueeze(1)
+    flat_index = ((targets - 1).clamp(min=0) + offsets).reshape(-1)
+    flat_logits, flat_tokens = logits.reshape(-1, vocab), rows.tokens.gather(1, targets).reshape(-1)
     step = max(1, BIN_CHUNK_ELEMENTS // vocab)
     edges = [
-        bins(flat_logits[i : i + step], flat_tokens[i : i + step], sampling) for i in range(0, len(flat_tokens), step)
+        bins(flat_logits[flat_index[i : i + step]], flat_tokens[i : i + step], sampling)
+        for i in range(0, len(flat_tokens), step)
     ]
-    left = torch.cat([e[0] for e in edges]).view(batch, length - 1)
-    right = torch.cat([e[1] for e in edges]).view(batch, length - 1)
-    zero = left.new_zeros(batch, 1)
-    return TeacherPass(logits, cache, torch.cat([zero, left], dim=1), torch.cat([zero, right], dim=1))
+    first = targets > 0
+    left = torch.where(first, torch.cat([e[0] for e in edges]).view(targets.shape), 0.0)
+    right = torch.where(first, torch.cat([e[1] for e in edges]).view(targets.shape), 0.0)
+    return TeacherPass(logits, cache, left, right)
 
 
 def window_auxiliaries(
@@ -101,14 +108,14 @@ def window_auxiliaries(
     generator: torch.Generator | None = None,
     out_of_set: str = "stop",
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Auxiliaries of the slots, sampled inside their targets' bins.
+    """Auxiliaries of the slots, sampled inside their targets' bins (``teacher``: the pass made for
+    ``windows.targets``).
 
     Returns:
         ``u`` float32 ``[B, A]`` (:data:`NULL_AUXILIARY` on slots that do not train), ``valid`` bool ``[B, A]``, and
         the number of in-document targets outside the kept set (int64 scalar).
     """
-    left = teacher.left.gather(1, windows.targets)
-    right = teacher.right.gather(1, windows.targets)
+    left, right = teacher.left, teacher.right
     in_document = windows.in_document
     empty = in_document & ~(right > left)
     if out_of_set == "error" and bool(empty.any()):
@@ -177,7 +184,7 @@ def run_windows(
         teacher: a separate frozen teacher (any causal LM with the drafter's vocabulary); None: the model's base.
     """
     windows = layout_windows(rows, starts, model.config.window_length)
-    bins_of = teacher_pass(model if teacher is None else teacher, rows, sampling, keep_cache=teacher is None)
+    bins_of = teacher_pass(model if teacher is None else teacher, rows, sampling, windows.targets, teacher is None)
     cache = bins_of.cache if teacher is None else context_cache(model, rows)
     u, valid, empty = window_auxiliaries(bins_of, windows, beta=beta, generator=generator, out_of_set=out_of_set)
     logits = slot_logits(model, windows, u, cache, forward)
