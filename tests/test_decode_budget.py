@@ -7,7 +7,16 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ptp.decode.budget import allocate, hypothesis_weights, layout, slot_budget, survival
+from ptp.decode.budget import (
+    allocate,
+    expected_commits,
+    fastest_budget,
+    hypothesis_weights,
+    layout,
+    slot_budget,
+    survival,
+)
+from ptp.decode.cost import CallCost
 
 
 def _confidences(draw, batch: int, size: int) -> torch.Tensor:
@@ -93,9 +102,6 @@ def test_survival_without_a_histogram_is_geometric_and_never_zero():
 @pytest.mark.parametrize(
     "window, device, budget, draft, expected",
     [
-        (16, "cpu", None, None, (4, 3)),  # a CPU: few slots, short groups
-        (2, "cpu", None, None, (4, 2)),  # never longer groups than the window
-        (16, "cpu", None, 8, (4, 8)),
         (16, "cpu", 12, None, (12, 16)),  # a budget given: groups up to the window
         (16, "cpu", 0, 5, (0, 5)),
         (16, "cuda", None, None, (32, 16)),  # a GPU: twice the window
@@ -105,3 +111,37 @@ def test_survival_without_a_histogram_is_geometric_and_never_zero():
 )
 def test_the_default_slot_budget_follows_the_device(window, device, budget, draft, expected):
     assert slot_budget(window, device, budget, draft) == expected
+
+
+def test_a_cpus_default_budget_is_the_fastest_under_the_measured_cost():
+    histogram = [0.1, 0.2, 0.3, 0.2, 0.1, 0.1]
+    cost = CallCost(fixed=0.05, per_position=0.01)
+    assert slot_budget(5, "cpu", histogram=histogram, call_cost=cost) == fastest_budget(histogram, cost, 5)
+    assert slot_budget(5, "cpu", None, 3, histogram=histogram, call_cost=cost)[1] == 3
+    with pytest.raises(ValueError, match="needs the call's cost"):
+        slot_budget(5, "cpu")
+
+
+def test_expected_commits_follow_the_allocation_by_hand():
+    # S = 1, 0.8, 0.3: P(d) = 0.2, 0.5, 0.3; three slots go to group 1 (worth 0.5, 0.4) and group 2 (0.3).
+    curve = torch.tensor([1.0, 0.8, 0.3])
+    assert allocate(torch.tensor([[0.2, 0.5, 0.3]]), curve, 3).tolist() == [[0, 2, 1]]
+    assert expected_commits(curve, 3) == pytest.approx(0.2 * 1 + 0.5 * (1 + 0.8) + 0.3 * 1)
+    assert expected_commits(curve, 1) == pytest.approx(1.0)  # group 1 alone: one slot leaves no draft
+
+
+@given(histogram=st.lists(st.floats(0.0, 1.0), min_size=5, max_size=5).filter(lambda h: sum(h) > 0))
+def test_expected_commits_never_fall_as_slots_are_added_and_stay_within_the_group_length(histogram):
+    histogram = [h / sum(histogram) for h in histogram]
+    curve = survival(histogram, 4)
+    commits = [expected_commits(curve, budget) for budget in range(1, 17)]
+    assert all(b >= a - 1e-6 for a, b in zip(commits, commits[1:], strict=False))
+    assert min(commits) >= 1.0 - 1e-6 and max(commits) <= 4.0 + 1e-6
+
+
+def test_the_fastest_budget_is_generous_where_positions_are_free_and_lean_where_they_cost():
+    perfect = [0.0] * 8 + [1.0]  # every window of 8 right
+    assert fastest_budget(perfect, lambda positions: 1.0, 8) == (8, 8)  # the one live group, whole
+    assert fastest_budget(perfect, lambda positions: float(positions), 8)[0] <= 2
+    useless = [1.0] + [0.0] * 8  # nothing right: one slot is all a call needs
+    assert fastest_budget(useless, lambda positions: 1.0 + 0.1 * positions, 8) == (1, 1)

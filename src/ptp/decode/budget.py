@@ -13,31 +13,71 @@ worth; since S decreases, every group gets a prefix. Everything is batched per r
 
 from __future__ import annotations
 
-import torch
+from collections.abc import Callable
 
-#: The budget on a CPU when the caller gives none: auxiliary slots per call, and the longest group of them.
-CPU_SLOTS, CPU_DRAFT_LENGTH = 4, 3
+import torch
 
 
 def slot_budget(
-    window_length: int, device, auxiliary_budget: int | None = None, max_draft_length: int | None = None
+    window_length: int,
+    device,
+    auxiliary_budget: int | None = None,
+    max_draft_length: int | None = None,
+    *,
+    histogram: list[float] | None = None,
+    call_cost: Callable[[int], float] | None = None,
 ) -> tuple[int, int]:
     """The engine's ``(auxiliary_budget, max_draft_length)``: the caller's where given, else the device's default.
 
     On a GPU (any device but the CPU) a call's extra slots cost little next to its fixed cost (weights read once,
     kernels launched once), so the default is generous: twice the window length N in slots, groups up to N long. On
-    a CPU every slot costs compute, about what a token of the prompt costs, and a random or weak drafter's long
-    groups are rarely accepted: the default there is :data:`CPU_SLOTS` slots in groups of at most
-    :data:`CPU_DRAFT_LENGTH` (nor more than N), what ``ptp demo`` runs with. A caller who gives only the budget gets
-    groups up to N long.
+    a CPU every position costs compute, so the default is the one of most tokens per second (:func:`fastest_budget`):
+    ``call_cost`` gives the seconds of a call by its positions (:func:`ptp.decode.cost.call_cost` measures it) and
+    the drafter's acceptance ``histogram`` what its slots are worth. A caller who gives only the budget gets groups up
+    to N long.
     """
     if torch.device(device).type == "cpu" and auxiliary_budget is None:
-        budget = CPU_SLOTS
-        draft = min(CPU_DRAFT_LENGTH, window_length) if max_draft_length is None else max_draft_length
-    else:
-        budget = 2 * window_length if auxiliary_budget is None else auxiliary_budget
-        draft = window_length if max_draft_length is None else max_draft_length
+        if call_cost is None:
+            raise ValueError("the default slot budget on a CPU needs the call's cost (call_cost)")
+        return fastest_budget(histogram, call_cost, window_length, max_draft_length)
+    budget = 2 * window_length if auxiliary_budget is None else auxiliary_budget
+    draft = window_length if max_draft_length is None else max_draft_length
     return budget, draft
+
+
+def fastest_budget(
+    histogram: list[float] | None,
+    call_cost: Callable[[int], float],
+    window_length: int,
+    max_draft_length: int | None = None,
+) -> tuple[int, int]:
+    """The ``(slots, longest group)`` of most expected tokens per second: :func:`expected_commits` over
+    ``call_cost(pending + slots)``, for groups up to the window length (or ``max_draft_length`` exactly) and up to
+    twice the window length in slots."""
+    drafts = range(1, window_length + 1) if max_draft_length is None else (max_draft_length,)
+    best, choice = -1.0, (1, drafts[0])
+    for draft in drafts:
+        curve = survival(histogram, draft)
+        for budget in range(1, min(draft * draft, 2 * window_length) + 1):
+            rate = expected_commits(curve, budget) / call_cost(draft + budget)
+            if rate > best:
+                best, choice = rate, (budget, draft)
+    return choice
+
+
+def expected_commits(survival_curve: torch.Tensor, budget: int) -> float:
+    """Tokens a call commits on average when ``budget`` slots are split (:func:`allocate`) over the groups of a
+    pending block as long as ``survival_curve``.
+
+    A stationary estimate: the pending drafts were the live group of the last call, d of them are accepted with
+    probability S(d) - S(d + 1) (the last: S(P - 1)), and a live group of length g leaves g - 1 drafts, of which the
+    next call commits S(1) + ... + S(g - 1) on average besides the teacher's own token.
+    """
+    s = survival_curve.double().cpu()
+    weights = s - torch.cat([s[1:], s.new_zeros(1)])
+    lengths = allocate(weights.float().unsqueeze(0), s.float(), budget)[0]
+    extra = torch.cat([s.new_zeros(2), s[1:].cumsum(0)])  # extra[g] = S(1) + ... + S(g - 1)
+    return float((weights * (1.0 + extra[lengths])).sum())
 
 
 def survival(histogram: list[float] | None, length: int, device=None) -> torch.Tensor:

@@ -36,6 +36,7 @@ import torch
 from ptp.decode import graphs
 from ptp.decode.budget import allocate, hypothesis_weights, layout, slot_budget, survival
 from ptp.decode.cache import OffsetCache
+from ptp.decode.cost import call_cost
 from ptp.decode.inputs import (
     GenerationOutput,
     check_prompt,
@@ -308,10 +309,11 @@ def generate(
             now (an iterable of row indices; empty or None: none), whose length is then what they have committed.
             Any batch size; what a server streams through, and how it drops a row whose client went away.
         use_drafter: False runs the same engine as plain autoregressive decoding (one token per call).
-        auxiliary_budget: auxiliary slots per call (default: 4 on a CPU, where every slot costs compute; twice the
-            window length on a GPU; see :func:`ptp.decode.budget.slot_budget`).
-        max_draft_length: the longest group of slots, hence pending drafts + 1 (default: 3 on a CPU with the
-            default budget, else the window length; never more than the window length by default).
+        auxiliary_budget: auxiliary slots per call (default: twice the window length on a GPU; on a CPU, where
+            every position costs compute, the budget of most tokens per second under the call cost measured on
+            this machine, once, and the drafter's acceptance histogram; see :func:`ptp.decode.budget.slot_budget`).
+        max_draft_length: the longest group of slots, hence pending drafts + 1 (default: the window length, or on a
+            CPU with the default budget the length chosen with it).
         drafter: a separate drafter (METHOD.md section 3): a :class:`ptp.PTPModel` around its own causal LM with the
             teacher's vocabulary, which reads the context itself with its own cache. Each step the teacher verifies
             the pending block and the drafter runs ``[block | slots]`` with the same positions, masks and u's; the
@@ -324,7 +326,7 @@ def generate(
     Returns:
         :class:`ptp.decode.inputs.GenerationOutput` with the tokens and the per-call statistics.
     """
-    verifier = None
+    verifier, asked = None, model
     if drafter is not None:
         verifier = model.base_model if isinstance(model, PTPModel) else model
         check_drafter(verifier, drafter)
@@ -362,7 +364,11 @@ def generate(
         raise ValueError(f"cuda_graph needs a CUDA device; the model is on {device}")
     use_graph = graphs.can_capture(device) if cuda_graph is None else cuda_graph
     if use_drafter:
-        budget, pending_size = slot_budget(model.config.window_length, device, auxiliary_budget, max_draft_length)
+        cost = None
+        if device.type == "cpu" and auxiliary_budget is None:  # measured once per machine and model shape
+            cost = call_cost(asked, drafter)
+        budget, pending_size = slot_budget(model.config.window_length, device, auxiliary_budget, max_draft_length,
+                                           histogram=model.config.acceptance_histogram, call_cost=cost)  # fmt: skip
     else:
         pending_size, budget = 1, 0
     # There are pending_size groups of at most pending_size slots: a larger budget would only add dead slots.

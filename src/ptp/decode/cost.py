@@ -1,0 +1,133 @@
+"""What a decoding call costs on this machine, by the positions it holds.
+
+On a CPU every position of a call is compute, so the engine's default slot budget there comes from a measured cost
+(:func:`ptp.decode.budget.slot_budget`). :func:`call_cost` times the engine itself, eagerly, at two call sizes on a
+random prompt (a second or two for a small model) and fits ``seconds = fixed + per_position * positions``. The
+result is kept for the process and on disk, in ``call-cost/`` of ptp's cache folder (:func:`ptp.default_model.
+cache_dir`), keyed by everything it depends on: the models' shapes and dtype, the device and its thread count, and
+the torch version. Delete the folder to measure again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+import warnings
+from dataclasses import asdict, dataclass, fields
+
+import torch
+
+#: The call sizes timed, as (longest group, slots): 2 + 2 and 4 + 12 positions.
+PROBES = ((2, 2), (4, 12))
+#: Calls timed per probe (after the prefill); their median counts.
+CALLS = 6
+#: Tokens of the random prompt the probes decode after.
+PROMPT_LENGTH = 32
+
+
+@dataclass(frozen=True)
+class CallCost:
+    """Seconds of one decoding call with ``positions`` query positions (pending drafts and slots)."""
+
+    fixed: float
+    per_position: float
+
+    def __call__(self, positions: int) -> float:
+        return self.fixed + self.per_position * positions
+
+
+_measured: dict[str, CallCost] = {}
+
+
+def call_cost(model, drafter=None) -> CallCost:
+    """The cost of a call of ``generate(model, drafter=drafter)`` on the model's device: from this process's or the
+    disk's record of the same key, else measured now (and recorded)."""
+    key = _key(model, drafter)
+    if key in _measured:
+        return _measured[key]
+    path = _path(key)
+    try:
+        record = json.loads(path.read_text())
+        cost = CallCost(**record["cost"]) if record.get("key") == key else None
+    except (OSError, ValueError, KeyError, TypeError):
+        cost = None
+    if cost is None:
+        cost = measure(model, drafter)
+        _write(path, {"key": key, "cost": asdict(cost)})
+    _measured[key] = cost
+    return cost
+
+
+def measure(model, drafter=None) -> CallCost:
+    """Time the engine's eager calls at the :data:`PROBES` sizes and fit a line through the two medians."""
+    from ptp.decode.engine import generate
+
+    teacher = drafter or model
+    vocab = min(_vocabulary(model), _vocabulary(teacher))
+    prompt = torch.randint(0, vocab, (1, PROMPT_LENGTH), generator=torch.Generator().manual_seed(0))
+    seconds = []
+    for draft, slots in PROBES:
+        stamps: list[float] = []
+        generate(model, prompt, max_new_tokens=CALLS + 1, eos_token_id=[], seed=0, drafter=drafter,
+                 auxiliary_budget=slots, max_draft_length=draft, cuda_graph=False,
+                 on_commit=lambda tokens, stamps=stamps: stamps.append(time.perf_counter()))  # fmt: skip
+        seconds.append(statistics.median(b - a for a, b in zip(stamps, stamps[1:], strict=False)))
+    (d1, s1), (d2, s2) = PROBES
+    per_position = max((seconds[1] - seconds[0]) / (d2 + s2 - d1 - s1), 0.0)
+    return CallCost(fixed=max(seconds[0] - per_position * (d1 + s1), 0.0), per_position=per_position)
+
+
+def _vocabulary(model) -> int:
+    base = getattr(model, "base_model", model)
+    return base.get_output_embeddings().weight.shape[0]
+
+
+def _key(model, drafter) -> str:
+    """Everything a call's cost depends on, as text."""
+    parts = []
+    for network in (model, drafter):
+        if network is None:
+            continue
+        base = getattr(network, "base_model", network)
+        parameter = next(base.parameters())
+        parts.append({
+            "model": type(base).__name__,
+            "config": base.config.to_json_string(use_diff=False),
+            "drafter": _settings(network) if network is not base else None,
+            "dtype": str(parameter.dtype),
+        })  # fmt: skip
+    device = next(model.parameters()).device
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
+    text = json.dumps({"models": parts, "device": device.type, "name": name, "threads": torch.get_num_threads(),
+                       "torch": torch.__version__, "probes": PROBES, "calls": CALLS}, sort_keys=True)  # fmt: skip
+    return text
+
+
+def _settings(drafter) -> dict:
+    """The drafter's architecture (not what it was trained on, which costs nothing)."""
+    from ptp.model.config import DrafterSettings
+
+    return {field.name: repr(getattr(drafter.config, field.name)) for field in fields(DrafterSettings)}
+
+
+def _path(key: str):
+    from ptp.default_model import cache_dir
+
+    return cache_dir() / "call-cost" / f"{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
+
+
+def _write(path, record: dict) -> None:
+    """Write ``record`` atomically; a folder that cannot be written only means measuring again next time."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as handle:
+            json.dump(record, handle)
+        os.replace(handle.name, path)
+    except OSError as error:
+        warnings.warn(f"the measured call cost could not be kept in {path.parent} ({error}); it is measured again "
+                      "in the next process", stacklevel=3)  # fmt: skip
