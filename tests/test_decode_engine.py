@@ -34,6 +34,8 @@ from conftest import (
     zero_adapter,
 )
 from ptp.decode import engine, graphs
+from ptp.decode.budget import fastest_budget
+from ptp.decode.cost import CallCost
 
 NEW = 24
 SAMPLINGS = {
@@ -324,20 +326,24 @@ def test_oracle_drafts_commit_an_eos_inside_a_run_and_stop_at_max_new_tokens(mon
     assert got.num_calls < NEW // 2
 
 
-def test_on_a_cpu_the_default_budget_is_small_and_stays_exact(monkeypatch):
-    """4 slots in groups of at most 3 by default on a CPU: a perfect drafter commits at most 3 tokens a call, and more
-    with a budget given."""
+def test_on_a_cpu_the_default_budget_is_the_fastest_under_the_call_cost_and_stays_exact(monkeypatch):
+    """Where positions cost (a CPU), the default is fastest_budget's under the measured cost: groups of at most its
+    length, so a perfect drafter commits that many tokens a call at most; a budget given overrides it."""
     model, reference, _ = _wrapped("llama", dict(mode="one_hot", embedding="binary", window_length=8), seed=16)
+    steep = CallCost(fixed=1.0, per_position=0.02)
+    monkeypatch.setattr("ptp.decode.engine.call_cost", lambda *models: steep)
+    slots, draft = fastest_budget(model.config.acceptance_histogram, steep, 8)
+    assert 1 < draft < 8
     ids, mask = left_padded(PROMPT_LENGTHS, seed=16)
     plain = dict(auxiliaries=uniform(3, NEW, seed=16), max_new_tokens=NEW, eos_token_id=[], temperature=1.0)
     expected = ptp.sample_autoregressive(reference, ids, mask, **plain)
     _install_oracle(monkeypatch, expected.new_tokens, 0.0, seed=16)
     default = model.generate(ids, mask, **plain)
     assert_same_tokens(default, expected)
-    assert max(max(row) for row in default.accept_lengths) == 3 and default.tokens_per_call > 1.5
+    assert max(max(row) for row in default.accept_lengths) == draft and default.tokens_per_call > 1.5
     larger = model.generate(ids, mask, **plain, auxiliary_budget=16)
     assert_same_tokens(larger, expected)
-    assert max(max(row) for row in larger.accept_lengths) > 3
+    assert max(max(row) for row in larger.accept_lengths) > draft
 
 
 # ----------------------------------------------------------------- what the drafter sees in the engine

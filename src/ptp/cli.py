@@ -132,9 +132,10 @@ def _add_demo(sub) -> None:
     p = sub.add_parser("demo", help="the shipped model: chat questions answered plainly and with PTP, side by side")
     p.add_argument("--max-new-tokens", type=int, default=128, help="(default: 128)")
     p.add_argument("--seed", type=int, default=0, help="seed of the first question's auxiliaries (default: 0)")
-    # On a CPU every auxiliary slot costs compute (on a GPU extra slots are nearly free): the demo keeps few.
-    p.add_argument("--auxiliary-budget", type=int, default=4, help="auxiliary slots per call (default: 4)")
-    p.add_argument("--max-draft-length", type=int, default=3, help="longest group of slots (default: 3)")
+    p.add_argument("--auxiliary-budget", type=int,
+                   help="auxiliary slots per call (default: the engine's; on a CPU chosen from a call cost measured "
+                   "once on the machine)")  # fmt: skip
+    p.add_argument("--max-draft-length", type=int, help="longest group of slots (default: the engine's)")
     _add_sampling(p, ADAPTERS_SAMPLING)
     _add_threads(p)
 

@@ -66,10 +66,13 @@ def call_cost(model, drafter=None) -> CallCost:
 def measure(model, drafter=None) -> CallCost:
     """Time the engine's eager calls at the :data:`PROBES` sizes and fit a line through the two medians."""
     from ptp.decode.engine import generate
+    from ptp.decode.inputs import context_length
 
-    teacher = drafter or model
-    vocab = min(_vocabulary(model), _vocabulary(teacher))
-    prompt = torch.randint(0, vocab, (1, PROMPT_LENGTH), generator=torch.Generator().manual_seed(0))
+    networks = [m for m in (model, drafter) if m is not None]
+    vocab = min(_vocabulary(m) for m in networks)
+    limits = [n for n in (context_length(m) for m in networks) if n]
+    length = min([PROMPT_LENGTH] + [(n - CALLS - 1) // 2 for n in limits])  # a small model's context may be short
+    prompt = torch.randint(0, vocab, (1, max(length, 1)), generator=torch.Generator().manual_seed(0))
     seconds = []
     for draft, slots in PROBES:
         stamps: list[float] = []
@@ -83,8 +86,14 @@ def measure(model, drafter=None) -> CallCost:
 
 
 def _vocabulary(model) -> int:
-    base = getattr(model, "base_model", model)
-    return base.get_output_embeddings().weight.shape[0]
+    return _base(model).get_output_embeddings().weight.shape[0]
+
+
+def _base(model):
+    """The causal LM itself: a PTPModel's base, or the model."""
+    from ptp.model.ptp import PTPModel
+
+    return model.base_model if isinstance(model, PTPModel) else model
 
 
 def _key(model, drafter) -> str:
@@ -93,7 +102,7 @@ def _key(model, drafter) -> str:
     for network in (model, drafter):
         if network is None:
             continue
-        base = getattr(network, "base_model", network)
+        base = _base(network)
         parameter = next(base.parameters())
         parts.append({
             "model": type(base).__name__,
