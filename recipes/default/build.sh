@@ -48,7 +48,10 @@ for mode in "$drafter" independent; do
     [ -n "${INIT:-}" ] && options+=(--init-adapter "$INIT/$mode")  # a resumed run names it too (its config does)
     [ -n "${DISTILL_UNTIL:-}" ] && options+=(--max-time $((DISTILL_UNTIL - $(date +%s))))
     [ -n "${STEPS:-}" ] && options+=(--set "max_steps=$STEPS")
-    if [ "$mode" != independent ]; then for field in ${SET:-}; do options+=(--set "$field"); done; fi
+    if [ "$mode" != independent ]; then
+        read -ra fields <<< "${SET:-}"
+        for field in "${fields[@]}"; do options+=(--set "$field"); done
+    fi
     $ptp distill --model "$teacher" --data "$work/data" --out "$work/$mode" --mode "$mode" \
         --config "$here/distill.json" --no-progress "${options[@]}" >> "$work/$mode.log" 2>&1 &
     pids+=($!)
