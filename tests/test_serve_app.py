@@ -393,3 +393,15 @@ def test_sigterm_lets_a_stream_in_flight_finish_then_exits(guarded):
     assert "Finished server process" in guarded.log.read_text()
     with pytest.raises(httpx.ConnectError):
         httpx.get(guarded.url + "/health")
+
+
+@pytest.mark.parametrize("budget, measured", [(None, 1), (4, 0)])
+def test_on_a_cpu_the_call_cost_is_measured_before_the_first_request(monkeypatch, budget, measured):
+    from ptp.serve import app as serve_app
+    from ptp.serve.config import ServeConfig
+
+    calls = []
+    monkeypatch.setattr(serve_app, "call_cost", lambda model: calls.append(model))
+    model = ptp.PTPModel(near_uniform_base(), **DRAFTER)
+    serve_app.create_app(model, tiny_tokenizer(), ServeConfig(auxiliary_budget=budget), NAME)
+    assert len(calls) == measured

@@ -28,6 +28,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 
+from ptp.decode.cost import call_cost
 from ptp.decode.inputs import context_length, stop_tokens
 from ptp.serve.config import ServeConfig
 from ptp.serve.metrics import Metrics
@@ -61,6 +62,10 @@ def create_app(model, tokenizer, config: ServeConfig, model_name: str) -> FastAP
     # A captured step is kept per batch size and max_new_tokens, which change with nearly every batch a server
     # forms: each would be captured anew. Eager steps until batches are shaped to share captures.
     engine["cuda_graph"] = False
+    if config.use_drafter and model.device.type == "cpu" and config.auxiliary_budget is None:
+        # The CPU default budget comes from a call cost measured once per machine: measure it before the first
+        # request rather than during it.
+        log.info("the call cost on this CPU: %s", call_cost(model))
     scheduler = Scheduler(model, eos, pad, config.max_batch, config.max_queue, config.use_drafter, **engine)
     metrics = Metrics(scheduler)
     context = context_length(model)
