@@ -21,8 +21,15 @@ def test_forward_cost_on_the_tiny_preset(tmp_path):
         repeats=2,
         warmup=1,
         copy_bytes=1 << 20,
+        engine_budgets=((2, 2), (6, 3)),
     )
     assert [p["new_tokens"] for p in result["points"]] == [1, 2, 4]
+    engine = result["engine"]
+    assert engine["ar_ms"] > 0 and [(c["slots"], c["group"], c["positions"]) for c in engine["ptp"]] == [
+        (2, 2, 4),
+        (6, 3, 9),
+    ]
+    assert all(c["ms"] > 0 and c["vs_ar"] == pytest.approx(c["ms"] / engine["ar_ms"]) for c in engine["ptp"])
     for point in result["points"]:
         assert point["causal_ms"] > 0 and point["bool_mask_ms"] > 0
     assert result["points"][0]["causal_relative"] == 1.0
@@ -70,10 +77,21 @@ def test_cli_bench_forward(tmp_path, capsys):
         "0",
         "--device",
         "cpu",
+        "--engine-budgets",
+        "2:2",
         "--out",
         str(tmp_path),
     ]
     assert main(argv) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["results"][0]["preset"] == "tiny" and len(out["results"][0]["points"]) == 2
+    assert [c["positions"] for c in out["results"][0]["engine"]["ptp"]] == [4]
     assert (tmp_path / "forward_cost.png").is_file()
+    assert main(argv[:-4] + ["--engine-budgets", "", "--out", str(tmp_path)]) == 0
+    assert "engine" not in json.loads(capsys.readouterr().out.strip().splitlines()[-1])["results"][0]
+
+
+@pytest.mark.parametrize("budgets", ["2", "2:0", "a:b", "2:2:2"])
+def test_cli_bench_forward_refuses_bad_engine_budgets(tmp_path, budgets):
+    with pytest.raises(SystemExit):
+        main(["bench-forward", "--presets", "tiny", "--engine-budgets", budgets, "--out", str(tmp_path)])

@@ -413,6 +413,9 @@ def _add_bench_forward(sub) -> None:
     p.add_argument("--warmup", type=int, default=5, help="untimed calls before timing (default: 5)")
     p.add_argument("--device", default="auto", help="cpu, cuda, or auto: CUDA when available (default: auto)")
     p.add_argument("--dtype", default="bfloat16", help="auto, float32, bfloat16, float16 (default: bfloat16)")
+    p.add_argument("--engine-budgets", default="2:2,4:4,9:3,16:8,32:16",
+                   help="the engine's PTP calls timed against its one-token calls, as comma-separated SLOTS:GROUP "
+                   "(empty: none) (default: 2:2,4:4,9:3,16:8,32:16)")  # fmt: skip
     p.add_argument("--out", required=True, help="output directory (required)")
     _add_threads(p)
 
@@ -424,9 +427,16 @@ def _cmd_bench_forward(args) -> int:
         counts = tuple(int(n) for n in args.new_tokens.split(","))
     except ValueError:
         raise ValueError(f"--new-tokens must be comma-separated whole numbers, got {args.new_tokens!r}") from None
+    try:
+        budgets = tuple(tuple(int(v) for v in pair.split(":")) for pair in args.engine_budgets.split(",") if pair)
+        if any(len(pair) != 2 or min(pair) < 1 for pair in budgets):
+            raise ValueError
+    except ValueError:
+        raise ValueError(f"--engine-budgets must be comma-separated SLOTS:GROUP pairs of whole numbers >= 1, got "
+                         f"{args.engine_budgets!r}") from None  # fmt: skip
     results = [
         forward_cost(preset.strip(), device=args.device, dtype=args.dtype, context=args.context,
-                     new_tokens=counts, repeats=args.repeats, warmup=args.warmup)
+                     new_tokens=counts, repeats=args.repeats, warmup=args.warmup, engine_budgets=budgets)
         for preset in args.presets.split(",")
     ]  # fmt: skip
     files = write_forward_cost(results, args.out)

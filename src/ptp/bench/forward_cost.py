@@ -6,11 +6,16 @@ new tokens after a cached context (n = 1, 2, 4, ..., 128 after 512 tokens by def
 Llama-shaped model, and puts it next to the memory-bandwidth floor: the bytes of the weights one call reads divided
 by the device's measured copy bandwidth. Two attention masks are timed: the model's own causal mask, and an
 explicit boolean ``[1, 1, n, context + n]`` mask, the kind the PTP engine passes (it may select another kernel).
+
+Then whole calls of the decoding engine on the same model and context (:func:`engine_calls`): one-token decoding
+against PTP calls of a fresh adapter at several slot budgets, each call's host work included, captured as a CUDA
+graph on a GPU: what a call with slots costs against a plain one, which is what a drafter's tau is divided by.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import torch
@@ -35,6 +40,8 @@ PRESETS: dict[str, dict] = {
 }  # fmt: skip
 DEFAULT_NEW_TOKENS = (1, 2, 4, 8, 16, 32, 64, 128)
 MASKS = ("causal", "bool_mask")
+#: The engine's PTP calls timed, as (slots, longest group): a call holds slots + group positions.
+ENGINE_BUDGETS = ((2, 2), (4, 4), (9, 3), (16, 8), (32, 16))
 
 
 def build_model(preset: str, device: str | torch.device, dtype: torch.dtype):
@@ -87,13 +94,15 @@ def forward_cost(
     warmup: int = 3,
     copy_bytes: int | None = None,
     seed: int = 0,
+    engine_budgets: tuple[tuple[int, int], ...] = ENGINE_BUDGETS,
 ) -> dict:
     """Time one forward call of n new tokens after ``context`` cached tokens, for each n in ``new_tokens``.
 
     Returns a dict with the preset, its shape, the bytes per call and the bandwidth floor in ms (``floor_ms``), and
     ``points``: per n the median milliseconds with the causal mask (``causal_ms``) and with an explicit boolean mask
     (``bool_mask_ms``), ``causal_ms`` relative to the first count (``causal_relative``), and on CUDA the GPU kernel
-    time of each (``causal_kernel_ms``, ``bool_mask_kernel_ms``; wall time minus these is host overhead).
+    time of each (``causal_kernel_ms``, ``bool_mask_kernel_ms``; wall time minus these is host overhead); and
+    ``engine``, :func:`engine_calls` at ``engine_budgets`` (none: left out).
     """
     device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, device)
@@ -125,6 +134,8 @@ def forward_cost(
         "points": points,
         "environment": environment(device),
     }
+    if engine_budgets:
+        result["engine"] = engine_calls(model, context, engine_budgets, repeats, device)
     del model
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -177,6 +188,35 @@ def _sweep(model, context: int, new_tokens, repeats: int, warmup: int, device: t
         point["causal_relative"] = point["causal_ms"] / (1000 * median(times[new_tokens[0], "causal"]))
         points.append(point)
     return points
+
+
+def engine_calls(model, context: int, budgets, calls: int, device: torch.device) -> dict:
+    """Milliseconds per call of the decoding engine (:func:`ptp.decode.engine.generate`, batch 1) after a random
+    ``context``-token prompt: one-token decoding (``ar_ms``) and, for each (slots, longest group) of ``budgets``, a PTP
+    call of a fresh adapter (rank 32, window 16; its drafts are rarely right, so nearly every call commits one
+    token). Each is the median of ``calls`` calls after the warm-up (and capture) steps; ``model`` is wrapped in
+    place and should not be used afterwards."""
+    from ptp.decode.engine import generate
+    from ptp.decode.graphs import WARMUP_STEPS
+    from ptp.model.ptp import PTPModel
+
+    with torch.inference_mode(False):  # the adapter's factors are ordinary tensors (their cast copies track versions)
+        drafter = PTPModel(model, window_length=16)
+    prompt = torch.randint(model.config.vocab_size, (1, context), device=device)
+    skip = WARMUP_STEPS + 2  # the prefill, the eager steps and the capture
+
+    def per_call(**options) -> float:
+        stamps: list[float] = []
+        generate(drafter, prompt, max_new_tokens=calls + skip + 1, eos_token_id=[], seed=0,
+                 on_commit=lambda tokens: stamps.append(time.perf_counter()), **options)  # fmt: skip
+        return 1000 * median([b - a for a, b in zip(stamps[skip:], stamps[skip + 1 :], strict=False)][:calls])
+
+    ar = per_call(use_drafter=False)
+    ptp_calls = []
+    for slots, group in budgets:
+        ms = per_call(auxiliary_budget=slots, max_draft_length=group)
+        ptp_calls.append({"slots": slots, "group": group, "positions": slots + group, "ms": ms, "vs_ar": ms / ar})
+    return {"adapter": "fresh, rank 32, window 16", "ar_ms": ar, "ptp": ptp_calls}
 
 
 def write_forward_cost(results: list[dict], out: str | Path) -> dict:
