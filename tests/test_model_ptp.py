@@ -444,9 +444,20 @@ def test_a_16_bit_base_in_eval_mode_still_trains_its_float32_factors_when_gradie
     layer(x).float().square().sum().backward()
     for weight in (layer.lora_A.weight, layer.lora_B.weight):
         assert weight.grad is not None and weight.grad.abs().sum() > 0
-    with torch.no_grad():  # inference: the cached copies in the model's dtype
-        assert layer(x).dtype == torch.bfloat16 and layer._cast is not None
+    with torch.no_grad():  # inference on a CPU: the float32 factors (cheaper there), the output in the model's dtype
+        assert layer(x).dtype == torch.bfloat16 and layer._cast is None
     gate.start = None
+
+
+@pytest.mark.gpu
+def test_a_16_bit_layer_on_a_gpu_decodes_with_copies_of_its_factors_in_its_dtype():
+    gate, base = Gate(), torch.nn.Linear(8, 6).to("cuda", torch.bfloat16)
+    layer = GatedLoRA(base, rank=4, alpha=8.0, dropout=0.0, gate=gate).eval()
+    x = torch.randn(2, 5, 8, device="cuda", dtype=torch.bfloat16)
+    gate.start = 2
+    with torch.no_grad():
+        assert layer(x).dtype == torch.bfloat16 and layer._cast is not None
+    assert layer._cast[1].dtype == torch.bfloat16 and layer.lora_A.weight.dtype == torch.float32
 
 
 @pytest.mark.parametrize("arch", ARCHITECTURES)
