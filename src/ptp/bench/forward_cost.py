@@ -15,7 +15,6 @@ graph on a GPU: what a call with slots costs against a plain one, which is what 
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import torch
@@ -194,26 +193,16 @@ def engine_calls(model, context: int, budgets, calls: int, device: torch.device,
     """Milliseconds per call of the decoding engine (:func:`ptp.decode.engine.generate`, batch 1) after a random
     ``context``-token prompt: one-token decoding (``ar_ms``) and, for each (slots, longest group) of ``budgets``, a PTP
     call of a fresh adapter (rank 32, window 16; its drafts are rarely right, so nearly every call commits one
-    token). Each setting decodes ``rounds`` times, the settings taking turns (so that a drift of the machine spreads
-    over all of them), ``calls`` calls a time after the warm-up (and capture) steps; the median call counts.
+    token); the median of ``calls`` calls in each of ``rounds`` rounds (:func:`ptp.decode.cost.time_calls`).
     ``model`` is wrapped in place and should not be used afterwards."""
-    from ptp.decode.engine import generate
-    from ptp.decode.graphs import WARMUP_STEPS
+    from ptp.decode.cost import time_calls
     from ptp.model.ptp import PTPModel
 
     with torch.inference_mode(False):  # the adapter's factors are ordinary tensors (their cast copies track versions)
         drafter = PTPModel(model, window_length=16)
     prompt = torch.randint(model.config.vocab_size, (1, context), device=device)
-    skip = WARMUP_STEPS + 2  # the prefill, the eager steps and the capture
     settings = [dict(use_drafter=False)] + [dict(auxiliary_budget=s, max_draft_length=g) for s, g in budgets]
-    seconds: list[list[float]] = [[] for _ in settings]
-    for _ in range(rounds):
-        for options, times in zip(settings, seconds, strict=True):
-            stamps: list[float] = []
-            generate(drafter, prompt, max_new_tokens=calls + skip + 1, eos_token_id=[], seed=0,
-                     on_commit=lambda tokens, stamps=stamps: stamps.append(time.perf_counter()), **options)  # fmt: skip
-            times += [b - a for a, b in zip(stamps[skip:], stamps[skip + 1 :], strict=False)][:calls]
-    ar, *ptp_ms = (1000 * median(times) for times in seconds)
+    ar, *ptp_ms = (1000 * seconds for seconds in time_calls(drafter, prompt, settings, calls, rounds))
     ptp_calls = [
         {"slots": slots, "group": group, "positions": slots + group, "ms": ms, "vs_ar": ms / ar}
         for (slots, group), ms in zip(budgets, ptp_ms, strict=True)

@@ -24,8 +24,8 @@ import torch
 
 #: The call sizes timed, as (longest group, slots): 2 + 2 and 4 + 12 positions.
 PROBES = ((2, 2), (4, 12))
-#: Calls timed per probe (after the prefill); their median counts.
-CALLS = 6
+#: Calls timed per probe and round (after the prefill), and rounds: the median of all counts.
+CALLS, ROUNDS = 4, 2
 #: Tokens of the random prompt the probes decode after.
 PROMPT_LENGTH = 32
 
@@ -65,7 +65,6 @@ def call_cost(model, drafter=None) -> CallCost:
 
 def measure(model, drafter=None) -> CallCost:
     """Time the engine's eager calls at the :data:`PROBES` sizes and fit a line through the two medians."""
-    from ptp.decode.engine import generate
     from ptp.decode.inputs import context_length
 
     networks = [m for m in (model, drafter) if m is not None]
@@ -73,16 +72,32 @@ def measure(model, drafter=None) -> CallCost:
     limits = [n for n in (context_length(m) for m in networks) if n]
     length = min([PROMPT_LENGTH] + [(n - CALLS - 1) // 2 for n in limits])  # a small model's context may be short
     prompt = torch.randint(0, vocab, (1, max(length, 1)), generator=torch.Generator().manual_seed(0))
-    seconds = []
-    for draft, slots in PROBES:
-        stamps: list[float] = []
-        generate(model, prompt, max_new_tokens=CALLS + 1, eos_token_id=[], seed=0, drafter=drafter,
-                 auxiliary_budget=slots, max_draft_length=draft, cuda_graph=False,
-                 on_commit=lambda tokens, stamps=stamps: stamps.append(time.perf_counter()))  # fmt: skip
-        seconds.append(statistics.median(b - a for a, b in zip(stamps, stamps[1:], strict=False)))
+    settings = [dict(auxiliary_budget=slots, max_draft_length=draft, drafter=drafter) for draft, slots in PROBES]
+    seconds = time_calls(model, prompt, settings, CALLS, rounds=ROUNDS, cuda_graph=False)
     (d1, s1), (d2, s2) = PROBES
     per_position = max((seconds[1] - seconds[0]) / (d2 + s2 - d1 - s1), 0.0)
     return CallCost(fixed=max(seconds[0] - per_position * (d1 + s1), 0.0), per_position=per_position)
+
+
+def time_calls(model, prompt: torch.Tensor, settings: list[dict], calls: int, rounds: int = 1, **common) -> list[float]:
+    """Median seconds of one decoding call of ``generate(model, prompt, **options, **common)`` for each ``options``
+    of ``settings``. The settings take turns for ``rounds`` rounds (so that a drift of the machine spreads over all of
+    them), each decoding ``calls`` calls after its prefill (and on a GPU after the eager steps and the capture of the
+    step); a call's time is the time between two commits."""
+    from ptp.decode.engine import generate
+    from ptp.decode.graphs import WARMUP_STEPS
+
+    captured = prompt.device.type == "cuda" and common.get("cuda_graph", True)
+    skip = WARMUP_STEPS + 2 if captured else 1
+    seconds: list[list[float]] = [[] for _ in settings]
+    for _ in range(rounds):
+        for options, times in zip(settings, seconds, strict=True):
+            stamps: list[float] = []
+            generate(model, prompt, max_new_tokens=calls + skip, eos_token_id=[], seed=0,
+                     on_commit=lambda tokens, stamps=stamps: stamps.append(time.perf_counter()),
+                     **options, **common)  # fmt: skip
+            times += [b - a for a, b in zip(stamps[skip - 1 :], stamps[skip:], strict=False)][:calls]
+    return [statistics.median(times) for times in seconds]
 
 
 def _vocabulary(model) -> int:
