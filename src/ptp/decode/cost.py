@@ -2,7 +2,7 @@
 
 On a CPU every position of a call is compute, so the engine's default slot budget there comes from a measured cost
 (:func:`ptp.decode.budget.slot_budget`). :func:`call_cost` times the engine itself, eagerly, at two call sizes on a
-random prompt (a second or two for a small model) and fits ``seconds = fixed + per_position * positions``. The
+random prompt (a few seconds for a small model) and fits ``seconds = fixed + per_position * positions``. The
 result is kept for the process and on disk, in ``call-cost/`` of ptp's cache folder (:func:`ptp.default_model.
 cache_dir`), keyed by everything it depends on: the models' shapes and dtype, the device and its thread count, and
 the torch version. Delete the folder to measure again.
@@ -19,6 +19,7 @@ import tempfile
 import time
 import warnings
 from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 
 import torch
 
@@ -126,10 +127,21 @@ def _key(model, drafter) -> str:
             "dtype": str(parameter.dtype),
         })  # fmt: skip
     device = next(model.parameters()).device
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
-    text = json.dumps({"models": parts, "device": device.type, "name": name, "threads": torch.get_num_threads(),
-                       "torch": torch.__version__, "probes": PROBES, "calls": CALLS}, sort_keys=True)  # fmt: skip
-    return text
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name()
+    return json.dumps({"models": parts, "device": device.type, "name": name, "cpus": os.cpu_count(),
+                       "threads": torch.get_num_threads(), "torch": torch.__version__, "probes": PROBES,
+                       "calls": CALLS, "rounds": ROUNDS}, sort_keys=True)  # fmt: skip
+
+
+def _cpu_name() -> str:
+    """The processor's model name (Linux's /proc/cpuinfo), else what ``platform`` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def _settings(drafter) -> dict:
