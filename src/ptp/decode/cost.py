@@ -10,6 +10,7 @@ the torch version. Delete the folder to measure again.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -133,6 +134,7 @@ def _key(model, drafter) -> str:
                        "calls": CALLS, "rounds": ROUNDS}, sort_keys=True)  # fmt: skip
 
 
+@functools.cache
 def _cpu_name() -> str:
     """The processor's model name (Linux's /proc/cpuinfo), else what ``platform`` knows."""
     try:
