@@ -66,6 +66,19 @@ def test_a_malformed_record_names_its_file_and_line(tmp_path, line, message):
     assert "bad.jsonl:2" in str(error.value)
 
 
+@pytest.mark.parametrize("name", ["bad.jsonl", "bad.txt"])
+def test_a_file_that_is_not_utf8_is_named(tmp_path, name):
+    (tmp_path / name).write_bytes(b'\xff\xfe{"prompt": "x"}\n')
+    with pytest.raises(ValueError, match=f"{name} is not UTF-8 text"):
+        read_prompts(tmp_path / name)
+
+
+def test_a_line_separator_inside_a_json_string_stays_in_its_record(tmp_path):
+    path = tmp_path / "p.jsonl"
+    path.write_text('{"prompt": "a\u2028b"}\n{"prompt": "c"}\n', encoding="utf-8")
+    assert [p.text for p in read_prompts(path)] == ["a\u2028b", "c"]
+
+
 def test_missing_and_empty_inputs_are_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         read_prompts(tmp_path / "nope.jsonl")

@@ -83,16 +83,19 @@ def _read_text(file: Path, split: str) -> list[Prompt]:
 
 def _read_json_lines(file: Path) -> list[Prompt]:
     prompts = []
-    with file.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            where = f"{file}:{number}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{where}: not a JSON object ({error})") from error
-            prompts.append(_prompt_from_record(record, where))
+    try:
+        lines = file.read_text(encoding="utf-8").split("\n")
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{file} is not UTF-8 text: {error}") from error
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        where = f"{file}:{number}"
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{where}: not a JSON object ({error})") from error
+        prompts.append(_prompt_from_record(record, where))
     return prompts
 
 
@@ -134,7 +137,8 @@ def load_tokenizer(path: str | Path | None, required: bool = False):
         return AutoTokenizer.from_pretrained(str(path))
     except (OSError, ValueError) as error:
         if required:
-            raise ValueError(f"cannot load a tokenizer from {path}: {error}") from error
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise ValueError(f"cannot load a tokenizer from {path}: {reason}") from error
         return None
 
 
