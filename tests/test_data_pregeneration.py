@@ -9,6 +9,7 @@ import torch
 
 import ptp
 import ptp.data.pregeneration as pregeneration
+from bench_support import save_tiny_model, write_jsonl
 from conftest import EOS, tiny_base
 from ptp.data import PregenerateConfig, load_dataset, pregenerate, write_text_dataset
 from ptp.data.dataset import METADATA
@@ -190,3 +191,20 @@ def test_each_shard_records_its_new_tokens_and_sampling_time(tmp_path):
     assert sum(e["new_tokens"] for e in shards) == sum(len(d.tokens) - d.prompt_length for d in documents)
     speed = pregeneration.sampling_speed(out)
     assert speed["new_tokens"] == sum(e["new_tokens"] for e in shards) and speed["new_tokens_per_s"] > 0
+
+
+def test_without_a_model_the_default_teacher_samples_and_a_missing_model_is_named(tmp_path, monkeypatch):
+    import ptp.default_model as default_model
+
+    model = save_tiny_model(tmp_path / "model")
+    monkeypatch.setattr(default_model, "teacher_dir", lambda: model)
+    prompts = write_jsonl(tmp_path / "p.jsonl", [{"prompt": "abc"}, {"prompt": "de"}])
+    config = PregenerateConfig(n_per_prompt=2, max_new_tokens=4, seed=1)
+
+    def run(model, out):
+        return pregeneration.pregenerate_from_paths(model, prompts, tmp_path / out, config, progress=False)
+
+    assert _documents(run(None, "default")) == _documents(run(str(model), "named"))
+    with pytest.raises(FileNotFoundError, match="model .*nowhere does not exist"):
+        run(str(tmp_path / "nowhere"), "missing")
+    assert not (tmp_path / "missing").exists()

@@ -209,7 +209,7 @@ def _cmd_bench(args) -> int:
 # ------------------------------------------------------------------------------------------------ pregenerate
 def _add_pregenerate(sub) -> None:
     p = sub.add_parser("pregenerate", help="sample teacher completions of prompts: the data `ptp distill` trains on")
-    p.add_argument("--model", required=True, help="teacher: a model directory or name (required)")
+    p.add_argument("--model", help="teacher: a model directory or name (default: the shipped model's teacher)")
     p.add_argument("--prompts", required=True,
                    help="JSONL ({prompt|messages|turns|input_ids}) or text, file or directory (required)")  # fmt: skip
     p.add_argument("--out", required=True, help="data directory; rerun the same command to resume (required)")

@@ -94,7 +94,7 @@ def load(
     device = resolve_device(device)
     dtype = resolve_dtype(dtype, device)
     for flag, path in (("model", model), ("adapter", adapter), ("drafter", drafter), ("drafter_model", drafter_model)):
-        _check_exists(flag, path)
+        check_exists(flag, path)
     if drafter_model is not None and drafter is None:
         raise ValueError("drafter_model is the base of a separate drafter: pass drafter (its adapter) too")
     if model is None and adapter is None:
@@ -130,7 +130,7 @@ def load_model(
         return PTPModel.from_pretrained(None, adapter, dtype=dtype, device=device)
     from transformers import AutoModelForCausalLM
 
-    _check_exists("model", model)
+    check_exists("model", model)
     try:
         base = AutoModelForCausalLM.from_pretrained(str(model), dtype=dtype).to(device)
     except OSError as error:
@@ -141,7 +141,7 @@ def load_model(
     return PTPModel(base).eval()
 
 
-def _check_exists(what: str, path: PathLike | None) -> None:
+def check_exists(what: str, path: PathLike | None) -> None:
     """A path that does not exist is a FileNotFoundError; only a model may instead be a name (``org/name``) that
     ``transformers`` finds in its cache or on the Hub."""
     if path is None or Path(path).exists():

@@ -35,6 +35,7 @@ from ptp.data.dataset import (
 )
 from ptp.decode.engine import generate
 from ptp.decode.inputs import context_length, stop_tokens
+from ptp.loading import check_exists
 from ptp.runtime import resolve_device, resolve_dtype
 from ptp.sampling import DEFAULT_SAMPLING, SamplingConfig
 
@@ -151,7 +152,7 @@ def pregenerate(
 
 
 def pregenerate_from_paths(
-    model: str,
+    model: str | None,
     prompts: str | Path,
     out: str | Path,
     config: PregenerateConfig | None = None,
@@ -163,7 +164,8 @@ def pregenerate_from_paths(
     dtype: torch.dtype | str = torch.float32,
     progress: bool = True,
 ) -> Path:
-    """What ``ptp pregenerate`` does: load the teacher and the tokenizer, read and encode the prompts, sample.
+    """What ``ptp pregenerate`` does: load the teacher (``model``; None: the default model's teacher) and the
+    tokenizer, read and encode the prompts, sample.
 
     With ``raw``, the prompt files are stored as raw-text documents instead (:func:`write_text_dataset`), with
     the tokenizer's EOS appended; no model is run.
@@ -174,6 +176,11 @@ def pregenerate_from_paths(
 
     device = resolve_device(device)  # "auto" or None: CUDA when available
     records = read_prompts(prompts, split=split)
+    if model is None:
+        from ptp.default_model import teacher_dir
+
+        model = str(teacher_dir())
+    check_exists("model", model)
     needs_tokenizer = any(p.input_ids is None for p in records)
     loaded = load_tokenizer(tokenizer or model, required=needs_tokenizer or tokenizer is not None)
     if raw:
