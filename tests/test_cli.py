@@ -168,3 +168,54 @@ def test_threads_apply_to_the_command_and_are_restored(monkeypatch):
     monkeypatch.setitem(ptp.cli.COMMANDS, "demo", (ptp.cli._add_demo, lambda args: seen.append(torch.get_num_threads())
                                                    or 0))  # fmt: skip
     assert main(["demo", "--threads", "1"]) == 0 and seen[-1] == 1 and torch.get_num_threads() == before
+
+
+def test_generate_without_a_model_decodes_the_default_teacher_plainly_while_no_drafter_ships(
+    model_dir, tmp_path, monkeypatch, capsys
+):
+    import ptp.default_model as default_model
+    from ptp.chat import NO_SHIPPED_DRAFTER
+
+    monkeypatch.setattr(default_model, "adapter_paths", lambda: {"adapter": tmp_path / "none"})
+    monkeypatch.setattr(default_model, "teacher_dir", lambda: model_dir)
+    assert main(GENERATE) == 0
+    captured = capsys.readouterr()
+    assert NO_SHIPPED_DRAFTER in captured.err and "1.00 tokens per call" in captured.out
+    assert main([*GENERATE, "--no-drafter"]) == 0
+    assert NO_SHIPPED_DRAFTER not in capsys.readouterr().err
+
+
+def test_generate_decodes_with_the_threads_chosen_for_its_model(model_dir, monkeypatch):
+    import ptp.runtime
+
+    chosen = []
+    monkeypatch.setattr(ptp.runtime, "decoding_threads", lambda model=None: chosen.append(model) or 1)
+    assert main([*GENERATE, "--model", str(model_dir), "--no-drafter"]) == 0
+    assert len(chosen) == 1 and isinstance(chosen[0], ptp.PTPModel)
+    assert main([*GENERATE, "--model", str(model_dir), "--no-drafter", "--threads", "1"]) == 0
+    assert len(chosen) == 1
+
+
+@pytest.mark.parametrize("command", [["generate", "--prompt", "x"], ["demo"], ["chat"]])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--max-new-tokens", "0"], "argument --max-new-tokens: a whole number >= 1, not '0'"),
+        (["--max-new-tokens", "-5"], "argument --max-new-tokens: a whole number >= 1, not '-5'"),
+        (["--sampling", "0.7,5.5,0.9"], "top_k must be a whole number, got '5.5'"),
+        (["--top-p", "1.5"], "top_p must be in"),
+    ],
+)
+def test_a_bad_value_is_refused_before_any_model_loads(monkeypatch, capsys, command, extra, message):
+    import ptp.chat
+    import ptp.default_model
+    import ptp.loading
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was loaded")
+
+    for module, name in ((ptp.loading, "load"), (ptp.default_model, "load_default"), (ptp.chat, "load_chat_model")):
+        monkeypatch.setattr(module, name, refuse)
+    with pytest.raises(SystemExit) as done:
+        main([*command, *extra])
+    assert message in f"{done.value.code}{capsys.readouterr().err}"

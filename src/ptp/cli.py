@@ -33,13 +33,31 @@ def _thread_count(text: str) -> int | str:
         raise argparse.ArgumentTypeError(f"a count or auto, not {text!r}") from None
 
 
-def _add_threads(p) -> None:
+def _add_threads(p, default: str = "torch's choice") -> None:
     p.add_argument(
         "--threads",
         type=_thread_count,
-        help="CPU threads of torch: a count, or auto (one on a machine of few cores; see ptp.runtime) "
-        "(default: torch's choice)",
+        help=f"CPU threads of torch: a count, or auto (one on a machine of few cores; see ptp.runtime) "
+        f"(default: {default})",
     )
+
+
+def _decoding_threads(args, model):
+    """``--threads`` of a command that decodes, where ``auto`` (the default) is chosen for ``model``."""
+    from ptp.runtime import cpu_threads
+
+    return cpu_threads("auto" if args.threads is None else args.threads, model)
+
+
+def _new_tokens(text: str) -> int:
+    """A count of new tokens, >= 1: checked as the arguments are read, before any model loads."""
+    try:
+        count = int(text)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"a whole number >= 1, not {text!r}")
+    return count
 
 
 def _add_sampling(p, default: str) -> None:
@@ -66,6 +84,7 @@ def _sampling_request(args):
               "do_sample": False if args.greedy else None}  # fmt: skip
     values = {name: value for name, value in values.items() if value is not None}
     if args.sampling is None:
+        SamplingConfig.from_values(**values)  # a bad value is an error before any model loads
         return values or None
     if values:
         raise ValueError("--sampling is the short form of --temperature, --top-k, --top-p and --greedy: give one")
@@ -95,34 +114,42 @@ def _add_generate(sub) -> None:
                    help="a separate drafter's adapter; --model is then its teacher (default: none)")  # fmt: skip
     p.add_argument("--drafter-model", help="the separate drafter's base (default: the one its adapter holds)")
     p.add_argument("--no-drafter", action="store_true", help="plain decoding, one token per call (default: off)")
-    p.add_argument("--max-new-tokens", type=int, default=128, help="(default: 128)")
+    p.add_argument("--max-new-tokens", type=_new_tokens, default=128, help="tokens to write at most (default: 128)")
     p.add_argument("--seed", type=int, default=0, help="seed of the auxiliaries u (default: 0)")
     p.add_argument("--auxiliary-budget", type=int, help="auxiliary slots per call (default: the engine's)")
     p.add_argument("--max-draft-length", type=int, help="longest draft group (default: the engine's)")
     p.add_argument("--device", default="auto", help="cpu, cuda, or auto: CUDA when available (default: auto)")
     p.add_argument("--dtype", default="float32", help="float32 (exact), bfloat16, float16 (default: float32)")
     _add_sampling(p, ADAPTERS_SAMPLING)
-    _add_threads(p)
+    _add_threads(p, "auto")
 
 
 def _cmd_generate(args) -> int:
     from transformers import TextStreamer
 
+    from ptp.chat import NO_SHIPPED_DRAFTER
     from ptp.loading import load
 
+    _sampling_request(args)  # checked before the model loads
     loaded = load(args.model, args.adapter, drafter=args.drafter, drafter_model=args.drafter_model,
                   device=args.device, dtype=args.dtype)  # fmt: skip
+    use_drafter = not args.no_drafter
+    if args.model is None and args.adapter is None and args.drafter is None and not loaded.trained:
+        if use_drafter:  # the default teacher, while no drafter ships
+            print(NO_SHIPPED_DRAFTER, file=sys.stderr)
+        use_drafter = False
     ids = loaded.tokenizer(args.prompt, return_tensors="pt").input_ids
-    out = loaded.generate(
-        ids,
-        use_drafter=not args.no_drafter,
-        max_new_tokens=args.max_new_tokens,
-        sampling=_sampling(args, loaded.sampling),
-        seed=args.seed,
-        streamer=TextStreamer(loaded.tokenizer, skip_prompt=False),
-        auxiliary_budget=args.auxiliary_budget,
-        max_draft_length=args.max_draft_length,
-    )
+    with _decoding_threads(args, loaded.model):
+        out = loaded.generate(
+            ids,
+            use_drafter=use_drafter,
+            max_new_tokens=args.max_new_tokens,
+            sampling=_sampling(args, loaded.sampling),
+            seed=args.seed,
+            streamer=TextStreamer(loaded.tokenizer, skip_prompt=False),
+            auxiliary_budget=args.auxiliary_budget,
+            max_draft_length=args.max_draft_length,
+        )
     print(f"\n[{int(out.lengths[0])} tokens in {out.num_calls} calls, {out.tokens_per_call:.2f} tokens per call]")
     return 0
 
@@ -130,25 +157,27 @@ def _cmd_generate(args) -> int:
 # ------------------------------------------------------------------------------------------------ demo
 def _add_demo(sub) -> None:
     p = sub.add_parser("demo", help="the shipped model: chat questions answered plainly and with PTP, side by side")
-    p.add_argument("--max-new-tokens", type=int, default=128, help="(default: 128)")
+    p.add_argument("--max-new-tokens", type=_new_tokens, default=128, help="tokens per answer at most (default: 128)")
     p.add_argument("--seed", type=int, default=0, help="seed of the first question's auxiliaries (default: 0)")
     p.add_argument("--auxiliary-budget", type=int,
                    help="auxiliary slots per call (default: the engine's; on a CPU chosen from a call cost measured "
                    "once on the machine)")  # fmt: skip
     p.add_argument("--max-draft-length", type=int, help="longest group of slots (default: the engine's)")
     _add_sampling(p, ADAPTERS_SAMPLING)
-    _add_threads(p)
+    _add_threads(p, "auto")
 
 
 def _cmd_demo(args) -> int:
     from ptp.default_model import load_default
     from ptp.demo import run_demo
 
+    _sampling_request(args)  # checked before the model loads
     model, tokenizer = load_default()
     # The demo decodes with the configuration its model carries: the adapter's, or the one the flags ask for.
     model.config.sampling = _sampling(args, model.config.sampling)
-    results = run_demo(model, tokenizer, max_new_tokens=args.max_new_tokens, seed=args.seed,
-                       auxiliary_budget=args.auxiliary_budget, max_draft_length=args.max_draft_length)  # fmt: skip
+    with _decoding_threads(args, model):
+        results = run_demo(model, tokenizer, max_new_tokens=args.max_new_tokens, seed=args.seed,
+                           auxiliary_budget=args.auxiliary_budget, max_draft_length=args.max_draft_length)  # fmt: skip
     return 0 if all(r.identical for r in results) else 1
 
 
@@ -158,24 +187,25 @@ def _add_chat(sub) -> None:
     p.add_argument("--model", help="base model directory (default: the shipped model)")
     p.add_argument("--adapter", help="PTP adapter for --model; alone: an adapter that holds its base (default: none)")
     p.add_argument("--no-drafter", action="store_true", help="plain decoding, one token per call (default: off)")
-    p.add_argument("--max-new-tokens", type=int, default=256, help="longest answer (default: 256)")
+    p.add_argument("--max-new-tokens", type=_new_tokens, default=256, help="longest answer (default: 256)")
     p.add_argument("--seed", type=int, default=0, help="answer k of a conversation samples with seed + k (default: 0)")
     p.add_argument("--system", help="system prompt (default: the chat template's own)")
     p.add_argument("--device", default="auto", help="cpu, cuda, or auto: CUDA when available (default: auto)")
     _add_sampling(p, "the adapter's trained configuration; without an adapter 0.7,50,0.95")
-    _add_threads(p)
+    _add_threads(p, "auto")
 
 
 def _cmd_chat(args) -> int:
     from ptp.chat import PLAIN_SAMPLING, Chat, load_chat_model, run_chat
     from ptp.model.ptp import PTPModel
 
+    _sampling_request(args)  # checked before the model loads
     model, tokenizer, use_drafter, note = load_chat_model(args.model, args.adapter, use_drafter=not args.no_drafter,
                                                           device=args.device)  # fmt: skip
     trained = model.config.sampling if isinstance(model, PTPModel) else PLAIN_SAMPLING
     chat = Chat(model, tokenizer, sampling=_sampling(args, trained), system=args.system,
                 max_new_tokens=args.max_new_tokens, seed=args.seed, use_drafter=use_drafter,
-                threads=args.threads or "auto")  # fmt: skip
+                threads="auto" if args.threads is None else args.threads)  # fmt: skip
     if note:
         print(note)
     run_chat(chat, sys.stdin, sys.stdout)
