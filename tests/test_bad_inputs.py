@@ -48,6 +48,8 @@ RIGHT_PADDED = (torch.tensor([[5, 6, 7], [8, 9, 0]]), torch.tensor([[1, 1, 1], [
 MISTAKES = [
     ("a missing adapter directory", lambda s, t: ptp.PTPModel.from_pretrained(tiny_base("llama"), t / "nowhere"),
      FileNotFoundError, "does not exist", "save_pretrained"),
+    ("an adapter without its base", lambda s, t: ptp.PTPModel.from_pretrained(None, s[2]),
+     ValueError, "adapter without a base model of its own", "pass the model it was trained on"),
     ("a truncated adapter file", lambda s, t: ptp.PTPModel.from_pretrained(tiny_base("llama"), _damaged(
         s, t, "adapter_model.safetensors", lambda b: b[: len(b) // 2])),
      ValueError, "adapter_model.safetensors is corrupt", "save or copy the adapter again"),

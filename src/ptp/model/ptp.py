@@ -290,7 +290,10 @@ class PTPModel(nn.Module):
             if not (base_model / "config.json").is_file():
                 raise FileNotFoundError(f"{base_model} is missing: the drafter's trained base model is not there")
         elif base_model is None:
-            raise ValueError(f"{adapter_path} is an adapter without a base model of its own: pass base_model")
+            raise ValueError(
+                f"{adapter_path} is an adapter without a base model of its own: pass the model it was trained on "
+                "(base_model; ptp generate --model)"
+            )
         for name in (ADAPTER_CONFIG, ADAPTER_WEIGHTS, EMBEDDING_WEIGHTS):
             if not (adapter_path / name).is_file():
                 raise FileNotFoundError(
