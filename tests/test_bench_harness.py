@@ -169,6 +169,7 @@ def no_timing(monkeypatch):
         ({"adapter": "independent"}, ValueError, "is an independent-baseline adapter"),
         ({"categories": ("math",)}, ValueError, "categories \\['math'\\] are not in"),
         ({"max_new_tokens": 600}, ValueError, "exceeds the model's 512 positions"),
+        ({"max_new_tokens": 0}, ValueError, "max_new_tokens must be an integer >= 1, got 0"),
     ],
 )
 def test_bad_input_fails_before_timing(files, tmp_path, no_timing, overrides, error, message):

@@ -133,6 +133,8 @@ def prepare(config: BenchConfig) -> _Prepared:
     config = with_default_model(config)
     if config.repeats < 1 or config.warmup < 0:
         raise ValueError("repeats must be >= 1 and warmup >= 0")
+    if config.max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be an integer >= 1, got {config.max_new_tokens}")
     if config.methods is None:
         methods = default_methods(
             config.adapter, config.independent_adapter, config.draft_model, config.drafter_adapter
