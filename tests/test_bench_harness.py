@@ -11,6 +11,7 @@ import ptp.bench.harness as harness
 from bench_support import build_bench_files
 from ptp.bench import BenchConfig, run_bench
 from ptp.bench.methods import METHODS
+from ptp.bench.report import BASELINES
 from ptp.cli import main
 from ptp.sampling import SamplingConfig
 
@@ -55,6 +56,8 @@ def test_greedy_every_method_equals_ar_and_writes_every_output(files, tmp_path):
     assert ar["all"]["tau"] == 1.0 and ar["all"]["speedup_over_ar"] == 1.0
     assert set(ar["categories"]) == {"writing", "coding"}
     assert summary["methods"]["hf"]["all"]["speedup_over_hf"] == 1.0
+    assert summary["methods"]["hf-static"]["all"]["speedup_over_hf-static"] == 1.0
+    assert set(summary["warmup_s"]) == set(METHODS) and all(s > 0 for s in summary["warmup_s"].values())
     assert summary["environment"]["torch"] and summary["environment"]["transformers"]
 
     for method in METHODS:
@@ -111,7 +114,7 @@ def test_cli_prints_the_summary_json_last(files, tmp_path, capsys):
 def _untimed(value):
     """A summary without what depends on the clock."""
     if isinstance(value, dict):
-        clock = ("wall_time", "tokens_per_s", "ms_per_call", "speedup_over_ar", "speedup_over_hf")
+        clock = ("wall_time", "tokens_per_s", "ms_per_call", *(f"speedup_over_{b}" for b in BASELINES))
         return {k: _untimed(v) for k, v in value.items() if k not in clock}
     return value
 

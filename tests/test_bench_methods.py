@@ -1,17 +1,21 @@
-"""Method names, the generation config handed to transformers, and the per-call bookkeeping of its outputs."""
+"""Method names, the generation config handed to transformers, the per-call bookkeeping of its outputs, and
+transformers' compiled static-cache path on a tiny random Llama."""
 
 from __future__ import annotations
 
 import pytest
 
+from bench_support import tiny_llama
 from ptp.bench.methods import (
     METHODS,
+    HFRunner,
     _CallRecorder,
     _cut_after_eos,
     _trim,
     default_methods,
     hf_generation_config,
     parse_methods,
+    static_compiled_options,
 )
 from ptp.sampling import SamplingConfig
 
@@ -26,7 +30,7 @@ def test_parse_methods():
 
 
 def test_default_methods_follow_the_given_inputs():
-    assert default_methods(None, None, None) == ("ar", "hf", "pld")
+    assert default_methods(None, None, None) == ("ar", "hf", "hf-static", "pld")
     assert default_methods("a", "b", "c", "d") == METHODS
     assert "drafter" not in default_methods("a", "b", "c")
 
@@ -55,3 +59,21 @@ def test_call_recorder_skips_the_prompt():
     for value in (torch.zeros(1, 7), torch.zeros(1), torch.zeros(1, 3)):
         recorder.put(value)
     assert recorder.commits == [1, 3]
+
+
+@pytest.mark.parametrize("sampling", [SamplingConfig.greedy(), SamplingConfig(temperature=0.8, top_k=20)])
+def test_hf_static_equals_plain_generate(sampling):
+    """The compiled static-cache path returns plain ``generate``'s tokens and rows under the same seed, before and
+    after its cache grows for a longer prompt (and it compiles on the CPU too)."""
+    model = tiny_llama(vocab=64)
+    eos = [2]
+    plain = HFRunner(model, hf_generation_config(sampling, 6, eos, 0), eos)
+    static = HFRunner(model, hf_generation_config(sampling, 6, eos, 0, **static_compiled_options()), eos)
+    assert static.generation_config.cache_implementation == "static" and static.needs_untimed_run
+    assert not plain.needs_untimed_run
+    for length in (5, 9):
+        prompt = list(range(4, 4 + length))
+        ours, theirs = static(prompt, seed=3, record=True), plain(prompt, seed=3)
+        assert ours == theirs and 1 <= len(ours.tokens) <= 6
+        assert ours.calls == len(ours.tokens) and ours.accept_lengths == [1] * ours.calls
+    assert hasattr(model, "_compiled_call")  # generate took the compiled forward

@@ -35,6 +35,7 @@ def test_summary_numbers():
     assert ptp["all"]["speedup_over_ar"] == pytest.approx(3.0 / 1.0)
     assert ptp["categories"]["coding"]["speedup_over_ar"] == pytest.approx(4.0)
     assert ptp["all"]["speedup_over_hf"] == pytest.approx(3.0 / 1.5)
+    assert ptp["all"]["speedup_over_hf-static"] is None  # that baseline did not run
     assert ptp["all"]["matches_ar"] is True
     assert (hf["all"]["matches_ar"], hf["all"]["matching_turns"], hf["all"]["compared_turns"]) == (False, 1, 2)
     assert hf["categories"]["math"]["matches_ar"] is True
@@ -63,11 +64,13 @@ def test_markdown_flags_an_unexpected_mismatch():
         "repeats": 1,
         "warmup": 0,
     }
+    summary["warmup_s"] = {"ar": 0.5, "hf": 0.3}
     text = markdown(summary)
     assert "| hf | all | 2 | 6 |" in text and "no (1/2) UNEXPECTED" in text
+    assert "warm-up seconds (hf-static: mostly compilation): ar 0.5, hf 0.3" in text
     assert "hf differs from ar: q1 turn 0 at token 3." in text
     sampled = summarize(_records(), greedy=False)
-    sampled["environment"], sampled["config"] = summary["environment"], summary["config"]
+    sampled["environment"], sampled["config"], sampled["warmup_s"] = summary["environment"], summary["config"], {}
     assert "UNEXPECTED" not in markdown(sampled)
 
 

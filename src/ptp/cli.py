@@ -217,7 +217,7 @@ BENCH = "ptp.bench.harness:BenchConfig"
 
 
 def _add_bench(sub) -> None:
-    p = sub.add_parser("bench", help="compare ar, ptp, independent, hf, hf-assisted and pld on the same prompts")
+    p = sub.add_parser("bench", help="compare the engine, its drafters and transformers' decoding on the same prompts")
     p.set_defaults(fields=add_config_flags(
         p, BENCH, exclude=("sampling",), renames={"categories": "category"},
         aliases={"prompt_lookup_num_tokens": ("--pld-tokens",), "num_assistant_tokens": ("--assistant-tokens",)},

@@ -2,9 +2,10 @@
 
 The run has two phases. First everything that can fail is checked and loaded (method names, the prompt file, the
 adapters, the draft model's vocabulary, prompt lengths); only then does timing start. Every method first runs a few
-untimed warm-up generations; then, question by question, each method in turn runs every turn ``repeats`` times
-between device synchronisations, and the median counts. Turn t of question i uses the seed ``seed + 1000 * i + t``
-for every method, so the engine methods share their auxiliaries.
+warm-up generations that do not count (the summary's ``warmup_s`` holds their seconds, for ``hf-static`` mostly
+compilation); then, question by question, each method in turn runs every turn ``repeats`` times between device
+synchronisations, and the median counts. Turn t of question i uses the seed ``seed + 1000 * i + t`` for every
+method, so the engine methods share their auxiliaries.
 
 Outputs in ``out``: ``answers/<method>.jsonl`` (Spec-Bench's answer format), ``summary.json``, ``summary.md`` and
 the plots ``accept_histogram.png``, ``speedup_by_category.png``, ``draft_accuracy.png``.
@@ -214,10 +215,12 @@ def run_bench(config: BenchConfig) -> dict:
             answers[method].flush()
         # Every method warms up before any is timed, and the methods then take turns question by question, so that
         # a drift of the machine (clocks ramping up, other load) spreads over all of them alike.
+        warmup_s = {}
         for method in prepared.methods:
             bar.set_postfix_str(f"warm-up {method}")
+            warmup_s[method] = 0.0
             for _ in range(warmup):
-                prepared.runners[method](first, config.seed)
+                warmup_s[method] += timed(lambda m=method: prepared.runners[m](first, config.seed), config.device)[1]
                 bar.update(1)
         for index, question in enumerate(prepared.questions[done:], start=done):
             for method in prepared.methods:
@@ -228,6 +231,7 @@ def run_bench(config: BenchConfig) -> dict:
                 answers[method].flush()
                 bar.update(1)
     summary = summarize(records, greedy=not prepared.sampling.do_sample)
+    summary["warmup_s"] = warmup_s
     summary["environment"] = environment(config.device)
     summary["config"] = settings
     summary["files"] = {
@@ -303,7 +307,7 @@ def _run_question(runner, question: Question, index: int, models: BenchModels, c
     for turn in range(len(question.turns)):
         ids = render_turn(models.tokenizer, question, answers, config.chat_template)
         seed = config.seed + 1000 * index + turn
-        stats = None if runner.records_for_free else runner(ids, seed, record=True)
+        stats = runner(ids, seed, record=True) if runner.needs_untimed_run else None
         times, output = [], None
         for _ in range(config.repeats):
             result, seconds = timed(lambda ids=ids, seed=seed: runner(ids, seed), config.device)

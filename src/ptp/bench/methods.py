@@ -6,6 +6,8 @@
 ``independent`` the engine with the independent-baseline adapter (``--independent-adapter``, uninformative u)
 ``drafter``     the engine with a separate drafter (``--drafter-adapter``) next to the base model as the teacher
 ``hf``          plain ``transformers`` ``generate()`` on the unwrapped base model
+``hf-static``   ``generate()`` on its fastest path: a static KV cache and the decoding forward compiled with
+                ``torch.compile`` (the baseline to beat)
 ``hf-assisted`` ``transformers`` assisted generation with a small draft model (``--draft-model``)
 ``pld``         ``transformers`` prompt lookup decoding (``prompt_lookup_num_tokens``)
 =============== ===========================================================================================
@@ -22,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, PreTrainedModel
+from transformers import AutoModelForCausalLM, AutoTokenizer, CompileConfig, GenerationConfig, PreTrainedModel
 
 from ptp.decode.engine import generate
 from ptp.decode.inputs import stop_tokens
@@ -31,7 +33,7 @@ from ptp.model.config import PTPConfig
 from ptp.model.ptp import PTPModel
 from ptp.sampling import SamplingConfig
 
-METHODS = ("ar", "ptp", "independent", "drafter", "hf", "hf-assisted", "pld")
+METHODS = ("ar", "ptp", "independent", "drafter", "hf", "hf-static", "hf-assisted", "pld")
 #: Methods run by this project's engine; with the same auxiliaries their output equals ``ar``'s.
 ENGINE_METHODS = ("ar", "ptp", "independent", "drafter")
 #: Methods whose main model proposes or verifies drafts (the others commit one token per call).
@@ -53,7 +55,7 @@ def parse_methods(methods: str | list[str] | tuple[str, ...]) -> tuple[str, ...]
 def default_methods(
     adapter: str | None, independent_adapter: str | None, draft_model: str | None, drafter_adapter: str | None = None
 ) -> tuple[str, ...]:
-    """Every method whose inputs were given: ar, hf and pld always, the others when their path is set."""
+    """Every method whose inputs were given: ar, hf, hf-static and pld always, the others when their path is set."""
     wanted = {
         "ptp": adapter,
         "independent": independent_adapter,
@@ -81,7 +83,7 @@ class EngineRunner:
     """``ar``, ``ptp``, ``independent`` and ``drafter``: :func:`ptp.decode.engine.generate` on a :class:`PTPModel`
     (with ``drafter``: its base is the teacher and the separate drafter proposes)."""
 
-    records_for_free = True
+    needs_untimed_run = False
 
     def __init__(
         self,
@@ -140,10 +142,13 @@ class _CallRecorder:
 
 
 class HFRunner:
-    """``hf``, ``hf-assisted`` and ``pld``: ``model.generate`` of ``transformers`` on the plain base model.
+    """``hf``, ``hf-static``, ``hf-assisted`` and ``pld``: ``model.generate`` of ``transformers`` on the plain base
+    model.
 
-    Per-call statistics of assisted and prompt-lookup decoding come from a recording streamer, in a separate untimed
-    run (``record=True``), so that the timed runs carry no extra host transfers.
+    Each turn of a runner with ``needs_untimed_run`` first runs once untimed (``record=True``). Per-call statistics of
+    assisted and prompt-lookup decoding come from a recording streamer in that run, so that the timed runs carry no
+    extra host transfers. ``hf-static`` compiles its forward again when a turn needs a longer cache than any before
+    (``torch.compile`` then makes the length dynamic); that run keeps the compilation out of the timed ones.
     """
 
     def __init__(
@@ -156,7 +161,7 @@ class HFRunner:
     ):
         self.model, self.generation_config, self.eos = model, generation_config, set(eos)
         self.assistant, self.drafts = assistant, drafts
-        self.records_for_free = not drafts
+        self.needs_untimed_run = drafts or generation_config.compile_config is not None
 
     def __call__(self, input_ids: list[int], seed: int, record: bool = False) -> TurnOutput:
         ids = torch.tensor([input_ids], dtype=torch.int64, device=self.model.device)
@@ -224,6 +229,17 @@ def hf_generation_config(
         )
     options.update({k: v for k, v in extra.items() if v is not None})
     return GenerationConfig(**options)
+
+
+def static_compiled_options() -> dict:
+    """The ``generate`` options of the fastest path ``transformers`` offers: a static KV cache, with which
+    ``generate`` compiles the decoding forward (``torch.compile`` with its default :class:`CompileConfig`, CUDA
+    graphs included on a GPU). The prefill runs eagerly; the first call, and the first one that needs a longer cache,
+    pay for the compilation."""
+    compile_config = CompileConfig()
+    # transformers compiles only on accelerators unless a config asks for every device; on the CPU it still helps.
+    compile_config._compile_all_devices = True
+    return {"cache_implementation": "static", "compile_config": compile_config}
 
 
 # ------------------------------------------------------------------------------------------------------ inputs
@@ -343,7 +359,7 @@ def load_models(
         drafter = load_model(drafter_model, drafter_adapter, device=device, dtype=dtype)
         shared = engines.get("ar") or engines.get("ptp") or engines.get("independent")
         engines["drafter"] = shared if shared is not None else engine(None)
-    base = load(model) if any(m in methods for m in ("hf", "hf-assisted", "pld")) else None
+    base = load(model) if any(m in methods for m in ("hf", "hf-static", "hf-assisted", "pld")) else None
     draft = None
     if "hf-assisted" in methods:
         draft = load(draft_model)
@@ -392,7 +408,10 @@ def build_runners(
             extra["prompt_lookup_num_tokens"] = prompt_lookup_num_tokens
         if method == "hf-assisted":
             extra["num_assistant_tokens"] = num_assistant_tokens
+        if method == "hf-static":
+            extra |= static_compiled_options()
         config = hf_generation_config(sampling, max_new_tokens, models.eos, models.pad, **extra)
         assistant = models.draft if method == "hf-assisted" else None
-        runners[method] = HFRunner(models.base, config, models.eos, assistant, drafts=method != "hf")
+        drafts = method in DRAFTING_METHODS
+        runners[method] = HFRunner(models.base, config, models.eos, assistant, drafts)
     return runners

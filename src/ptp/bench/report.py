@@ -13,6 +13,10 @@ from dataclasses import dataclass, field
 from ptp.bench.methods import DRAFTING_METHODS, ENGINE_METHODS
 from ptp.bench.prompts import Question
 
+#: The methods every other one is compared with: the engine's one-token decoding, plain ``transformers`` and its
+#: fastest path.
+BASELINES = ("ar", "hf", "hf-static")
+
 
 @dataclass
 class TurnRecord:
@@ -119,7 +123,8 @@ def draft_acceptance(turns: list[TurnRecord]) -> dict | None:
 
 
 def summarize(records: dict[str, list[QuestionRecord]], greedy: bool) -> dict:
-    """Per method and category: tau, tokens/s, speedups over ``ar`` and ``hf``, and agreement with ``ar``.
+    """Per method and category: tau, tokens/s, speedups over ``ar``, ``hf`` and ``hf-static`` (the key
+    ``speedup_over_<baseline>``; None where the baseline did not run), and agreement with ``ar``.
 
     Args:
         records: method -> one record per question, in the same question order for every method.
@@ -140,7 +145,7 @@ def summarize(records: dict[str, list[QuestionRecord]], greedy: bool) -> dict:
         methods[method] = entry
     for method, entry in methods.items():
         for scope, stats in [("all", entry["all"]), *entry["categories"].items()]:
-            for baseline in ("ar", "hf"):
+            for baseline in BASELINES:
                 stats[f"speedup_over_{baseline}"] = _speedup(methods, method, baseline, scope)
             stats.update(_agreement(records, method, scope))
     return {"sampling_greedy": greedy, "categories": categories, "methods": methods}
@@ -218,10 +223,13 @@ def markdown(summary: dict) -> str:
         f"- model: {config['model']}, dtype {config['dtype']}, sampling {config['sampling']}, "
         f"max_new_tokens {config['max_new_tokens']}, median of {config['repeats']} repeats after "
         f"{config['warmup']} warm-up runs",
+        "- warm-up seconds (hf-static: mostly compilation): "
+        + ", ".join(f"{method} {seconds:.1f}" for method, seconds in summary["warmup_s"].items()),
         "",
-        "| method | category | turns | tokens | tau | ms per call | tokens/s | speedup vs ar | speedup vs hf "
-        "| matches ar |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| method | category | turns | tokens | tau | ms per call | tokens/s | "
+        + "".join(f"speedup vs {b} | " for b in BASELINES)
+        + "matches ar |",
+        "|---|---|---:|---:|---:|---:|---:|" + "---:|" * len(BASELINES) + "---|",
     ]
     for method, entry in summary["methods"].items():
         scopes = [("all", entry["all"])]
@@ -235,8 +243,9 @@ def markdown(summary: dict) -> str:
                     match += " UNEXPECTED"
             lines.append(
                 f"| {method} | {scope} | {s['turns']} | {s['new_tokens']} | {_number(s['tau'])} | "
-                f"{_number(s['ms_per_call'])} | {_number(s['tokens_per_s'], 1)} | {_number(s['speedup_over_ar'])} | "
-                f"{_number(s['speedup_over_hf'])} | {match} |"
+                f"{_number(s['ms_per_call'])} | {_number(s['tokens_per_s'], 1)} | "
+                + "".join(f"{_number(s[f'speedup_over_{b}'])} | " for b in BASELINES)
+                + f"{match} |"
             )
     for method, entry in summary["methods"].items():
         if entry["expected_to_match_ar"] and entry["ar_mismatches"]:
@@ -255,7 +264,8 @@ def markdown(summary: dict) -> str:
         "",
         "tau: tokens committed per forward call of the main model (prefill included); ms per call: wall time per such "
         "call, so that speedup vs ar = tau x ar's ms per call / the method's. ar, ptp and independent share "
-        "their auxiliaries and must always equal ar; under sampling the transformers methods (hf, hf-assisted, pld) "
+        "their auxiliaries and must always equal ar; under sampling the transformers methods (hf, hf-static, "
+        "hf-assisted, pld) "
         "draw other random numbers, so their text differs from ar's by design.",
         "",
     ]
