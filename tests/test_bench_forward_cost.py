@@ -22,9 +22,14 @@ def test_forward_cost_on_the_tiny_preset(tmp_path):
         warmup=1,
         copy_bytes=1 << 20,
         engine_budgets=((2, 2), (6, 3)),
+        static_tokens=4,
     )
     assert [p["new_tokens"] for p in result["points"]] == [1, 2, 4]
-    engine = result["engine"]
+    static, engine = result["hf_static"], result["engine"]
+    assert static["tokens"] == 4 and static["compile_s"] > 0
+    assert static["vs_floor"] == pytest.approx(static["ms_per_token"] / result["floor_ms"])
+    assert engine["ar_vs_floor"] == pytest.approx(engine["ar_ms"] / result["floor_ms"])
+    assert engine["ar_vs_hf_static"] == pytest.approx(engine["ar_ms"] / static["ms_per_token"])
     assert engine["ar_ms"] > 0 and [(c["slots"], c["group"], c["positions"]) for c in engine["ptp"]] == [
         (2, 2, 4),
         (6, 3, 9),
@@ -60,6 +65,10 @@ def test_bad_forward_cost_input():
         forward_cost("13b", device="cpu")
     with pytest.raises(ValueError, match="exceeds the 1024 positions"):
         forward_cost("tiny", device="cpu", context=1000, new_tokens=(64,))
+    with pytest.raises(ValueError, match="exceeds the 1024 positions"):
+        forward_cost("tiny", device="cpu", context=1000, new_tokens=(1,), static_tokens=32)
+    with pytest.raises(ValueError, match="static_tokens >= 0"):
+        forward_cost("tiny", device="cpu", static_tokens=-1)
 
 
 def test_cli_bench_forward(tmp_path, capsys):
@@ -79,6 +88,8 @@ def test_cli_bench_forward(tmp_path, capsys):
         "cpu",
         "--engine-budgets",
         "2:2",
+        "--static-tokens",
+        "2",
         "--out",
         str(tmp_path),
     ]
@@ -86,9 +97,11 @@ def test_cli_bench_forward(tmp_path, capsys):
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["results"][0]["preset"] == "tiny" and len(out["results"][0]["points"]) == 2
     assert [c["positions"] for c in out["results"][0]["engine"]["ptp"]] == [4]
+    assert out["results"][0]["hf_static"]["tokens"] == 2
     assert (tmp_path / "forward_cost.png").is_file()
-    assert main(argv[:-4] + ["--engine-budgets", "", "--out", str(tmp_path)]) == 0
-    assert "engine" not in json.loads(capsys.readouterr().out.strip().splitlines()[-1])["results"][0]
+    assert main(argv[:-6] + ["--engine-budgets", "", "--static-tokens", "0", "--out", str(tmp_path)]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["results"][0]
+    assert "engine" not in result and "hf_static" not in result
 
 
 @pytest.mark.parametrize("budgets", ["2", "2:0", "a:b", "2:2:2"])

@@ -446,6 +446,9 @@ def _add_bench_forward(sub) -> None:
     p.add_argument("--engine-budgets", default="2:2,4:4,9:3,16:8,32:16",
                    help="the engine's PTP calls timed against its one-token calls, as comma-separated SLOTS:GROUP "
                    "(empty: none) (default: 2:2,4:4,9:3,16:8,32:16)")  # fmt: skip
+    p.add_argument("--static-tokens", type=int, default=32,
+                   help="tokens decoded by transformers' generate with a static cache and the compiled forward, "
+                   "timed as the baseline to beat (0: not timed) (default: 32)")  # fmt: skip
     p.add_argument("--out", required=True, help="output directory (required)")
     _add_threads(p)
 
@@ -466,7 +469,8 @@ def _cmd_bench_forward(args) -> int:
                          f"{args.engine_budgets!r}") from None  # fmt: skip
     results = [
         forward_cost(preset.strip(), device=args.device, dtype=args.dtype, context=args.context,
-                     new_tokens=counts, repeats=args.repeats, warmup=args.warmup, engine_budgets=budgets)
+                     new_tokens=counts, repeats=args.repeats, warmup=args.warmup, engine_budgets=budgets,
+                     static_tokens=args.static_tokens)
         for preset in args.presets.split(",")
     ]  # fmt: skip
     files = write_forward_cost(results, args.out)

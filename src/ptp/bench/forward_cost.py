@@ -7,9 +7,11 @@ Llama-shaped model, and puts it next to the memory-bandwidth floor: the bytes of
 by the device's measured copy bandwidth. Two attention masks are timed: the model's own causal mask, and an
 explicit boolean ``[1, 1, n, context + n]`` mask, the kind the PTP engine passes (it may select another kernel).
 
-Then whole calls of the decoding engine on the same model and context (:func:`engine_calls`): one-token decoding
-against PTP calls of a fresh adapter at several slot budgets, each call's host work included, captured as a CUDA
-graph on a GPU: what a call with slots costs against a plain one, which is what a drafter's tau is divided by.
+Then, on the same model and context, the fastest decoding ``transformers`` itself offers (:func:`static_decode`:
+``generate`` with a static cache and the compiled forward, the baseline to beat), and whole calls of the decoding
+engine (:func:`engine_calls`): one-token decoding, set against the floor and against ``transformers``, and PTP calls
+of a fresh adapter at several slot budgets, each call's host work included, captured as a CUDA graph on a GPU: what a
+call with slots costs against a plain one, which is what a drafter's tau is divided by.
 """
 
 from __future__ import annotations
@@ -21,9 +23,11 @@ import torch
 from transformers import AutoModelForCausalLM, DynamicCache, LlamaConfig
 
 from ptp.bench import plots
+from ptp.bench.methods import hf_generation_config, static_compiled_options
 from ptp.bench.timing import environment, median, synchronize, timed
 from ptp.compat import cache_argument
 from ptp.runtime import resolve_device, resolve_dtype
+from ptp.sampling import SamplingConfig
 
 #: Llama shapes by name: ``tiny`` for tests, ``135m`` (SmolLM2-135M, the default teacher), ``1.1b`` (TinyLlama-1.1B),
 #: ``7b`` (Llama-2-7B).
@@ -94,24 +98,28 @@ def forward_cost(
     copy_bytes: int | None = None,
     seed: int = 0,
     engine_budgets: tuple[tuple[int, int], ...] = ENGINE_BUDGETS,
+    static_tokens: int = 32,
 ) -> dict:
     """Time one forward call of n new tokens after ``context`` cached tokens, for each n in ``new_tokens``.
 
     Returns a dict with the preset, its shape, the bytes per call and the bandwidth floor in ms (``floor_ms``), and
     ``points``: per n the median milliseconds with the causal mask (``causal_ms``) and with an explicit boolean mask
     (``bool_mask_ms``), ``causal_ms`` relative to the first count (``causal_relative``), and on CUDA the GPU kernel
-    time of each (``causal_kernel_ms``, ``bool_mask_kernel_ms``; wall time minus these is host overhead); and
-    ``engine``, :func:`engine_calls` at ``engine_budgets`` (none: left out).
+    time of each (``causal_kernel_ms``, ``bool_mask_kernel_ms``; wall time minus these is host overhead);
+    ``hf_static``, :func:`static_decode` over ``static_tokens`` tokens with its ms per token against the floor
+    (``vs_floor``; 0 tokens: left out); and ``engine``, :func:`engine_calls` at ``engine_budgets`` with its one-token
+    call against the floor (``ar_vs_floor``) and against ``hf_static`` (``ar_vs_hf_static``) (no budgets: left out).
     """
     device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, device)
-    if repeats < 1 or warmup < 0 or context < 1 or not new_tokens or min(new_tokens) < 1:
-        raise ValueError("need repeats >= 1, warmup >= 0, context >= 1 and new token counts >= 1")
+    if repeats < 1 or warmup < 0 or context < 1 or not new_tokens or min(new_tokens) < 1 or static_tokens < 0:
+        raise ValueError("need repeats >= 1, warmup >= 0, context >= 1, new token counts >= 1 and static_tokens >= 0")
     torch.manual_seed(seed)
     model = build_model(preset, device, torch_dtype)
     limit = model.config.max_position_embeddings
-    if context + max(new_tokens) > limit:
-        raise ValueError(f"context {context} + {max(new_tokens)} new tokens exceeds the {limit} positions of {preset}")
+    longest = max(*new_tokens, static_tokens + 1)
+    if context + longest > limit:
+        raise ValueError(f"context {context} + {longest} new tokens exceeds the {limit} positions of {preset}")
     bandwidth = copy_bandwidth(device, copy_bytes)
     weights = streamed_bytes(model)
     points = _sweep(model, context, new_tokens, repeats, warmup, device)
@@ -133,8 +141,15 @@ def forward_cost(
         "points": points,
         "environment": environment(device),
     }
-    if engine_budgets:
-        result["engine"] = engine_calls(model, context, engine_budgets, repeats, device)
+    floor_ms = result["floor_ms"]
+    if static_tokens:
+        result["hf_static"] = static_decode(model, context, static_tokens, repeats, device)
+        result["hf_static"]["vs_floor"] = result["hf_static"]["ms_per_token"] / floor_ms
+    if engine_budgets:  # last: it wraps the model
+        engine = result["engine"] = engine_calls(model, context, engine_budgets, repeats, device)
+        engine["ar_vs_floor"] = engine["ar_ms"] / floor_ms
+        if static_tokens:
+            engine["ar_vs_hf_static"] = engine["ar_ms"] / result["hf_static"]["ms_per_token"]
     del model
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -187,6 +202,38 @@ def _sweep(model, context: int, new_tokens, repeats: int, warmup: int, device: t
         point["causal_relative"] = point["causal_ms"] / (1000 * median(times[new_tokens[0], "causal"]))
         points.append(point)
     return points
+
+
+def static_decode(model, context: int, tokens: int, repeats: int, device: torch.device) -> dict:
+    """Milliseconds per token of the fastest decoding ``transformers`` offers: greedy ``generate`` with a static
+    cache and the compiled forward (:func:`ptp.bench.methods.static_compiled_options`) after a random
+    ``context``-token prompt. Generations of ``tokens + 1`` and of 1 new token take turns ``repeats`` times; the
+    difference of their medians over ``tokens`` is the cost of one decoding step with ``generate``'s host work, the
+    eager prefill left out. Both use one cache length, so one compilation serves them; its first generation's
+    seconds are ``compile_s``."""
+    prompt = torch.randint(model.config.vocab_size, (1, context), device=device)
+    greedy = SamplingConfig.greedy()
+
+    def generation(new: int):
+        # No EOS: a random model may predict its EOS id, and the step count must not depend on it. generate then
+        # needs a pad id, which a batch of one never uses.
+        options = dict(max_cache_len=context + tokens + 1, **static_compiled_options())
+        config = hf_generation_config(greedy, new, [], 0, **options)
+        return lambda: model.generate(
+            input_ids=prompt, attention_mask=torch.ones_like(prompt), generation_config=config
+        )
+
+    long, short = generation(tokens + 1), generation(1)
+    out, compile_s = timed(long, device)
+    if out.shape[1] != context + tokens + 1:
+        raise RuntimeError(f"generate made {out.shape[1] - context} tokens, not {tokens + 1}")
+    short()
+    times: dict[str, list[float]] = {"long": [], "short": []}
+    for _ in range(repeats):
+        times["long"].append(timed(long, device)[1])
+        times["short"].append(timed(short, device)[1])
+    ms = 1000 * (median(times["long"]) - median(times["short"])) / tokens
+    return {"tokens": tokens, "ms_per_token": ms, "compile_s": compile_s}
 
 
 def engine_calls(model, context: int, budgets, calls: int, device: torch.device, rounds: int = 3) -> dict:

@@ -86,7 +86,8 @@ def _save(fig: Figure, ax, path: str | Path, drawn: bool, note: str) -> Path:
 
 
 def forward_cost(results: list[dict], path: str | Path) -> Path:
-    """Time of one forward call against the new tokens in it, one line per model and mask, with the floors."""
+    """Time of one forward call against the new tokens in it, one line per model and mask, with the floors and the
+    decoding step of ``transformers``' fastest path where it was timed."""
     fig = Figure(figsize=(7, 4.5), layout="constrained")
     ax = fig.subplots()
     for i, result in enumerate(results):
@@ -98,6 +99,9 @@ def forward_cost(results: list[dict], path: str | Path) -> Path:
                 label = f"{result['preset']} ({key.removesuffix('_ms').replace('_', ' ')})"
                 ax.plot(n, [p[key] for p in points], style, color=color, label=label, markersize=4)
         ax.axhline(result["floor_ms"], color=color, linestyle=":", label=f"{result['preset']} bandwidth floor")
+        if "hf_static" in result:
+            ms = result["hf_static"]["ms_per_token"]
+            ax.axhline(ms, color=color, linestyle="-.", label=f"{result['preset']} transformers static + compile, step")
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xlabel(f"new tokens in the call (after a {results[0]['context']}-token context)")
