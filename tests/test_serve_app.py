@@ -271,6 +271,16 @@ def test_bad_requests_get_an_openai_error_body(server, path, body, status, param
         assert error["code"] == "context_length_exceeded"
 
 
+def test_fields_that_openai_lets_be_null_take_their_defaults(server):
+    nulls = {"n": None, "stream": None, "stream_options": None, "max_tokens": None, "temperature": None,
+             "top_p": None, "seed": None, "stop": None}  # fmt: skip
+    for path, body in (("/v1/chat/completions", {"messages": MESSAGES}), ("/v1/completions", {"prompt": "w9"})):
+        extra = {"echo": None, "best_of": None} if path == "/v1/completions" else {"logprobs": None}
+        response = httpx.post(server.url + path, json=body | nulls | extra | {"max_tokens": 3}, timeout=60)
+        assert response.status_code == 200, response.text
+        assert response.json()["usage"]["completion_tokens"] <= 3
+
+
 def test_the_client_library_raises_on_errors(server):
     client = server.client()
     with pytest.raises(openai.BadRequestError, match="n = 1"):

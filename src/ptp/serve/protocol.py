@@ -2,7 +2,8 @@
 
 Validation is strict: a field of the wrong JSON type is an error, not coerced. Fields this server cannot honour
 (``n`` > 1, penalties, ``logit_bias``, ``logprobs``, ``echo``, ``best_of`` > 1) are refused with a 400 instead of
-being ignored; other unknown fields are ignored, as OpenAI's API does. ``top_k`` is an extension.
+being ignored; other unknown fields are ignored, as OpenAI's API does. Fields that OpenAI's API lets be null (``n``,
+``stream``, ``echo``, the sampling fields) take their defaults when null. ``top_k`` is an extension.
 
 Sampling fields a request leaves out take the values the drafter was trained for (the adapter's
 ``SamplingConfig``; it drafts best there), field by field; ``temperature`` 0 is greedy decoding.
@@ -78,9 +79,9 @@ class GenerationRequest(BaseModel):
     top_k: int | None = Field(None, ge=0, description="extension: keep the k most likely tokens; 0 is off")
     seed: int | None = Field(None, ge=-(2**63), le=2**64 - 1)
     stop: str | list[str] | None = None
-    stream: bool = False
+    stream: bool | None = False
     stream_options: StreamOptions | None = None
-    n: int = 1
+    n: int | None = 1
     frequency_penalty: float | None = None
     presence_penalty: float | None = None
     logit_bias: dict | None = None
@@ -88,8 +89,8 @@ class GenerationRequest(BaseModel):
 
     @field_validator("n")
     @classmethod
-    def _one_choice(cls, value: int) -> int:
-        if value != 1:
+    def _one_choice(cls, value: int | None) -> int | None:
+        if value not in (None, 1):
             raise ValueError("only n = 1 is supported")
         return value
 
@@ -153,7 +154,7 @@ class CompletionRequest(GenerationRequest):
     """``POST /v1/completions``: one prompt, as text or as token ids."""
 
     prompt: str | list[int]
-    echo: bool = False
+    echo: bool | None = False
     best_of: int | None = None
     logprobs: int | None = None
     suffix: str | None = None
