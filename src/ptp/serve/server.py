@@ -7,6 +7,7 @@ then runs the app's shutdown, which stops the scheduler.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 from ptp.serve.config import ServeConfig
@@ -18,15 +19,24 @@ DEFAULT_NAME = "ptp-default"
 
 
 def load(config: ServeConfig):
-    """``(model, tokenizer, model_name)`` for ``config``, loaded by :func:`ptp.load`: the shipped model, a base model
-    with its PTP adapter, an adapter that holds its own base, or (``use_drafter`` off) a plain base model."""
+    """``(model, tokenizer, model_name, config)`` for ``config``, loaded by :func:`ptp.load`: the shipped model, a base
+    model with its PTP adapter, an adapter that holds its own base, or (``use_drafter`` off) a plain base model.
+
+    While no drafter ships for the shipped model, its teacher is served one token per call, as ``ptp chat`` and
+    ``ptp generate`` decode it (an untrained drafter would cost every call more and save none): the returned config
+    has ``use_drafter`` off, and a warning says so.
+    """
+    from ptp.chat import NO_SHIPPED_DRAFTER
     from ptp.loading import load as load_models
 
     loaded = load_models(config.model, config.adapter, device=config.device)
     if config.model is None and config.adapter is None:
-        return loaded.model, loaded.tokenizer, config.served_model_name or DEFAULT_NAME
+        if not loaded.trained and config.use_drafter:
+            log.warning(NO_SHIPPED_DRAFTER)
+            config = replace(config, use_drafter=False)
+        return loaded.model, loaded.tokenizer, config.served_model_name or DEFAULT_NAME, config
     name = config.served_model_name or Path(config.model or config.adapter).resolve().name
-    return loaded.model, loaded.tokenizer, name
+    return loaded.model, loaded.tokenizer, name, config
 
 
 def serve(config: ServeConfig) -> None:
@@ -39,7 +49,7 @@ def serve(config: ServeConfig) -> None:
         import torch
 
         torch.set_num_threads(config.threads)
-    model, tokenizer, name = load(config)
+    model, tokenizer, name, config = load(config)
     app = create_app(model, tokenizer, config, name)
     if not config.loopback and config.api_key is None:
         log.warning("serving on %s without an API key: anyone who can reach it can use it", config.host)
