@@ -8,6 +8,8 @@ files in this process, one token per call: the server's text for a seed is the p
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import json
 import logging
 import os
@@ -314,6 +316,24 @@ def test_bench_serve_reports_and_finds_every_seeded_answer_identical(server, cap
     assert code == 0 and report["errors"] == 0 and report["requests"] >= 3
     assert report["seeded_all_identical"] and report["seeded_identical"] == report["requests"]
     assert report["tokens_per_call"] > 1 and report["time_to_first_token_ms"]["p50"] > 0
+
+
+def test_bench_serve_hands_the_pairs_out_in_turn_whatever_each_takes(server, monkeypatch):
+    from ptp.bench import serve_load
+
+    async def streamed(self, pair: int) -> serve_load._Answer:
+        await asyncio.sleep(0.001 if pair == 0 else 0.05)  # pair 0 ends at once, as an answer that is only EOS
+        return serve_load._Answer(pair)
+
+    async def alone(self, pair: int) -> str:
+        return ""
+
+    monkeypatch.setattr(serve_load._Client, "streamed", streamed)
+    monkeypatch.setattr(serve_load._Client, "alone", alone)
+    monkeypatch.setattr(serve_load, "_report", lambda config, answers, single, elapsed: answers)
+    answers = serve_load.load_test(serve_load.LoadConfig(url=server.url, clients=2, seconds=0.5, distinct=2))
+    asked = collections.Counter(answer.pair for answer in answers)
+    assert asked[1] >= 4 and abs(asked[0] - asked[1]) <= 2
 
 
 def test_bench_serve_talks_to_this_machine_only():

@@ -164,17 +164,17 @@ async def run_load(config: LoadConfig) -> dict:
         answers: list[_Answer] = []
         deadline = time.monotonic() + config.seconds
 
-        async def worker(index: int) -> None:
-            turn = 0
+        async def worker() -> None:
             while time.monotonic() < deadline and len(answers) < config.max_requests:
-                pair = (index + turn * config.clients) % config.distinct
-                turn += 1
+                # The pairs are handed out in turn to whichever client is free, so that a client is not left
+                # asking the same few (a pair whose answer ends at once would otherwise be asked over and over).
                 slot = len(answers)
+                pair = slot % config.distinct
                 answers.append(_Answer(pair))  # reserves the count before awaiting
                 answers[slot] = await client.streamed(pair)
 
         started = time.perf_counter()
-        await asyncio.gather(*(worker(i) for i in range(config.clients)))
+        await asyncio.gather(*(worker() for _ in range(config.clients)))
         elapsed = time.perf_counter() - started
         # Each pair alone, one at a time: the answer its loaded twins must equal.
         asked = sorted({a.pair for a in answers if a.error is None})
