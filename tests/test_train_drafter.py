@@ -60,7 +60,7 @@ def test_a_separate_drafter_trains_its_adapter_only_and_decodes_exactly_with_its
     assert result.model.base_model is small and not (tmp_path / "adapter" / "base").exists()
     after = lora.base_state(small)
     assert all(torch.equal(before[k], after[k]) for k in before), "without train_drafter_base the base is frozen"
-    with pytest.raises(ValueError, match="pass base_model"):
+    with pytest.raises(ValueError, match="pass the model it was trained on"):
         ptp.PTPModel.from_pretrained(None, tmp_path / "adapter")
     drafter = ptp.PTPModel.from_pretrained(_small(), tmp_path / "adapter")
     assert drafter.config.base_model["model_type"] == "gpt2"
