@@ -35,6 +35,9 @@ def test_forward_cost_on_the_tiny_preset(tmp_path):
         (6, 3, 9),
     ]
     assert all(c["ms"] > 0 and c["vs_ar"] == pytest.approx(c["ms"] / engine["ar_ms"]) for c in engine["ptp"])
+    # What a call is made of: a PTP call dispatches more operators than a one-token call (its adapter, its slots).
+    assert engine["ar_kernels"]["kernels"] > 0
+    assert all(c["kernels"] > engine["ar_kernels"]["kernels"] for c in engine["ptp"])
     for point in result["points"]:
         assert point["causal_ms"] > 0 and point["bool_mask_ms"] > 0
     assert result["points"][0]["causal_relative"] == 1.0

@@ -240,8 +240,9 @@ def engine_calls(model, context: int, budgets, calls: int, device: torch.device,
     """Milliseconds per call of the decoding engine (:func:`ptp.decode.engine.generate`, batch 1) after a random
     ``context``-token prompt: one-token decoding (``ar_ms``) and, for each (slots, longest group) of ``budgets``, a PTP
     call of a fresh adapter (rank 32, window 16; its drafts are rarely right, so nearly every call commits one
-    token); the median of ``calls`` calls in each of ``rounds`` rounds (:func:`ptp.decode.cost.time_calls`).
-    ``model`` is wrapped in place and should not be used afterwards."""
+    token); the median of ``calls`` calls in each of ``rounds`` rounds (:func:`ptp.decode.cost.time_calls`). Each
+    setting also reports what its call is made of (:func:`call_kernels`): ``ar_kernels`` and, per PTP call,
+    ``kernels`` (with ``kernel_ms`` on a GPU). ``model`` is wrapped in place and should not be used afterwards."""
     from ptp.decode.cost import time_calls
     from ptp.model.ptp import PTPModel
 
@@ -250,11 +251,51 @@ def engine_calls(model, context: int, budgets, calls: int, device: torch.device,
     prompt = torch.randint(model.config.vocab_size, (1, context), device=device)
     settings = [dict(use_drafter=False)] + [dict(auxiliary_budget=s, max_draft_length=g) for s, g in budgets]
     ar, *ptp_ms = (1000 * seconds for seconds in time_calls(drafter, prompt, settings, calls, rounds))
+    ar_kernels, *ptp_kernels = (call_kernels(drafter, prompt, options) for options in settings)
     ptp_calls = [
-        {"slots": slots, "group": group, "positions": slots + group, "ms": ms, "vs_ar": ms / ar}
-        for (slots, group), ms in zip(budgets, ptp_ms, strict=True)
+        {"slots": slots, "group": group, "positions": slots + group, "ms": ms, "vs_ar": ms / ar} | kernels
+        for (slots, group), ms, kernels in zip(budgets, ptp_ms, ptp_kernels, strict=True)
     ]
-    return {"adapter": "fresh, rank 32, window 16", "ar_ms": ar, "ptp": ptp_calls}
+    return {"adapter": "fresh, rank 32, window 16", "ar_ms": ar, "ar_kernels": ar_kernels, "ptp": ptp_calls}
+
+
+def call_kernels(model, prompt: torch.Tensor, options: dict, calls: int = 4) -> dict:
+    """What one eager decoding call of ``generate(model, prompt, **options)`` is made of: on a GPU the kernels it
+    launches (``kernels``) and their summed GPU time (``kernel_ms``), which a captured call replays back to back, so
+    that a small model's call costs about its number of kernels times a few microseconds; on a CPU the operators it
+    dispatches (``kernels``). Measured under ``torch.profiler`` as the difference between a generation of
+    ``2 * calls`` calls and one of ``calls``, so that the prefill cancels out."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from ptp.decode.engine import generate
+
+    device = prompt.device
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    totals = []
+    for count in (calls, 2 * calls):
+        commits: list[int] = []
+        with profile(activities=activities) as prof:
+            generate(model, prompt, max_new_tokens=count, eos_token_id=[], seed=0, cuda_graph=False,
+                     on_commit=lambda tokens, commits=commits: commits.append(1), **options)  # fmt: skip
+            synchronize(device)
+        events = prof.key_averages()
+        if device.type == "cuda":
+            kernels = [e for e in events if e.device_type == torch.autograd.DeviceType.CUDA]
+            totals.append((len(commits), sum(e.count for e in kernels), sum(e.self_device_time_total for e in kernels)))
+        else:  # operators called by the engine itself, not from inside another operator
+            dispatched = sum(1 for e in prof.events() if e.name.startswith("aten::") and not _inside_operator(e))
+            totals.append((len(commits), dispatched, 0.0))
+    (calls_1, kernels_1, us_1), (calls_2, kernels_2, us_2) = totals
+    extra = max(calls_2 - calls_1, 1)
+    result = {"kernels": round((kernels_2 - kernels_1) / extra)}
+    if device.type == "cuda":
+        result["kernel_ms"] = (us_2 - us_1) / extra / 1000
+    return result
+
+
+def _inside_operator(event) -> bool:
+    parent = event.cpu_parent
+    return parent is not None and parent.name.startswith("aten::")
 
 
 def write_forward_cost(results: list[dict], out: str | Path) -> dict:
