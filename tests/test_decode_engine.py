@@ -63,6 +63,7 @@ SETTINGS = [
         first_slot_token=True,
     ),
     dict(mode="independent", embedding="binary", window_length=2, adapter="random", first_slot_token=True),
+    dict(mode="mode_chain", embedding="binary", window_length=7, auxiliary_budget=10, adapter="random"),
 ]
 PROMPT_LENGTHS = [7, 2, 5]
 
@@ -277,7 +278,7 @@ def test_engine_equals_plain_sampling_on_random_cases(data):
     lengths = draw(st.lists(st.integers(1, 9), min_size=1, max_size=4))
     new = draw(st.integers(1, 30))
     setting = dict(
-        mode=draw(st.sampled_from(["one_hot", "categorical", "independent"])),
+        mode=draw(st.sampled_from(["one_hot", "categorical", "independent", "mode_chain"])),
         embedding=draw(st.sampled_from(["binary", "float_bits", "thermometer", "cosine", "interpolation", "mlp"])),
         window_length=draw(st.integers(1, 12)),
         adapter=draw(st.sampled_from(["random", "random", "random", "zero"])),

@@ -147,6 +147,7 @@ def test_slot_inputs_follow_the_mode():
         "one_hot": [0.1, 0.2, 0.3],
         "categorical": [0.5, 0.1, 0.2],  # C-PTP's slot sees the previous u; the first slot sees none
         "independent": [0.5, 0.5, 0.5],
+        "mode_chain": [0.5, 0.5, 0.5],  # no u: it assumes the modes before it and reads u only to pick
     }
     for mode, values in expected.items():
         model = ptp.PTPModel(tiny_base("llama"), mode=mode, lora_rank=2)

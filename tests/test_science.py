@@ -73,7 +73,7 @@ def test_the_registry_has_one_experiment_per_claim_and_refuses_unknown_names(inp
     assert set(EXPERIMENTS) == {"dependence", "window", "embedding", "beta", "size", "teacher_free"}
     config = _config(inputs, tmp_path)
     dependence = [v.name for v in select(experiment("dependence"), config)]
-    assert len(dependence) == 12 and "one_hot-T0" in dependence and "categorical-T1.5" in dependence
+    assert len(dependence) == 16 and "one_hot-T0" in dependence and "mode_chain-T1.5" in dependence
     assert len(select(experiment("embedding"), config)) == 12  # six embeddings, two bin orders
     assert [v.name for v in select(experiment("size"), config)][-2:] == ["drafter-16x1", "drafter-32x1"]
     with pytest.raises(ValueError, match="unknown experiment 'speed'"):

@@ -19,7 +19,8 @@ from ptp.train.config import parse_overrides
             {"max_steps": 100, "eval_interval": 0, "checkpoint_interval": 500},
             "checkpoint_interval .500. is beyond the run",
         ),
-        ({"mode": "one_hot", "loss": "forward_kl"}, "needs mode 'categorical'"),
+        ({"mode": "one_hot", "loss": "forward_kl"}, "needs mode categorical or mode_chain"),
+        ({"chain_loss": 1}, "chain_loss must be true, false or null"),
         ({"mode": "two_hot"}, "mode must be one of"),
         ({"window_length": 0}, "window_length must be an integer >= 1"),
         ({"beta": 0}, "beta must be > 0"),
@@ -42,6 +43,9 @@ def test_the_objective_follows_the_mode():
     assert DistillConfig().objective == "cross_entropy"
     assert DistillConfig(mode="categorical").objective == "forward_kl"
     assert DistillConfig(mode="categorical", loss="reverse_kl").objective == "reverse_kl"
+    assert DistillConfig(mode="mode_chain").objective == "forward_kl" and DistillConfig(mode="mode_chain").on_chain
+    assert not DistillConfig(mode="independent").on_chain and DistillConfig(chain_loss=True).on_chain
+    assert not DistillConfig(mode="mode_chain", chain_loss=False).on_chain
 
 
 def test_a_file_with_overrides(tmp_path):

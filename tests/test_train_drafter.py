@@ -50,7 +50,7 @@ def _assert_exact(teacher, drafter, seed: int = 0) -> None:
     assert_same_tokens(got, expected)
 
 
-@pytest.mark.parametrize("mode", ["one_hot", "categorical"])
+@pytest.mark.parametrize("mode", ["one_hot", "categorical", "mode_chain"])
 def test_a_separate_drafter_trains_its_adapter_only_and_decodes_exactly_with_its_teacher(data, tmp_path, mode):
     small = _small()
     before = {k: v.clone() for k, v in small.state_dict().items()}

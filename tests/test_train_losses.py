@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -18,8 +19,10 @@ from ptp.train.losses import (
     reverse_kl_loss,
     slot_weights,
     summarize,
+    window_loss,
     window_metrics,
 )
+from ptp.train.teacher import WindowBatch
 
 
 def _logits(*shape, seed=0):
@@ -50,6 +53,24 @@ def test_divergences():
     assert forward_kl_loss(student, teacher, ones, 0.7) == pytest.approx(forward, rel=1e-5)
     assert reverse_kl_loss(student, teacher, ones, 0.7) == pytest.approx(reverse, rel=1e-5)
     assert forward != pytest.approx(reverse)
+
+
+def test_a_chain_loss_counts_only_the_valid_slots_on_their_windows_mode_chain():
+    logits, teacher = _logits(2, 6, 9, seed=4), _logits(2, 6, 9, seed=5)
+    valid = torch.ones(2, 6, dtype=torch.bool)
+    valid[1, 5] = False
+    chain = torch.tensor([[1, 1, 0, 1, 0, 0], [1, 0, 0, 1, 1, 1]], dtype=torch.bool)
+    batch = WindowBatch(logits, logits.argmax(-1), valid, torch.rand(2, 6), SimpleNamespace(window_length=3), teacher,
+                        torch.tensor(0), chain)  # fmt: skip
+    p, q = F.softmax(teacher / 0.7, -1), F.softmax(logits / 0.7, -1)
+    per_slot = (p * (p.log() - q.log())).sum(-1)
+    weights = (valid & chain).float() * torch.tensor([1.0, 0.5, 0.25]).repeat(2)
+    expected = float((per_slot * weights).sum() / weights.sum())
+    sampling = SamplingConfig(temperature=0.7)
+    assert float(window_loss(batch, "forward_kl", sampling, 0.5, chain=True)) == pytest.approx(expected, rel=1e-5)
+    everything = valid.float() * torch.tensor([1.0, 0.5, 0.25]).repeat(2)
+    unchained = float((per_slot * everything).sum() / everything.sum())
+    assert float(window_loss(batch, "forward_kl", sampling, 0.5)) == pytest.approx(unchained, rel=1e-5)
 
 
 def test_position_weights_decay_geometrically_and_mask_invalid_slots():
@@ -89,4 +110,5 @@ def test_drafts_are_made_as_the_decoder_makes_them():
     assert torch.equal(draft_tokens(logits, u, "independent", SamplingConfig()), logits.argmax(-1))
     sampling = SamplingConfig(temperature=0.8, top_k=5)
     assert torch.equal(draft_tokens(logits, u, "categorical", sampling), pick(u, logits, sampling))
+    assert torch.equal(draft_tokens(logits, u, "mode_chain", sampling), pick(u, logits, sampling))
     assert not math.isnan(float(cross_entropy_loss(logits, logits.argmax(-1), torch.ones(2, 4))))

@@ -72,12 +72,7 @@ def test_beta_below_one_puts_auxiliaries_near_the_bin_edges(model):
 def test_a_target_outside_the_kept_set_stops_its_window_or_is_an_error(model):
     # Raw text under greedy S: a token other than the argmax has an empty bin. Two greedy tokens, then another one.
     greedy = ptp.SamplingConfig.greedy()
-    text = [5]
-    with torch.no_grad():
-        for _ in range(3):
-            text.append(int(model.base_model(input_ids=torch.tensor([text])).logits[0, -1].argmax()))
-    text[3] = (text[3] + 1) % 96
-    rows = _rows((text + [50, 51], 1))
+    rows = _rows((_greedy_but_the_third(model) + [50, 51], 1))
     windows = layout_windows(rows, torch.tensor([[1]]), 4)  # predicts text[1], text[2], text[3], 50
     teacher = teacher_pass(model, rows, greedy, windows.targets)
     u, valid, empty = window_auxiliaries(teacher, windows, out_of_set="stop")
@@ -85,6 +80,34 @@ def test_a_target_outside_the_kept_set_stops_its_window_or_is_an_error(model):
     assert (u[0, 2:] == 0.5).all()
     with pytest.raises(ValueError, match="outside the kept set"):
         window_auxiliaries(teacher, windows, out_of_set="error")
+
+
+def test_the_mode_chain_holds_while_the_windows_earlier_tokens_are_the_teachers_argmax(model):
+    # Greedy text but for its third new token: the window's slots after that token are off the chain.
+    rows = _rows((_greedy_but_the_third(model) + [50, 51], 1))
+    batch = run_windows(model, rows, torch.tensor([[1]]), SAMPLING, generator=torch.Generator().manual_seed(0))
+    assert batch.on_chain[0].tolist() == [True, True, True, False]
+
+    # Sampled text, many windows: the oracle is the definition, slot by slot.
+    rows = pack_documents(_sampled_documents(model, count=8), 48)[0]
+    starts = torch.arange(2, 42, 4).expand(len(rows), -1)
+    batch = run_windows(model, rows, starts, SAMPLING, generator=torch.Generator().manual_seed(1), teacher_targets=True)
+    is_mode = (batch.tokens == batch.teacher_logits.argmax(-1)).tolist()
+    for b, row in enumerate(batch.on_chain.tolist()):
+        for a, chained in enumerate(row):
+            first = a - a % 4
+            assert chained == all(is_mode[b][first:a])
+    assert batch.on_chain.any() and not batch.on_chain.all()
+
+
+def _greedy_but_the_third(model):
+    """Token 5 and three greedy tokens after it, the third replaced by another token."""
+    text = [5]
+    with torch.no_grad():
+        for _ in range(3):
+            text.append(int(model.base_model(input_ids=torch.tensor([text])).logits[0, -1].argmax()))
+    text[3] = (text[3] + 1) % 96
+    return text
 
 
 def _sampled_documents(model, count=4):

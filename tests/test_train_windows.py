@@ -29,7 +29,7 @@ def _engine_slot_logits(model, prompt, u):
     return captured[0][:, -N:], out
 
 
-@pytest.mark.parametrize("mode", ["one_hot", "categorical", "independent", "one_hot+first_slot_token"])
+@pytest.mark.parametrize("mode", ["one_hot", "categorical", "independent", "mode_chain", "one_hot+first_slot_token"])
 @pytest.mark.parametrize("arch", ["llama", "gpt2"])
 def test_training_slot_logits_equal_the_engines_for_the_same_context_and_auxiliaries(mode, arch):
     mode, _, token = mode.partition("+")

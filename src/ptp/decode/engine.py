@@ -48,6 +48,7 @@ from ptp.decode.inputs import (
     vocabulary_size,
 )
 from ptp.model.attention import use_mask_attention
+from ptp.model.config import PICK_MODES
 from ptp.model.embeddings import NULL_AUXILIARY
 from ptp.model.ptp import PTPModel, check_drafter, teacher_logits
 from ptp.sampling import SamplingConfig, pick, probabilities
@@ -96,10 +97,10 @@ def visibility(
 def _drafts(model, logits: torch.Tensor, u_target: torch.Tensor, targets: torch.Tensor, sampling: SamplingConfig):
     """Draft tokens and confidences of slots ``[B, n]`` predicting new tokens ``targets`` from ``logits``.
 
-    O-PTP (and the baseline): the argmax and its probability; C-PTP: Pick with the slot's own u and the
-    probability of that token.
+    O-PTP (and the baseline): the argmax and its probability; C-PTP and the mode chain: Pick with the slot's own u
+    and the probability of that token.
     """
-    if model.config.mode == "categorical":
+    if model.config.mode in PICK_MODES:
         probs = probabilities(logits, sampling)
         tokens = pick(u_target, logits, sampling)
         return tokens, probs.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)

@@ -10,7 +10,9 @@ from pathlib import Path
 from ptp.model.embeddings import EMBEDDING_KINDS
 from ptp.sampling import DEFAULT_SAMPLING, SamplingConfig
 
-MODES = ("one_hot", "categorical", "independent")
+MODES = ("one_hot", "categorical", "independent", "mode_chain")
+#: Modes whose slots output a distribution and draft by Pick with their own u (the others draft the argmax).
+PICK_MODES = ("categorical", "mode_chain")
 CONFIG_NAME = "ptp_config.json"
 FORMAT_VERSION = 1
 
@@ -23,7 +25,9 @@ class DrafterSettings:
 
     mode: str = "one_hot"
     """``one_hot`` (O-PTP: slot k sees u_k, outputs the token), ``categorical`` (C-PTP: slot k sees u_<k, outputs a
-    distribution), or ``independent`` (the baseline: O-PTP with an uninformative constant u)."""
+    distribution), ``independent`` (the baseline: O-PTP with an uninformative constant u), or ``mode_chain`` (slots see
+    no u and output the teacher's distribution given that the earlier tokens of their group are the modes, then draft
+    by Pick with their own u; docs/method.md, Extensions)."""
     embedding: str = "binary"
     """How u becomes an input vector; one of :data:`ptp.model.embeddings.EMBEDDING_KINDS`."""
     embedding_size: int = 24

@@ -4,7 +4,7 @@ each other in one setting and share everything else (teacher, data, steps, seeds
 =============== ============================================================================================
 name            what varies
 =============== ============================================================================================
-dependence      O-PTP vs the independent baseline vs C-PTP, each distilled for temperature 0, 0.7, 1.0, 1.5
+dependence      O-PTP, independent, C-PTP and mode chain, each distilled for temperature 0, 0.7, 1.0, 1.5
 window          window length N = 4, 8, 16, 32
 embedding       every u embedding of ``ptp.model.embeddings`` in both bin orders
 beta            Beta(b, b) placement of u inside its bin in training, b = 0.3, 1, 3
@@ -28,7 +28,7 @@ WINDOW_LENGTHS = (4, 8, 16, 32)
 BETAS = (0.3, 1.0, 3.0)
 LORA_RANKS = (8, 32, 128)
 #: How each mode is named in tables and plots (docs/method.md, Drafters).
-MODE_NAMES = {"one_hot": "O-PTP", "independent": "independent", "categorical": "C-PTP"}
+MODE_NAMES = {"one_hot": "O-PTP", "independent": "independent", "categorical": "C-PTP", "mode_chain": "mode chain"}
 
 
 @dataclass(frozen=True)

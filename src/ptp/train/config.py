@@ -8,7 +8,7 @@ import typing
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from ptp.model.config import DrafterSettings
+from ptp.model.config import PICK_MODES, DrafterSettings
 from ptp.sampling import ORDERS, SamplingConfig
 from ptp.train.checkpoint import default_run_dir
 
@@ -52,6 +52,11 @@ class DistillConfig(DrafterSettings):
     (C-PTP only). None: cross_entropy, or forward_kl for C-PTP."""
     position_decay: float = 1.0
     """gamma: slot j of a window has loss weight gamma^j (1: all equal)."""
+    chain_loss: bool | None = None
+    """Train a slot only where every earlier token of its window is the teacher's mode (argmax) at its position: the
+    slot learns the teacher's distribution given that its group follows the modes, not a mixture over what the
+    earlier tokens may have been (docs/method.md, Extensions). None: on for ``mode_chain`` drafters only; on for the
+    independent baseline it makes the matching baseline, whose argmax drafts are the teacher's greedy chain."""
     beta: float = 1.0
     """u = left + (right - left) * Beta(beta, beta) in training; beta < 1 favours bin edges. Evaluation: uniform."""
     sampling: dict | None = None
@@ -124,8 +129,12 @@ class DistillConfig(DrafterSettings):
         super().__post_init__()
         if self.loss is not None and self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
-        if self.mode != "categorical" and self.loss not in (None, "cross_entropy"):
-            raise ValueError(f"loss {self.loss!r} needs mode 'categorical'; {self.mode!r} trains with cross_entropy")
+        if self.mode not in PICK_MODES and self.loss not in (None, "cross_entropy"):
+            raise ValueError(
+                f"loss {self.loss!r} needs mode {' or '.join(PICK_MODES)}; {self.mode!r} trains with cross_entropy"
+            )
+        if self.chain_loss is not None and not isinstance(self.chain_loss, bool):
+            raise ValueError(f"chain_loss must be true, false or null, got {self.chain_loss!r}")
         if self.train_drafter_base and not self.drafter_model:
             raise ValueError("train_drafter_base needs drafter_model (the teacher's own weights never train)")
         if self.max_time is not None and not self.max_time > 0:
@@ -196,6 +205,11 @@ class DistillConfig(DrafterSettings):
         """The loss actually used."""
         return objective(self.mode, self.loss)
 
+    @property
+    def on_chain(self) -> bool:
+        """Slots train only on their windows' mode chains (``chain_loss`` resolved)."""
+        return on_chain(self.mode, self.chain_loss)
+
     def sampling_config(self) -> SamplingConfig | None:
         if self.sampling is None:
             return None
@@ -242,9 +256,14 @@ def read_config_file(path: str | Path) -> dict:
 
 
 def objective(mode: str, loss: str | None = None) -> str:
-    """The loss a drafter of ``mode`` trains and is evaluated with: ``loss``, else forward_kl for C-PTP and
-    cross_entropy otherwise."""
-    return loss or ("forward_kl" if mode == "categorical" else "cross_entropy")
+    """The loss a drafter of ``mode`` trains and is evaluated with: ``loss``, else forward_kl for the drafters that
+    pick with u (C-PTP, mode chain) and cross_entropy otherwise."""
+    return loss or ("forward_kl" if mode in PICK_MODES else "cross_entropy")
+
+
+def on_chain(mode: str, chain_loss: bool | None = None) -> bool:
+    """Whether a drafter of ``mode`` trains on its windows' mode chains: ``chain_loss``, else for mode_chain only."""
+    return chain_loss if chain_loss is not None else mode == "mode_chain"
 
 
 def parse_overrides(items: list[str], cls=DistillConfig) -> dict:

@@ -130,7 +130,8 @@ def _distill(config: DistillConfig, accelerator, base_model, drafter_model, toke
                   "row_length": row_length, "eval_rows": len(eval_rows), "processes": world}  # fmt: skip
         (run_dir / RUN_CONFIG).write_text(json.dumps(record, indent=1) + "\n")
     evaluate_args = dict(windows_per_row=config.windows_per_row, batch_size=config.batch_size,
-                         objective=config.objective, decay=config.position_decay, out_of_set=config.out_of_set,
+                         objective=config.objective, decay=config.position_decay, chain=config.on_chain,
+                         out_of_set=config.out_of_set,
                          seed=config.seed, bf16=bf16, accelerator=accelerator, teacher=models.teacher)  # fmt: skip
     steps = _Steps(config, model, sampling, eval_rows, evaluate_args, accelerator, scheduler, log, start_step)
     done = train_loop(
@@ -181,7 +182,7 @@ class _Steps:
         self.pending = run_windows(self.model, rows, starts, self.sampling, beta=config.beta, generator=generator,
                                    out_of_set=config.out_of_set, teacher_targets=config.objective != "cross_entropy",
                                    forward=forward, teacher=self.teacher)  # fmt: skip
-        return window_loss(self.pending, config.objective, self.sampling, config.position_decay)
+        return window_loss(self.pending, config.objective, self.sampling, config.position_decay, config.on_chain)
 
     def after_batch(self, rows: PackedRows, loss: torch.Tensor) -> None:
         batch, self.pending = self.pending, None

@@ -23,7 +23,7 @@ from ptp.model.config import CONFIG_NAME, PTPConfig
 from ptp.model.ptp import BASE_DIRECTORY, PTPModel, check_drafter
 from ptp.sampling import SamplingConfig
 from ptp.train.checkpoint import default_run_dir
-from ptp.train.config import DistillConfig, objective
+from ptp.train.config import DistillConfig, objective, on_chain
 from ptp.train.losses import accumulate, batch_metrics, summarize, window_loss, window_metrics
 from ptp.train.runtime import (
     autocast_step,
@@ -51,6 +51,7 @@ def evaluate(
     batch_size: int = DistillConfig.batch_size,
     objective: str = "cross_entropy",
     decay: float = DistillConfig.position_decay,
+    chain: bool = False,
     out_of_set: str = DistillConfig.out_of_set,
     seed: int = DistillConfig.seed,
     bf16: bool = False,
@@ -89,7 +90,7 @@ def evaluate(
         with autocast_step(device, bf16):
             batch = run_windows(model, chunk, starts, sampling, generator=generator, out_of_set=out_of_set,
                                 teacher_targets=objective != "cross_entropy", teacher=teacher)  # fmt: skip
-            loss = window_loss(batch, objective, sampling, decay).float()
+            loss = window_loss(batch, objective, sampling, decay, chain).float()
         if position >= count:  # a repeated batch, run only to take part in the sharded model's collectives
             continue
         loss_sum += loss
@@ -199,6 +200,7 @@ def evaluate_adapter(
         windows_per_row=windows_per_row,
         batch_size=batch_size,
         objective=objective(config.mode, loss),
+        chain=on_chain(config.mode),
         decay=position_decay,
         seed=seed,
         bf16=bf16,

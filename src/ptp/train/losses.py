@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ptp.model.config import PICK_MODES
 from ptp.sampling import SamplingConfig, pick
 from ptp.train.teacher import WindowBatch
 
@@ -81,8 +82,9 @@ def next_token_targets(document: torch.Tensor) -> torch.Tensor:
 
 
 def draft_tokens(logits: torch.Tensor, u: torch.Tensor, mode: str, sampling: SamplingConfig) -> torch.Tensor:
-    """The token a slot drafts, as the decoder does: C-PTP picks with the slot's own u, the others take the argmax."""
-    if mode == "categorical":
+    """The token a slot drafts, as the decoder does: C-PTP and the mode chain pick with the slot's own u, the others
+    take the argmax."""
+    if mode in PICK_MODES:
         return pick(u, logits, sampling)
     return logits.argmax(dim=-1)
 
@@ -136,9 +138,12 @@ def summarize(sums: dict) -> dict:
     }
 
 
-def window_loss(batch: WindowBatch, objective: str, sampling: SamplingConfig, decay: float) -> torch.Tensor:
-    """The training loss of a batch of windows (``objective``: cross_entropy, forward_kl or reverse_kl)."""
-    weights = slot_weights(batch.valid, batch.windows.window_length, decay)
+def window_loss(
+    batch: WindowBatch, objective: str, sampling: SamplingConfig, decay: float, chain: bool = False
+) -> torch.Tensor:
+    """The training loss of a batch of windows (``objective``: cross_entropy, forward_kl or reverse_kl); ``chain``:
+    only slots on their window's mode chain count."""
+    weights = slot_weights(batch.valid & batch.on_chain if chain else batch.valid, batch.windows.window_length, decay)
     if objective == "cross_entropy":
         return cross_entropy_loss(batch.logits, batch.tokens, weights)
     temperature = sampling.temperature if sampling.do_sample else 1.0

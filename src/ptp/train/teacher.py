@@ -67,6 +67,9 @@ class WindowBatch:
     """``[B, A, V]`` the teacher's logits for each slot's target (only when requested: C-PTP divergences)."""
     out_of_set: torch.Tensor
     """int64 scalar: in-document targets whose bin is empty under S."""
+    on_chain: torch.Tensor
+    """bool ``[B, A]``: every earlier slot of the slot's window has the teacher's mode (the argmax of its logits)
+    as its token, so the slot's target follows the greedy chain that a mode-chain drafter assumes."""
 
 
 @torch.no_grad()
@@ -193,4 +196,14 @@ def run_windows(
         index = (windows.targets - 1).clamp(min=0)
         targets = bins_of.logits.gather(1, index.unsqueeze(-1).expand(-1, -1, bins_of.logits.shape[-1]))
     tokens = rows.tokens.gather(1, windows.targets)
-    return WindowBatch(logits, tokens, valid, u, windows, targets, empty)
+    modes = bins_of.logits.argmax(dim=-1).gather(1, (windows.targets - 1).clamp(min=0))
+    return WindowBatch(logits, tokens, valid, u, windows, targets, empty, mode_chain(tokens == modes, windows))
+
+
+def mode_chain(is_mode: torch.Tensor, windows: Windows) -> torch.Tensor:
+    """bool ``[B, A]``: all earlier slots of each slot's window have ``is_mode`` (bool ``[B, A]``) set; true on
+    every window's first slot."""
+    batch, slots = is_mode.shape
+    held = is_mode.view(batch, -1, windows.window_length).long().cumprod(dim=-1)
+    before = torch.cat([torch.ones_like(held[..., :1]), held[..., :-1]], dim=-1)
+    return before.view(batch, slots).bool()
