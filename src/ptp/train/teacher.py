@@ -29,7 +29,7 @@ from ptp.data.packing import PackedRows, document_mask
 from ptp.model.embeddings import NULL_AUXILIARY
 from ptp.model.ptp import teacher_logits
 from ptp.sampling import SamplingConfig, bins, sample_in_bins
-from ptp.train.windows import Windows, first_in_window, layout_windows, previous_in_window
+from ptp.train.windows import Windows, first_in_window, held_in_window, layout_windows, previous_in_window
 
 #: Elements of one chunk of the ``[positions, V]`` work in the bin computation (bounds its memory).
 BIN_CHUNK_ELEMENTS = 1 << 26
@@ -126,9 +126,7 @@ def window_auxiliaries(
             f"{int(empty.sum())} target token(s) lie outside the kept set of the sampling configuration (empty bins); "
             "the data were not sampled with it. Use out_of_set='stop' or a wider sampling configuration."
         )
-    batch, slots = in_document.shape
-    n = windows.window_length
-    kept = (in_document & ~empty).view(batch, -1, n).long().cumprod(dim=-1).view(batch, slots).bool()
+    kept = held_in_window(in_document & ~empty, windows.window_length)
     u = sample_in_bins(torch.where(kept, left, 0.0), torch.where(kept, right, 1.0), beta, generator)
     return torch.where(kept, u, NULL_AUXILIARY), kept, empty.sum()
 
@@ -191,19 +189,11 @@ def run_windows(
     cache = bins_of.cache if teacher is None else context_cache(model, rows)
     u, valid, empty = window_auxiliaries(bins_of, windows, beta=beta, generator=generator, out_of_set=out_of_set)
     logits = slot_logits(model, windows, u, cache, forward)
+    index = (windows.targets - 1).clamp(min=0)  # the logits that give each target's distribution
     targets = None
     if teacher_targets:
-        index = (windows.targets - 1).clamp(min=0)
         targets = bins_of.logits.gather(1, index.unsqueeze(-1).expand(-1, -1, bins_of.logits.shape[-1]))
+    modes = targets.argmax(dim=-1) if targets is not None else bins_of.logits.argmax(dim=-1).gather(1, index)
     tokens = rows.tokens.gather(1, windows.targets)
-    modes = bins_of.logits.argmax(dim=-1).gather(1, (windows.targets - 1).clamp(min=0))
-    return WindowBatch(logits, tokens, valid, u, windows, targets, empty, mode_chain(tokens == modes, windows))
-
-
-def mode_chain(is_mode: torch.Tensor, windows: Windows) -> torch.Tensor:
-    """bool ``[B, A]``: all earlier slots of each slot's window have ``is_mode`` (bool ``[B, A]``) set; true on
-    every window's first slot."""
-    batch, slots = is_mode.shape
-    held = is_mode.view(batch, -1, windows.window_length).long().cumprod(dim=-1)
-    before = torch.cat([torch.ones_like(held[..., :1]), held[..., :-1]], dim=-1)
-    return before.view(batch, slots).bool()
+    on_chain = held_in_window(previous_in_window(tokens == modes, windows.window_length, True), windows.window_length)
+    return WindowBatch(logits, tokens, valid, u, windows, targets, empty, on_chain)

@@ -108,6 +108,12 @@ def previous_in_window(values: torch.Tensor, window_length: int, fill: float) ->
     return shifted.reshape(values.shape)
 
 
+def held_in_window(flags: torch.Tensor, window_length: int) -> torch.Tensor:
+    """bool ``[B, A]``: ``flags`` (bool ``[B, A]``) is set on the slot and on every earlier slot of its window."""
+    shaped = flags.view(flags.shape[0], -1, window_length)
+    return shaped.long().cumprod(dim=-1).bool().reshape(flags.shape)
+
+
 def first_in_window(shape: tuple[int, int], window_length: int, device) -> torch.Tensor:
     """bool ``[B, A]``: True at the first slot of each window."""
     return (torch.arange(shape[1], device=device) % window_length == 0).expand(shape)
