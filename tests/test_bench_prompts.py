@@ -83,3 +83,10 @@ def test_plain_prompts_are_continued_as_is(tmp_path):
     tokenizer = char_tokenizer()
     question = load_questions(write_jsonl(tmp_path / "p.jsonl", PLAIN))[0]
     assert tokenizer.decode(render_turn(tokenizer, question, [])) == "import os\n"
+
+
+def test_a_file_that_is_not_utf8_is_named(tmp_path):
+    path = tmp_path / "latin1.jsonl"
+    path.write_bytes('{"prompt": "café"}\n'.encode("latin-1"))
+    with pytest.raises(ValueError, match=f"prompt file {path} is not UTF-8"):
+        load_questions(path)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 import subprocess
 import sys
 
@@ -128,18 +129,24 @@ def test_generate_decodes_a_model_without_adapter_plainly(model_dir, capsys):
 @pytest.mark.parametrize(
     "extra, message",
     [
-        (["--sampling", "0.7,5.5,0.9"], "top_k must be a whole number, got '5.5'"),
+        (["--sampling", "0.7,5.5,0.9"], r"top_k must be a whole number >= 0 \(0: off\), got '5.5'"),
         (["--top-p", "1.5"], "top_p must be in"),
-        (["--temperature", "-1"], "temperature must be a finite number > 0"),
+        (["--temperature", "-1"], "temperature must be a finite number >= 0"),
+        (["--temperature", "nan"], "temperature must be a finite number >= 0"),
         (["--sampling", "greedy", "--top-k", "3"], "--sampling is the short form"),
         (["--adapter", "{tmp}/none"], "adapter .*none does not exist"),
         (["--drafter-adapter", "{tmp}/none"], "drafter .*none does not exist"),
     ],
 )
-def test_generate_errors_are_one_line_messages(model_dir, tmp_path, extra, message):
+def test_generate_errors_are_one_line_messages(model_dir, tmp_path, capsys, extra, message):
+    """Values out of range are refused as the arguments are read (argparse's error line), the others as the command
+    runs (``ptp generate: ...``); either way one line, no traceback."""
     extra = [a.replace("{tmp}", str(tmp_path)) for a in extra]
-    with pytest.raises(SystemExit, match=f"ptp generate: .*{message}"):
+    with pytest.raises(SystemExit) as done:
         main([*GENERATE, "--model", str(model_dir), "--no-drafter", *extra])
+    shown = f"{done.value.code}\n{capsys.readouterr().err}"
+    assert re.search(f"ptp generate: .*{message}", shown), shown
+    assert "Traceback" not in shown
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message of a machine without a GPU")
@@ -148,13 +155,37 @@ def test_asking_for_cuda_without_a_gpu_is_a_one_line_error(model_dir):
         main([*GENERATE, "--model", str(model_dir), "--device", "cuda", "--no-drafter"])
 
 
-def test_pregenerate_rejects_sampling_values_out_of_range(model_dir, tmp_path):
+def test_pregenerate_rejects_sampling_values_out_of_range(model_dir, tmp_path, capsys):
     (tmp_path / "p.jsonl").write_text('{"prompt": "x"}\n')
     command = ["pregenerate", "--model", str(model_dir), "--prompts", str(tmp_path / "p.jsonl"), "--out",
                str(tmp_path / "d")]  # fmt: skip
-    with pytest.raises(SystemExit, match="ptp pregenerate: top_p must be in"):
+    with pytest.raises(SystemExit):
         main([*command, "--top-p", "1.5"])
+    assert "ptp pregenerate: error: argument --top-p: top_p must be in (0, 1]" in capsys.readouterr().err
     assert not (tmp_path / "d").exists()
+
+
+@pytest.mark.parametrize("command", ["pregenerate", "bench"])
+@pytest.mark.parametrize(
+    "content, message",
+    [('{"prompt": "café"}\n'.encode("latin-1"), "is not UTF-8"), (b"", "no prompts"), (b"\n\n", "no prompts")],
+)
+def test_a_bad_prompt_file_is_a_one_line_error_that_names_it(model_dir, tmp_path, capsys, command, content, message):
+    prompts, out = tmp_path / "p.jsonl", tmp_path / "out"
+    prompts.write_bytes(content)
+    extra = ["--methods", "ar"] if command == "bench" else []
+    with pytest.raises(SystemExit) as done:
+        main([command, "--model", str(model_dir), "--prompts", str(prompts), "--out", str(out), *extra])
+    shown = f"{done.value.code}\n{capsys.readouterr().err}"
+    assert f"ptp {command}: " in shown and str(prompts) in shown and message in shown, shown
+    assert "Traceback" not in shown and not out.exists()
+
+
+def test_a_missing_model_is_named_before_anything_loads(tmp_path, capsys):
+    missing = tmp_path / "no-model"
+    for extra in ([], ["--no-drafter"], ["--adapter", str(tmp_path)]):
+        with pytest.raises(SystemExit, match=f"ptp generate: model {missing} does not exist"):
+            main(["generate", "--prompt", "x", "--model", str(missing), *extra])
 
 
 def test_threads_apply_to_the_command_and_are_restored(monkeypatch):
@@ -202,7 +233,7 @@ def test_generate_decodes_with_the_threads_chosen_for_its_model(model_dir, monke
     [
         (["--max-new-tokens", "0"], "argument --max-new-tokens: a whole number >= 1, not '0'"),
         (["--max-new-tokens", "-5"], "argument --max-new-tokens: a whole number >= 1, not '-5'"),
-        (["--sampling", "0.7,5.5,0.9"], "top_k must be a whole number, got '5.5'"),
+        (["--sampling", "0.7,5.5,0.9"], "top_k must be a whole number >= 0 (0: off), got '5.5'"),
         (["--top-p", "1.5"], "top_p must be in"),
     ],
 )

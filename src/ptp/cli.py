@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from contextlib import nullcontext
 from pathlib import Path
 
-from ptp.flags import add_config_flags, given
+from ptp.flags import add_config_flags, config_fields, given
 
 ADAPTERS_SAMPLING = "the adapter's trained configuration"
 
@@ -60,16 +61,51 @@ def _new_tokens(text: str) -> int:
     return count
 
 
+def _checked(name: str, kind, allowed, what: str):
+    """An argparse type: ``kind(text)`` where ``allowed`` holds, else a one-line error saying what ``name`` must be
+    (the sampling flags are checked as the arguments are read, before torch is imported)."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not math.isfinite(value) or not allowed(value):
+            raise argparse.ArgumentTypeError(f"{name} must be {what}, got {text!r}")
+        return value
+
+    return parse
+
+
+_TEMPERATURE = _checked("temperature", float, lambda t: t >= 0, "a finite number >= 0 (0: greedy)")
+_TOP_K = _checked("top_k", int, lambda k: k >= 0, "a whole number >= 0 (0: off)")
+_TOP_P = _checked("top_p", float, lambda p: 0 < p <= 1, "in (0, 1] (1: off)")
+
+
+def _sampling_text(text: str) -> str:
+    """``--sampling``: 'greedy' or 'T,k,p' with each part in its flag's range (``-`` for k or p: off)."""
+    parts = [part.strip() for part in text.split(",")]
+    if text.strip() != "greedy":
+        if len(parts) != 3:
+            raise argparse.ArgumentTypeError(f"'greedy' or 'T,k,p' (e.g. 0.7,50,0.95), not {text!r}")
+        _TEMPERATURE(parts[0])
+        for part, check in ((parts[1], _TOP_K), (parts[2], _TOP_P)):
+            if part != "-":
+                check(part)
+    return text
+
+
 def _add_sampling(p, default: str) -> None:
     """The sampling flags of every command that samples, spelled as in ``transformers``; those left out keep the
     values of ``default``."""
     g = p.add_argument_group("sampling", f"flags left out keep the values of {default}")
-    g.add_argument("--temperature", type=float, help=f"> 0; 0: greedy (default: {default})")
-    g.add_argument("--top-k", type=int, help=f"keep the k most likely tokens; 0: off (default: {default})")
-    g.add_argument("--top-p", type=float, help=f"nucleus sampling, in (0, 1]; 1: off (default: {default})")
+    g.add_argument("--temperature", type=_TEMPERATURE, help=f"> 0; 0: greedy (default: {default})")
+    g.add_argument("--top-k", type=_TOP_K, help=f"keep the k most likely tokens; 0: off (default: {default})")
+    g.add_argument("--top-p", type=_TOP_P, help=f"nucleus sampling, in (0, 1]; 1: off (default: {default})")
     g.add_argument("--greedy", action="store_true", help="greedy decoding instead of sampling (default: off)")
     g.add_argument(
         "--sampling",
+        type=_sampling_text,
         help="the short form of the flags above: 'greedy' or 'T,k,p', e.g. 0.7,50,0.95 (k 0 and p 1: off) "
         f"(default: {default})",
     )
@@ -128,9 +164,12 @@ def _cmd_generate(args) -> int:
     from transformers import TextStreamer
 
     from ptp.chat import NO_SHIPPED_DRAFTER
-    from ptp.loading import load
+    from ptp.loading import NO_TRAINED_DRAFTER, check_exists, load
 
     _sampling_request(args)  # checked before the model loads
+    if args.model is not None and args.adapter is None and args.drafter is None and not args.no_drafter:
+        check_exists("model", args.model)  # a missing path is the first thing to say
+        raise ValueError(NO_TRAINED_DRAFTER)
     loaded = load(args.model, args.adapter, drafter=args.drafter, drafter_model=args.drafter_model,
                   device=args.device, dtype=args.dtype)  # fmt: skip
     use_drafter = not args.no_drafter
@@ -219,18 +258,19 @@ BENCH = "ptp.bench.harness:BenchConfig"
 def _add_bench(sub) -> None:
     p = sub.add_parser("bench", help="compare the engine, its drafters and transformers' decoding on the same prompts")
     p.set_defaults(fields=add_config_flags(
-        p, BENCH, exclude=("sampling",), renames={"categories": "category"},
+        p, BENCH, exclude=("sampling", "threads"), renames={"categories": "category"},
         aliases={"prompt_lookup_num_tokens": ("--pld-tokens",), "num_assistant_tokens": ("--assistant-tokens",)},
     ))  # fmt: skip
     _add_sampling(p, f"{ADAPTERS_SAMPLING}, greedy without adapters")
-    _add_threads(p)
+    _add_threads(p, "auto")
 
 
 def _cmd_bench(args) -> int:
     from ptp.bench import BenchConfig, run_bench
     from ptp.bench.report import markdown
 
-    summary = run_bench(BenchConfig(**given(args, args.fields), sampling=_sampling_request(args)))
+    threads = "auto" if args.threads is None else args.threads
+    summary = run_bench(BenchConfig(**given(args, args.fields), sampling=_sampling_request(args), threads=threads))
     print(markdown(summary))
     print(json.dumps(summary))
     return 0
@@ -368,14 +408,14 @@ def _add_serve(sub) -> None:
                               renames={"use_drafter": "drafter"})  # fmt: skip
     p.add_argument("--no-ptp", dest="use_drafter", action="store_false", help=argparse.SUPPRESS)  # older spelling
     p.set_defaults(fields=fields)
-    _add_threads(p)
+    _add_threads(p, "auto")
 
 
 def _cmd_serve(args) -> int:
     from ptp.serve.config import ServeConfig
     from ptp.serve.server import serve
 
-    serve(ServeConfig(**given(args, args.fields)))
+    serve(ServeConfig(**given(args, args.fields), threads="auto" if args.threads is None else args.threads))
     return 0
 
 
@@ -404,6 +444,7 @@ def _add_convert_gguf(sub) -> None:
     p.add_argument("gguf", help="the GGUF file")
     p.add_argument("--out", help="model directory to write (default: in the cache, named after the file and its hash)")
     p.add_argument("--sha256", help="the file's expected sha256; a mismatch is an error (default: not checked)")
+    _add_threads(p)
 
 
 def _cmd_convert_gguf(args) -> int:
@@ -483,8 +524,12 @@ def _add_experiment(sub) -> None:
     p = sub.add_parser("experiment", help="one claim of the paper as an experiment (SCIENCE.md); resumable")
     p.add_argument("name", help="dependence, window, embedding, beta, size or teacher_free")
     p.set_defaults(fields=add_config_flags(p, "ptp.science.config:ExperimentConfig", exclude=("overrides",)))
-    every = "a DistillConfig (teacher_free: PretrainConfig) field for every variant (default: none)"
+    targets = {"distill": "ptp.train.config:DistillConfig", "train": "ptp.train.pretrain:PretrainConfig"}
+    keys = {kind: ", ".join(f.name for f in config_fields(target)) for kind, target in targets.items()}
+    every = (f"a field for every variant, repeatable: of ptp distill ({keys['distill']}); for teacher_free of ptp "
+             f"train ({keys['train']}) (default: none)")  # fmt: skip
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=every)
+    _add_threads(p)
 
 
 def _listed(value, parse) -> tuple:

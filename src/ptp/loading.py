@@ -29,6 +29,9 @@ from ptp.sampling import SamplingConfig
 
 #: A directory (or, for a model, a name ``transformers`` loads).
 PathLike = str | os.PathLike
+#: Why a model loaded without an adapter or a separate drafter cannot draft.
+NO_TRAINED_DRAFTER = ("a model without a PTP adapter has no trained drafter: pass an adapter, or decode plainly, one "
+                      "token per call (use_drafter=False; ptp generate --no-drafter)")  # fmt: skip
 
 
 @dataclass
@@ -58,10 +61,7 @@ class Loaded:
         from ptp.decode.inputs import stop_tokens
 
         if use_drafter and not self.trained:
-            raise ValueError(
-                "a model without a PTP adapter has no trained drafter: pass an adapter, or decode plainly, one "
-                "token per call (use_drafter=False; ptp generate --no-drafter)"
-            )
+            raise ValueError(NO_TRAINED_DRAFTER)
         options.setdefault("eos_token_id", stop_tokens(self.model, self.tokenizer)[0])
         return generate(self.model, input_ids, drafter=self.drafter, use_drafter=use_drafter, **options)
 

@@ -32,7 +32,7 @@ from ptp.bench.prompts import Question, load_questions, render_turn
 from ptp.bench.report import QuestionRecord, TurnRecord, answer_line, markdown, record_from_answer, summarize
 from ptp.bench.timing import environment, median, timed
 from ptp.decode.inputs import context_length
-from ptp.runtime import resolve_device, resolve_dtype
+from ptp.runtime import cpu_threads, resolve_device, resolve_dtype
 from ptp.sampling import SamplingConfig
 
 #: The settings of the run that wrote ``out`` (a resumed run must match them).
@@ -100,6 +100,9 @@ class BenchConfig:
     resume: bool = False
     """Keep the answers that an earlier run with the same settings left in ``out`` and run only the questions they
     lack (a killed run loses at most the question in progress); without it, ``out``'s answers are replaced."""
+    threads: int | str | None = "auto"
+    """CPU threads of torch while the methods run: a count; ``auto``: :func:`ptp.runtime.decoding_threads` of the
+    model (one on a machine of few cores, where more threads make a decoding step slower); None: torch's setting."""
 
     def __post_init__(self) -> None:
         self.device = str(resolve_device(self.device))
@@ -115,17 +118,18 @@ class _Prepared:
 
 
 def with_default_model(config: BenchConfig) -> BenchConfig:
-    """``config`` with the default model and its two shipped adapters filled in when no model is given."""
+    """``config`` with the default model, and those of its two adapters that the package ships, filled in when no
+    model is given (without shipped drafters the methods that need none run)."""
     if config.model is not None:
         return config
     from ptp.default_model import adapter_paths, teacher_dir
 
-    paths = adapter_paths()
+    shipped = {name: str(path) for name, path in adapter_paths().items() if (path / "ptp_config.json").is_file()}
     return replace(
         config,
         model=str(teacher_dir()),
-        adapter=config.adapter or str(paths["adapter"]),
-        independent_adapter=config.independent_adapter or str(paths["independent"]),
+        adapter=config.adapter or shipped.get("adapter"),
+        independent_adapter=config.independent_adapter or shipped.get("independent"),
     )
 
 
@@ -177,8 +181,13 @@ def _captures(config: BenchConfig) -> bool:
     return config.cuda_graph and config.device.startswith("cuda")
 
 
+def _base(models: BenchModels):
+    """The base model of a run (every method decodes with it)."""
+    return models.base if models.base is not None else next(iter(models.engines.values())).base_model
+
+
 def _check_lengths(models: BenchModels, questions: list[Question], config: BenchConfig) -> None:
-    model = models.base if models.base is not None else next(iter(models.engines.values())).base_model
+    model = _base(models)
     limit = context_length(model)
     if limit is None:
         return
@@ -205,7 +214,12 @@ def run_bench(config: BenchConfig) -> dict:
     first = render_turn(prepared.models.tokenizer, prepared.questions[0], [], config.chat_template)
     warmup = config.warmup if done < len(prepared.questions) else 0
     total = len(prepared.methods) * (warmup + len(prepared.questions) - done)
-    with ExitStack() as stack, tqdm(total=total, desc="ptp bench", unit="run", disable=not config.progress) as bar:
+    with (
+        ExitStack() as stack,
+        cpu_threads(config.threads, _base(prepared.models)),
+        tqdm(total=total, desc="ptp bench", unit="run", disable=not config.progress) as bar,
+    ):
+        machine = environment(config.device)  # with the thread count the methods run with
         answers = {
             m: stack.enter_context(open(out / "answers" / f"{m}.jsonl", "w", encoding="utf-8"))
             for m in prepared.methods
@@ -232,7 +246,7 @@ def run_bench(config: BenchConfig) -> dict:
                 bar.update(1)
     summary = summarize(records, greedy=not prepared.sampling.do_sample)
     summary["warmup_s"] = warmup_s
-    summary["environment"] = environment(config.device)
+    summary["environment"] = machine
     summary["config"] = settings
     summary["files"] = {
         "answers": {m: str(out / "answers" / f"{m}.jsonl") for m in prepared.methods},

@@ -40,15 +40,19 @@ def load_questions(
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: a line that is not a JSON object of either format, a file mixing the formats, an empty
-            selection, or an unknown category.
+        ValueError: a file that is not UTF-8, a line that is not a JSON object of either format, a file mixing the
+            formats, an empty selection, or an unknown category.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"prompt file {path} does not exist")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise ValueError(f"prompt file {path} is not UTF-8 text: {error}") from error
     questions: list[Question] = []
     kinds: set[str] = set()
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         question, kind = _parse_line(line, number, path)

@@ -38,8 +38,9 @@ class ServeConfig:
     shipped model)."""
     device: str = "auto"
     """Torch device of the model: ``cpu``, ``cuda``, or ``auto`` (CUDA when available)."""
-    threads: int | None = None
-    """CPU threads of torch (None: torch's choice). On a small CPU shared with other work, 1 avoids OpenMP spinning."""
+    threads: int | str | None = "auto"
+    """CPU threads of torch: a count; ``auto``: :func:`ptp.runtime.decoding_threads` of the model (one on a machine of
+    few cores, where more threads make a decoding step slower and spin against other work); None: torch's choice."""
     auxiliary_budget: int | None = None
     """Auxiliary slots per call of the engine (None: its default, twice the window length). On a CPU every slot costs
     compute, so a small budget decodes faster there."""
@@ -52,9 +53,9 @@ class ServeConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < least:
                 raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
-        if self.threads is not None and (isinstance(self.threads, bool) or not isinstance(self.threads, int)
-                                         or self.threads < 1):  # fmt: skip
-            raise ValueError(f"threads must be an integer >= 1 or None, got {self.threads!r}")
+        if self.threads not in (None, "auto") and (isinstance(self.threads, bool) or not isinstance(self.threads, int)
+                                                   or self.threads < 1):  # fmt: skip
+            raise ValueError(f"threads must be an integer >= 1, 'auto' or None, got {self.threads!r}")
         if self.port > 65535:
             raise ValueError(f"port must be at most 65535, got {self.port}")
         if self.model is not None and self.adapter is None and self.use_drafter:

@@ -45,11 +45,13 @@ def serve(config: ServeConfig) -> None:
 
     from ptp.serve.app import create_app
 
+    model, tokenizer, name, config = load(config)
     if config.threads is not None:
         import torch
 
-        torch.set_num_threads(config.threads)
-    model, tokenizer, name, config = load(config)
+        from ptp.runtime import decoding_threads
+
+        torch.set_num_threads(decoding_threads(model) if config.threads == "auto" else config.threads)
     app = create_app(model, tokenizer, config, name)
     if not config.loopback and config.api_key is None:
         log.warning("serving on %s without an API key: anyone who can reach it can use it", config.host)

@@ -49,11 +49,17 @@ def default_run_dir(out: str, run_dir: str | None) -> Path:
 
 
 def check_writable(directory: str | Path, what: str) -> Path:
-    """Create ``directory`` if needed and make sure a file can be written there; ValueError otherwise."""
+    """Make sure ``directory`` can be written, or created and then written, without creating it (a run refused later,
+    e.g. for bad data, leaves nothing behind): its nearest existing ancestor must be a directory that takes a file.
+    ValueError otherwise."""
     directory = Path(directory)
+    existing = directory.absolute()
+    while not existing.exists():
+        existing = existing.parent
     try:
-        directory.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=directory, prefix=".write-test."):
+        if not existing.is_dir():
+            raise NotADirectoryError(f"{existing} is not a directory")
+        with tempfile.NamedTemporaryFile(dir=existing, prefix=".write-test."):
             pass
     except OSError as error:
         raise ValueError(f"cannot write the {what} to {directory}: {error}") from error

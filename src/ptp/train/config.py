@@ -25,7 +25,8 @@ class DistillConfig(DrafterSettings):
 
     # ----------------------------------------------------------------------------------------------- inputs
     model: str = ""
-    """Base model (teacher): a directory or a name ``AutoModelForCausalLM`` loads."""
+    """Base model (teacher): a directory or a name ``AutoModelForCausalLM`` loads; empty: the default model's
+    teacher (:func:`ptp.default_model.teacher_dir`)."""
     data: str = ""
     """Data directory written by ``ptp pregenerate`` (or :func:`ptp.data.write_text_dataset`)."""
     out: str = ""

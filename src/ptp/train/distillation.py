@@ -124,6 +124,8 @@ def _distill(config: DistillConfig, accelerator, base_model, drafter_model, toke
         shard(model, model.base_model, device, world)
     optimizer, scheduler = _optimizer(config, model, resume_state)
 
+    if main:  # the run's first file, written once data and models have passed their checks
+        run_dir.mkdir(parents=True, exist_ok=True)
     log = MetricsLog(run_dir / METRICS_LOG, truncate_after=start_step) if main else None
     if main and not config.resume:
         record = {"config": config.to_dict(), "sampling": sampling.to_dict(), "packing": packing,
@@ -269,12 +271,15 @@ def _load_models(config: DistillConfig, dataset: Dataset, accelerator, bf16: boo
                  tokenizer) -> _Models:  # fmt: skip
     """The teacher's base (checked against the data) and, for a separate drafter, the drafter's causal LM."""
     device = accelerator.device
+    name = config.model
+    if base_model is None and not name:
+        from ptp.default_model import teacher_dir
+
+        name = str(teacher_dir())
     if tokenizer is None and base_model is None:
-        tokenizer = load_tokenizer(config.model)  # only to check it against the data's
-    if base_model is None and not config.model:
-        raise ValueError("no base model: set `model` in the config (or pass base_model)")
+        tokenizer = load_tokenizer(name)  # only to check it against the data's
     place = torch.device("cpu") if config.fsdp else device
-    base = load_causal_lm(config.model if base_model is None else base_model, place, bf16)
+    base = load_causal_lm(name if base_model is None else base_model, place, bf16)
     if not config.allow_foreign_data:
         dataset.check_model(base)
         dataset.check_tokenizer(tokenizer)

@@ -357,6 +357,8 @@ def _pretrain(config: PretrainConfig, accelerator) -> dict | None:
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True  # float32 runs use TF32 tensor cores
     train_texts, held_texts = read_text_corpus(config.data, config.held_out_fraction)
+    if main:  # the run's first files, written once the text has been read
+        run_dir.mkdir(parents=True, exist_ok=True)
     tokenizer = _tokenizer(config, accelerator, run_dir, resumed, train_texts)
     model, ptp_model = _model(config, tokenizer, resumed, device)
     encode = lambda texts: tokenizer(texts, add_special_tokens=False).input_ids if texts else []
