@@ -36,6 +36,7 @@ from conftest import (
 from ptp.decode import engine, graphs
 from ptp.decode.budget import fastest_budget
 from ptp.decode.cost import CallCost
+from ptp.model.embeddings import FEATURE_KINDS
 
 NEW = 24
 SAMPLINGS = {
@@ -50,7 +51,14 @@ SAMPLINGS = {
 #: Drafter and engine settings; the sweep cycles through them so that every one meets several architectures.
 SETTINGS = [
     dict(mode="one_hot", embedding="binary", window_length=4, adapter="random", first_slot_token=True),
-    dict(mode="categorical", embedding="cosine", window_length=6, auxiliary_budget=5, max_draft_length=3),
+    dict(
+        mode="categorical",
+        embedding="cosine",
+        window_length=6,
+        auxiliary_budget=5,
+        max_draft_length=3,
+        u_every_layer=True,
+    ),
     dict(mode="independent", embedding="thermometer", window_length=3, auxiliary_budget=16, adapter="zero"),
     dict(mode="one_hot", embedding="interpolation", window_length=8, auxiliary_budget=1, adapter="random"),
     dict(mode="categorical", embedding="mlp", window_length=5, max_draft_length=1, adapter="zero"),
@@ -61,6 +69,7 @@ SETTINGS = [
         auxiliary_budget=12,
         max_draft_length=6,
         first_slot_token=True,
+        u_every_layer=True,
     ),
     dict(mode="independent", embedding="binary", window_length=2, adapter="random", first_slot_token=True),
     dict(mode="mode_chain", embedding="binary", window_length=7, auxiliary_budget=10, adapter="random"),
@@ -277,12 +286,14 @@ def test_engine_equals_plain_sampling_on_random_cases(data):
     sampling = draw_sampling(draw)
     lengths = draw(st.lists(st.integers(1, 9), min_size=1, max_size=4))
     new = draw(st.integers(1, 30))
+    embedding = draw(st.sampled_from(["binary", "float_bits", "thermometer", "cosine", "interpolation", "mlp"]))
     setting = dict(
         mode=draw(st.sampled_from(["one_hot", "categorical", "independent", "mode_chain"])),
-        embedding=draw(st.sampled_from(["binary", "float_bits", "thermometer", "cosine", "interpolation", "mlp"])),
+        embedding=embedding,
         window_length=draw(st.integers(1, 12)),
         adapter=draw(st.sampled_from(["random", "random", "random", "zero"])),
         first_slot_token=draw(st.booleans()),
+        u_every_layer=embedding in FEATURE_KINDS and draw(st.booleans()),
     )
     options = dict(
         auxiliary_budget=draw(st.one_of(st.none(), st.integers(0, 30))),

@@ -7,7 +7,7 @@ import struct
 import pytest
 import torch
 
-from ptp.model.embeddings import EMBEDDING_KINDS, AuxiliaryEmbedding, auxiliary_features
+from ptp.model.embeddings import EMBEDDING_KINDS, FEATURE_KINDS, AuxiliaryEmbedding, auxiliary_features
 from ptp.sampling import MAX_AUXILIARY
 
 HIDDEN = 32
@@ -83,3 +83,18 @@ def test_bad_kind_or_size_is_an_error():
         auxiliary_features(torch.rand(3), "fourier", 4)
     with pytest.raises(ValueError, match="size"):
         AuxiliaryEmbedding("binary", HIDDEN, size=0)
+
+
+@pytest.mark.parametrize("kind", FEATURE_KINDS)
+def test_per_layer_maps_start_at_zero_and_read_the_same_features(kind):
+    embedding = AuxiliaryEmbedding(kind, HIDDEN, size=8, layers=3)
+    size = 32 if kind == "float_bits" else 8
+    assert embedding.layer_maps.shape == (3, size, HIDDEN) and not embedding.layer_maps.any()
+    u = torch.rand(5)
+    assert torch.equal(embedding.features(u), auxiliary_features(u, kind, size))
+
+
+@pytest.mark.parametrize("kind", sorted(set(EMBEDDING_KINDS) - set(FEATURE_KINDS)))
+def test_per_layer_maps_need_a_feature_code(kind):
+    with pytest.raises(ValueError, match="feature code of u"):
+        AuxiliaryEmbedding(kind, HIDDEN, layers=2)

@@ -167,6 +167,39 @@ def test_every_embedding_kind_runs_in_the_model(kind):
     assert not torch.equal(model(**inputs)[:, width:], logits[:, width:]), "slot outputs must depend on u"
 
 
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_u_in_every_layer_reaches_the_slots_of_each_layer_alone_and_trains(arch):
+    """u_every_layer: one map of u's features per decoder layer, added to the slots' hidden states before the layer.
+    Fresh (zero maps) the drafter computes what the same drafter without them computes; with maps the slots change,
+    the teacher positions do not, and every layer's map gets a gradient."""
+    plain, _ = wrap(tiny_base(arch, seed=3), embedding="thermometer", embedding_size=8, lora_rank=2)
+    model, reference = wrap(tiny_base(arch, seed=3), embedding="thermometer", embedding_size=8, lora_rank=2,
+                            u_every_layer=True)  # fmt: skip
+    maps = model.auxiliary_embedding.layer_maps
+    assert maps.shape == (reference.config.num_hidden_layers, 8, reference.get_input_embeddings().weight.shape[1])
+    randomize_adapter(plain, seed=4)
+    randomize_adapter(model, seed=4)
+    with torch.no_grad():
+        plain.auxiliary_embedding.proj.weight.copy_(model.auxiliary_embedding.proj.weight)
+        plain.auxiliary_embedding.proj.bias.copy_(model.auxiliary_embedding.proj.bias)
+        maps.zero_()
+    inputs, width = _block(model)
+    with torch.no_grad():
+        torch.testing.assert_close(model(**inputs), plain(**inputs), rtol=0, atol=0)
+        maps.normal_(generator=torch.Generator().manual_seed(5))
+        logits = model(**inputs)
+    torch.testing.assert_close(logits[:, :width], _reference_logits(model, reference, inputs)[:, :width], rtol=1e-5,
+                               atol=1e-5)  # fmt: skip
+    assert not torch.allclose(logits[:, width:], plain(**inputs)[:, width:]), "the maps must reach the slots"
+    model(**inputs)[:, width:].square().mean().backward()
+    assert all(maps.grad[layer].abs().sum() > 0 for layer in range(maps.shape[0])), "every layer's map trains"
+
+
+def test_u_in_every_layer_needs_a_feature_code_of_u():
+    with pytest.raises(ValueError, match="u_every_layer needs a feature code of u"):
+        PTPConfig(embedding="interpolation", u_every_layer=True)
+
+
 # --------------------------------------------------------------------------------------- save and load
 def _save(tmp_path, arch="llama", **options):
     model, _ = wrap(tiny_base(arch), lora_rank=4, **options)
@@ -186,6 +219,7 @@ def test_save_and_load_round_trip_gives_identical_generation(tmp_path, arch):
         sampling=SamplingConfig(temperature=0.9, top_k=40),
         acceptance_histogram=[0.3, 0.3, 0.2, 0.1, 0.05, 0.05],
         first_slot_token=True,
+        u_every_layer=True,
     )
     model, directory = _save(tmp_path, arch, **options)
     files = sorted(p.name for p in directory.iterdir())

@@ -7,7 +7,7 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from ptp.model.embeddings import EMBEDDING_KINDS
+from ptp.model.embeddings import EMBEDDING_KINDS, FEATURE_KINDS
 from ptp.sampling import DEFAULT_SAMPLING, SamplingConfig
 
 MODES = ("one_hot", "categorical", "independent", "mode_chain")
@@ -46,6 +46,11 @@ class DrafterSettings:
     """The first slot of each window (decoding: of each group) also receives the embedding of its current token, the
     token its group follows, which training and decoding both know, added to embed(u). An extension of the paper
     (docs/method.md, Extensions): without it a slot sees u alone and must rebuild that token through attention."""
+    u_every_layer: bool = False
+    """u enters every decoder layer of the slots, not only their input embedding: before each layer the slots' hidden
+    states receive a linear map of u's features, one map per layer, each starting at zero (an extension, docs/method.md,
+    Extensions: the layers that decide a token can compare u with the distribution they are forming). Needs a feature
+    code of u (``binary``, ``float_bits``, ``thermometer`` or ``cosine``)."""
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -56,8 +61,11 @@ class DrafterSettings:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-        if not isinstance(self.first_slot_token, bool):
-            raise ValueError(f"first_slot_token must be true or false, got {self.first_slot_token!r}")
+        for name in ("first_slot_token", "u_every_layer"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        if self.u_every_layer and self.embedding not in FEATURE_KINDS:
+            raise ValueError(f"u_every_layer needs a feature code of u, one of {FEATURE_KINDS}; got {self.embedding!r}")
         if not 0.0 <= self.lora_dropout < 1.0:
             raise ValueError(f"lora_dropout must be in [0, 1), got {self.lora_dropout!r}")
 

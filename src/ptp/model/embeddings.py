@@ -22,6 +22,8 @@ import torch
 from torch import nn
 
 EMBEDDING_KINDS = ("binary", "float_bits", "thermometer", "cosine", "interpolation", "mlp")
+#: The kinds that turn u into a feature vector (:func:`auxiliary_features`), which per-layer maps can read too.
+FEATURE_KINDS = ("binary", "float_bits", "thermometer", "cosine")
 
 #: The input of a slot that carries no information (the independent baseline, and C-PTP's first slot).
 NULL_AUXILIARY = 0.5
@@ -55,21 +57,30 @@ class AuxiliaryEmbedding(nn.Module):
     first slot also gets its token (``first_slot_token``) computes there exactly what the teacher computes, and
     learns to read u from that start rather than from noise that first has to be unlearned.
 
+    With ``layers`` > 0 the module also holds one linear map per decoder layer from u's features to the hidden size
+    (``layer_maps``, ``[layers, F, hidden_size]``, starting at zero), which :class:`ptp.PTPModel` adds to the slots'
+    hidden states before each layer (``u_every_layer``).
+
     Args:
         kind: one of :data:`EMBEDDING_KINDS`.
         hidden_size: the base model's hidden size.
         size: K, the number of features (bits, levels, frequencies or interpolation intervals).
         init_std: standard deviation of the output layer's starting weights (0: the map starts at zero).
+        layers: decoder layers that receive u too (a kind of :data:`FEATURE_KINDS`); 0: the input alone.
     """
 
-    def __init__(self, kind: str, hidden_size: int, size: int = 24, init_std: float = 0.0):
+    def __init__(self, kind: str, hidden_size: int, size: int = 24, init_std: float = 0.0, layers: int = 0):
         super().__init__()
         if kind not in EMBEDDING_KINDS:
             raise ValueError(f"unknown auxiliary embedding {kind!r}; choose one of {EMBEDDING_KINDS}")
         if size < 1:
             raise ValueError(f"auxiliary embedding size must be >= 1, got {size}")
+        if layers and kind not in FEATURE_KINDS:
+            raise ValueError(f"u in every layer needs a feature code of u, one of {FEATURE_KINDS}; got {kind!r}")
         self.kind = kind
         self.size = 32 if kind == "float_bits" else size
+        if layers:
+            self.layer_maps = nn.Parameter(torch.zeros(layers, self.size, hidden_size))
         # Built on the CPU; the owner moves the module to the base model's device.
         if kind == "interpolation":
             self.table = nn.Parameter(torch.randn(self.size + 1, hidden_size) * init_std)
@@ -81,13 +92,17 @@ class AuxiliaryEmbedding(nn.Module):
         nn.init.normal_(self.proj.weight, std=init_std / math.sqrt(width))
         nn.init.zeros_(self.proj.bias)
 
+    def features(self, u: torch.Tensor) -> torch.Tensor:
+        """u's feature vector ``[..., F]`` (float32), what the input map and the per-layer maps read."""
+        return auxiliary_features(u, self.kind, self.size)
+
     def forward(self, u: torch.Tensor) -> torch.Tensor:
         if self.kind == "interpolation":
             x = u.float().clamp(0.0, 1.0) * self.size
             lower = x.floor().long().clamp(max=self.size - 1)
             frac = (x - lower).unsqueeze(-1)
             return self.table[lower] * (1 - frac) + self.table[lower + 1] * frac
-        features = auxiliary_features(u, self.kind, self.size)
+        features = self.features(u)
         if self.kind == "mlp":
             return self.proj(torch.nn.functional.gelu(self.hidden(features * 2.0 - 1.0)))
         return self.proj(features)

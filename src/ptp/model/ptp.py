@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import functools
 import os
 import shutil
 import tempfile
@@ -105,9 +106,13 @@ class PTPModel(nn.Module):
             raise ValueError(f"target_modules={config.target_modules!r} matched no layer of {name}")
         lora.install(base_model, self._targets, config.lora_rank, config.lora_alpha, config.lora_dropout, self._gate)
         self.base_model = base_model
+        layers = decoder_layers(base_model) if config.u_every_layer else []
         self.auxiliary_embedding = AuxiliaryEmbedding(
-            config.embedding, base_info["hidden_size"], size=config.embedding_size
+            config.embedding, base_info["hidden_size"], size=config.embedding_size, layers=len(layers)
         ).to(base_model.device)
+        self._layer_features: torch.Tensor | None = None  # u's features of the slots in the current call
+        for index, layer in enumerate(layers):
+            layer.register_forward_pre_hook(functools.partial(self._u_into_layer, index), with_kwargs=True)
 
     # ----------------------------------------------------------------------------------------------- properties
     @property
@@ -198,6 +203,8 @@ class PTPModel(nn.Module):
                 slots = slots + torch.where((tokens >= 0).unsqueeze(-1), embed(tokens.clamp(min=0)), 0.0)
             inputs = torch.cat([embed(input_ids[:, :slots_from]), slots], dim=1)
         self._gate.start = slots_from
+        if slots_from is not None and self.config.u_every_layer:
+            self._layer_features = self.auxiliary_embedding.features(auxiliaries)
         try:
             out = self.base_model(
                 inputs_embeds=inputs,
@@ -209,7 +216,21 @@ class PTPModel(nn.Module):
             )
         finally:
             self._gate.start = None
+            self._layer_features = None
         return out.logits
+
+    def _u_into_layer(self, index: int, layer: nn.Module, args: tuple, kwargs: dict):
+        """Forward pre-hook of decoder layer ``index`` (``u_every_layer``): add the layer's map of u's features to
+        the slots' rows of its input hidden states; teacher rows pass unchanged."""
+        features, start = self._layer_features, self._gate.start
+        if features is None:
+            return None
+        hidden = args[0] if args else kwargs["hidden_states"]
+        delta = (features @ self.auxiliary_embedding.layer_maps[index]).to(hidden.dtype)
+        hidden = torch.cat([hidden[:, :start], hidden[:, start:] + delta], dim=1)
+        if args:
+            return (hidden, *args[1:]), kwargs
+        return args, {**kwargs, "hidden_states": hidden}
 
     # --------------------------------------------------------------------------------------------- generate
     def generate(self, input_ids, attention_mask=None, *, threads: int | str | None = None, **kwargs):
@@ -353,6 +374,18 @@ class PTPModel(nn.Module):
         except RuntimeError as error:
             raise ValueError(f"{adapter_path / EMBEDDING_WEIGHTS} does not fit this drafter: {error}") from error
         self.auxiliary_embedding.to(self.device)
+
+
+def decoder_layers(model: PreTrainedModel) -> nn.ModuleList:
+    """The base model's stack of decoder layers: its one ``nn.ModuleList`` of ``config.num_hidden_layers`` modules."""
+    count = getattr(model.config, "num_hidden_layers", None)
+    stacks = [m for m in model.modules() if isinstance(m, nn.ModuleList) and count is not None and len(m) == count]
+    if len(stacks) != 1:
+        raise ValueError(
+            f"cannot tell the decoder layers of {type(model).__name__} ({len(stacks)} lists of num_hidden_layers="
+            f"{count} modules): u_every_layer needs them"
+        )
+    return stacks[0]
 
 
 def teacher_logits(
