@@ -74,7 +74,9 @@ def test_the_registry_has_one_experiment_per_claim_and_refuses_unknown_names(inp
     config = _config(inputs, tmp_path)
     dependence = [v.name for v in select(experiment("dependence"), config)]
     assert len(dependence) == 16 and "one_hot-T0" in dependence and "mode_chain-T1.5" in dependence
-    assert len(select(experiment("embedding"), config)) == 12  # six embeddings, two bin orders
+    embedding = [v.name for v in select(experiment("embedding"), config)]
+    # six embeddings in two bin orders, and the four feature codes of u in every layer in both orders
+    assert len(embedding) == 20 and "thermometer-probability-every-layer" in embedding
     assert [v.name for v in select(experiment("size"), config)][-2:] == ["drafter-16x1", "drafter-32x1"]
     with pytest.raises(ValueError, match="unknown experiment 'speed'"):
         run_experiment("speed", config)

@@ -6,7 +6,7 @@ name            what varies
 =============== ============================================================================================
 dependence      O-PTP, independent, C-PTP and mode chain, each distilled for temperature 0, 0.7, 1.0, 1.5
 window          window length N = 4, 8, 16, 32
-embedding       every u embedding of ``ptp.model.embeddings`` in both bin orders
+embedding       every u embedding of ``ptp.model.embeddings`` in both bin orders, the feature codes also in every layer
 beta            Beta(b, b) placement of u inside its bin in training, b = 0.3, 1, 3
 size            LoRA rank 8, 32, 128 and separate drafters of two sizes trained from scratch
 teacher_free    ``ptp train --objective ptp`` against ``--objective ar`` from the same model on the same text
@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ptp.model.embeddings import EMBEDDING_KINDS
+from ptp.model.embeddings import EMBEDDING_KINDS, FEATURE_KINDS
 from ptp.sampling import ORDERS
 from ptp.science.config import ExperimentConfig, Variant
 from ptp.train.config import DistillConfig
@@ -61,11 +61,21 @@ def _window(config: ExperimentConfig) -> list[Variant]:
 
 
 def _embedding(config: ExperimentConfig) -> list[Variant]:
-    return [
+    at_input = [
         Variant(f"{kind}-{order}", {"embedding": kind, "bin_order": order}, group=f"{order} order")
         for order in ORDERS
         for kind in EMBEDDING_KINDS
     ]
+    every_layer = [
+        Variant(
+            f"{kind}-{order}-every-layer",
+            {"embedding": kind, "bin_order": order, "u_every_layer": True},
+            group=f"{order} order, u in every layer",
+        )  # fmt: skip
+        for order in ORDERS
+        for kind in FEATURE_KINDS
+    ]
+    return at_input + every_layer
 
 
 def _beta(config: ExperimentConfig) -> list[Variant]:
