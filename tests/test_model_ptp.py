@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import copy
+import gc
 import json
+import weakref
 
 import pytest
 import torch
@@ -193,6 +195,21 @@ def test_u_in_every_layer_reaches_the_slots_of_each_layer_alone_and_trains(arch)
     assert not torch.allclose(logits[:, width:], plain(**inputs)[:, width:]), "the maps must reach the slots"
     model(**inputs)[:, width:].square().mean().backward()
     assert all(maps.grad[layer].abs().sum() > 0 for layer in range(maps.shape[0])), "every layer's map trains"
+
+
+def test_a_drafter_with_u_in_every_layer_is_freed_as_soon_as_it_is_dropped():
+    """The base's layer hooks must not hold the drafter in a reference cycle: the engine keeps captured steps per model
+    only while the model lives, and a cycle would keep their caches until a garbage collection."""
+    model, _ = wrap(tiny_base("llama"), embedding="thermometer", embedding_size=8, u_every_layer=True)
+    dropped = weakref.ref(model)
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        del model
+        assert dropped() is None
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def test_u_in_every_layer_needs_a_feature_code_of_u():

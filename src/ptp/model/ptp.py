@@ -22,6 +22,7 @@ import functools
 import os
 import shutil
 import tempfile
+import weakref
 from dataclasses import fields
 from pathlib import Path
 
@@ -111,8 +112,9 @@ class PTPModel(nn.Module):
             config.embedding, base_info["hidden_size"], size=config.embedding_size, layers=len(layers)
         ).to(base_model.device)
         self._layer_features: torch.Tensor | None = None  # u's features of the slots in the current call
+        owner = weakref.ref(self)  # the base's hooks must not keep this model alive (no reference cycle)
         for index, layer in enumerate(layers):
-            layer.register_forward_pre_hook(functools.partial(self._u_into_layer, index), with_kwargs=True)
+            layer.register_forward_pre_hook(functools.partial(_u_into_layer, owner, index), with_kwargs=True)
 
     # ----------------------------------------------------------------------------------------------- properties
     @property
@@ -218,19 +220,6 @@ class PTPModel(nn.Module):
             self._gate.start = None
             self._layer_features = None
         return out.logits
-
-    def _u_into_layer(self, index: int, layer: nn.Module, args: tuple, kwargs: dict):
-        """Forward pre-hook of decoder layer ``index`` (``u_every_layer``): add the layer's map of u's features to
-        the slots' rows of its input hidden states; teacher rows pass unchanged."""
-        features, start = self._layer_features, self._gate.start
-        if features is None:
-            return None
-        hidden = args[0] if args else kwargs["hidden_states"]
-        delta = (features @ self.auxiliary_embedding.layer_maps[index]).to(hidden.dtype)
-        hidden = torch.cat([hidden[:, :start], hidden[:, start:] + delta], dim=1)
-        if args:
-            return (hidden, *args[1:]), kwargs
-        return args, {**kwargs, "hidden_states": hidden}
 
     # --------------------------------------------------------------------------------------------- generate
     def generate(self, input_ids, attention_mask=None, *, threads: int | str | None = None, **kwargs):
@@ -374,6 +363,22 @@ class PTPModel(nn.Module):
         except RuntimeError as error:
             raise ValueError(f"{adapter_path / EMBEDDING_WEIGHTS} does not fit this drafter: {error}") from error
         self.auxiliary_embedding.to(self.device)
+
+
+def _u_into_layer(owner: weakref.ref, index: int, layer: nn.Module, args: tuple, kwargs: dict):
+    """Forward pre-hook of decoder layer ``index`` of a :class:`PTPModel` with ``u_every_layer`` (``owner``): add the
+    layer's map of u's features to the slots' rows of its input hidden states; teacher rows pass unchanged."""
+    model = owner()
+    features = None if model is None else model._layer_features
+    if features is None:
+        return None
+    start = model._gate.start
+    hidden = args[0] if args else kwargs["hidden_states"]
+    delta = (features @ model.auxiliary_embedding.layer_maps[index]).to(hidden.dtype)
+    hidden = torch.cat([hidden[:, :start], hidden[:, start:] + delta], dim=1)
+    if args:
+        return (hidden, *args[1:]), kwargs
+    return args, {**kwargs, "hidden_states": hidden}
 
 
 def decoder_layers(model: PreTrainedModel) -> nn.ModuleList:
