@@ -43,11 +43,16 @@ def _add_threads(p, default: str = "torch's choice") -> None:
     )
 
 
+def _threads_asked(args) -> int | str:
+    """``--threads`` of a command that decodes: the count given, else ``auto`` (chosen for its model)."""
+    return "auto" if args.threads is None else args.threads
+
+
 def _decoding_threads(args, model):
     """``--threads`` of a command that decodes, where ``auto`` (the default) is chosen for ``model``."""
     from ptp.runtime import cpu_threads
 
-    return cpu_threads("auto" if args.threads is None else args.threads, model)
+    return cpu_threads(_threads_asked(args), model)
 
 
 def _new_tokens(text: str) -> int:
@@ -244,7 +249,7 @@ def _cmd_chat(args) -> int:
     trained = model.config.sampling if isinstance(model, PTPModel) else PLAIN_SAMPLING
     chat = Chat(model, tokenizer, sampling=_sampling(args, trained), system=args.system,
                 max_new_tokens=args.max_new_tokens, seed=args.seed, use_drafter=use_drafter,
-                threads="auto" if args.threads is None else args.threads)  # fmt: skip
+                threads=_threads_asked(args))  # fmt: skip
     if note:
         print(note)
     run_chat(chat, sys.stdin, sys.stdout)
@@ -269,8 +274,8 @@ def _cmd_bench(args) -> int:
     from ptp.bench import BenchConfig, run_bench
     from ptp.bench.report import markdown
 
-    threads = "auto" if args.threads is None else args.threads
-    summary = run_bench(BenchConfig(**given(args, args.fields), sampling=_sampling_request(args), threads=threads))
+    summary = run_bench(BenchConfig(**given(args, args.fields), sampling=_sampling_request(args),
+                                    threads=_threads_asked(args)))  # fmt: skip
     print(markdown(summary))
     print(json.dumps(summary))
     return 0
@@ -415,7 +420,7 @@ def _cmd_serve(args) -> int:
     from ptp.serve.config import ServeConfig
     from ptp.serve.server import serve
 
-    serve(ServeConfig(**given(args, args.fields), threads="auto" if args.threads is None else args.threads))
+    serve(ServeConfig(**given(args, args.fields), threads=_threads_asked(args)))
     return 0
 
 

@@ -102,7 +102,10 @@ class AuxiliaryEmbedding(nn.Module):
             lower = x.floor().long().clamp(max=self.size - 1)
             frac = (x - lower).unsqueeze(-1)
             return self.table[lower] * (1 - frac) + self.table[lower + 1] * frac
-        features = self.features(u)
+        return self.project(self.features(u))
+
+    def project(self, features: torch.Tensor) -> torch.Tensor:
+        """Input vectors ``[..., hidden_size]`` from u's features (of any kind but ``interpolation``)."""
         if self.kind == "mlp":
             return self.proj(torch.nn.functional.gelu(self.hidden(features * 2.0 - 1.0)))
         return self.proj(features)

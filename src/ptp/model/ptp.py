@@ -200,13 +200,16 @@ class PTPModel(nn.Module):
         else:
             # A slot's input is embed(u), plus its given token's embedding.
             tokens = input_ids[:, slots_from:]
-            slots = self.auxiliary_embedding(auxiliaries).to(embed.weight.dtype)
+            if self.config.u_every_layer:  # the features feed the input map and every layer's map (_u_into_layer)
+                self._layer_features = self.auxiliary_embedding.features(auxiliaries)
+                slots = self.auxiliary_embedding.project(self._layer_features)
+            else:
+                slots = self.auxiliary_embedding(auxiliaries)
+            slots = slots.to(embed.weight.dtype)
             if self.config.first_slot_token:
                 slots = slots + torch.where((tokens >= 0).unsqueeze(-1), embed(tokens.clamp(min=0)), 0.0)
             inputs = torch.cat([embed(input_ids[:, :slots_from]), slots], dim=1)
         self._gate.start = slots_from
-        if slots_from is not None and self.config.u_every_layer:
-            self._layer_features = self.auxiliary_embedding.features(auxiliaries)
         try:
             out = self.base_model(
                 inputs_embeds=inputs,
@@ -369,10 +372,9 @@ def _u_into_layer(owner: weakref.ref, index: int, layer: nn.Module, args: tuple,
     """Forward pre-hook of decoder layer ``index`` of a :class:`PTPModel` with ``u_every_layer`` (``owner``): add the
     layer's map of u's features to the slots' rows of its input hidden states; teacher rows pass unchanged."""
     model = owner()
-    features = None if model is None else model._layer_features
-    if features is None:
-        return None
-    start = model._gate.start
+    if model is None or model._layer_features is None or model._gate.start is None:
+        return None  # no slots in this call
+    features, start = model._layer_features, model._gate.start
     hidden = args[0] if args else kwargs["hidden_states"]
     delta = (features @ model.auxiliary_embedding.layer_maps[index]).to(hidden.dtype)
     hidden = torch.cat([hidden[:, :start], hidden[:, start:] + delta], dim=1)
