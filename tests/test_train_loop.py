@@ -79,8 +79,10 @@ def test_a_drafter_learns_the_bins_in_probability_order_from_data_sampled_in_eit
         distill(quick_config(data, tmp_path / "c", **hotter), base_model=tiny_base("llama"))
 
 
-def test_a_resumed_run_ends_exactly_where_an_uninterrupted_one_does(data, tmp_path, monkeypatch):
-    options = dict(max_steps=6, checkpoint_interval=2, eval_interval=3, lora_dropout=0.1, gradient_accumulation=2)
+@pytest.mark.parametrize("u_learning_rate", [None, 3e-2])
+def test_a_resumed_run_ends_exactly_where_an_uninterrupted_one_does(data, tmp_path, monkeypatch, u_learning_rate):
+    options = dict(max_steps=6, checkpoint_interval=2, eval_interval=3, lora_dropout=0.1, gradient_accumulation=2,
+                   u_learning_rate=u_learning_rate)  # fmt: skip
     whole = distill(quick_config(data, tmp_path / "whole", **options), base_model=tiny_base("llama"))
 
     save = checkpoint.save_checkpoint
@@ -102,6 +104,25 @@ def test_a_resumed_run_ends_exactly_where_an_uninterrupted_one_does(data, tmp_pa
     strip = lambda log: [{k: v for k, v in r.items() if k != "tokens_per_s"} for r in log]  # noqa: E731
     assert strip(_log(resumed)) == strip(_log(whole))
     assert resumed.evaluation == whole.evaluation
+
+
+def test_u_has_a_learning_rate_of_its_own(data, tmp_path):
+    """u's parameters (the embedding, here with its layer maps) form an optimizer group of their own: at the same
+    rate the run is the one-group run bit for bit; at a vanishing rate they stay where they started (at zero) while
+    the LoRA trains."""
+    settings = dict(embedding="thermometer", embedding_size=8, u_every_layer=True)
+
+    def run(name, **options):
+        return _weights(
+            distill(quick_config(data, tmp_path / name, **settings, **options), base_model=tiny_base("llama")).adapter
+        )
+
+    plain, same, still = run("plain"), run("same", u_learning_rate=1e-2), run("still", u_learning_rate=1e-12)
+    assert plain.keys() == same.keys() and all(torch.equal(plain[k], same[k]) for k in plain)
+    u = {k: w for k, w in still.items() if ".lora_" not in k}
+    assert u and all(w.abs().max() < 1e-9 for w in u.values())
+    assert any(w.abs().max() > 1e-4 for k, w in still.items() if ".lora_B." in k)
+    assert all(plain[k].abs().max() > 1e-4 for k in u), "at the ordinary rate they move"
 
 
 def test_a_run_from_a_saved_adapter_starts_from_its_weights_and_refuses_other_drafter_settings(data, tmp_path):

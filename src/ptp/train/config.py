@@ -89,6 +89,10 @@ class DistillConfig(DrafterSettings):
     evaluation, checkpoint, adapter). None: no limit. The learning-rate schedule still spans ``max_steps``."""
     learning_rate: float = 5e-4
     """Peak AdamW learning rate."""
+    u_learning_rate: float | None = None
+    """Peak learning rate of u's own parameters (the u embedding and, with ``u_every_layer``, its layer maps), which
+    start at zero and must grow, while the LoRA changes the teacher's own computation and should move slowly; the
+    same schedule scales both. None: ``learning_rate``."""
     weight_decay: float = 0.0
     """AdamW weight decay."""
     warmup_steps: int | None = None
@@ -188,6 +192,8 @@ class DistillConfig(DrafterSettings):
             raise ValueError(f"position_decay must be in (0, 1], got {self.position_decay!r}")
         if not self.learning_rate > 0 or not 0 <= self.min_lr_ratio <= 1:
             raise ValueError("learning_rate must be > 0 and min_lr_ratio in [0, 1]")
+        if self.u_learning_rate is not None and not self.u_learning_rate > 0:
+            raise ValueError(f"u_learning_rate must be > 0 (or None: learning_rate), got {self.u_learning_rate!r}")
         if self.row_length is not None and self.row_length < 2:
             raise ValueError(f"row_length must be >= 2, got {self.row_length!r}")
         if self.bin_order not in ORDERS:

@@ -369,10 +369,16 @@ def check_initial_drafter(path: Path, config, sampling: SamplingConfig) -> bool:
 
 
 def _optimizer(config: DistillConfig, model: PTPModel, resume_state: dict | None):
-    """AdamW over the trainable parameters with warm-up and cosine decay, restored from the checkpoint if resuming."""
-    optimizer = torch.optim.AdamW(
-        model.trainable_parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
-    )
+    """AdamW over the trainable parameters with warm-up and cosine decay, restored from the checkpoint if resuming;
+    u's parameters form a group of their own at ``u_learning_rate`` when it is set."""
+    parameters = model.trainable_parameters()
+    if config.u_learning_rate is not None:
+        own = {id(p) for p in model.auxiliary_embedding.parameters()}
+        parameters = [
+            {"params": [p for p in parameters if id(p) not in own]},
+            {"params": [p for p in parameters if id(p) in own], "lr": config.u_learning_rate},
+        ]
+    optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, warmup_cosine(config.warmup_steps, config.max_steps, config.min_lr_ratio)
     )
