@@ -70,7 +70,7 @@ def test_stats_are_the_mean_and_sample_deviation_of_the_numbers_given():
 
 
 def test_the_registry_has_one_experiment_per_claim_and_refuses_unknown_names(inputs, tmp_path):
-    assert set(EXPERIMENTS) == {"dependence", "window", "embedding", "beta", "size", "teacher_free"}
+    assert set(EXPERIMENTS) == {"dependence", "window", "embedding", "beta", "size", "reads_u", "teacher_free"}
     config = _config(inputs, tmp_path)
     dependence = [v.name for v in select(experiment("dependence"), config)]
     assert len(dependence) == 16 and "one_hot-T0" in dependence and "mode_chain-T1.5" in dependence
@@ -86,6 +86,13 @@ def test_the_registry_has_one_experiment_per_claim_and_refuses_unknown_names(inp
         run_experiment("beta", _config(inputs, tmp_path, prompts=None))
     with pytest.raises(ValueError, match="seeds must be distinct"):
         _config(inputs, tmp_path, seeds=(1, 1))
+
+
+def test_the_experiment_command_names_every_experiment(capsys):
+    with pytest.raises(SystemExit):
+        main(["experiment", "--help"])
+    usage = " ".join(capsys.readouterr().out.split())
+    assert all(name in usage for name in EXPERIMENTS)
 
 
 @pytest.mark.slow
@@ -117,6 +124,24 @@ def test_each_variant_is_distilled_evaluated_and_benchmarked(inputs, tmp_path, n
             assert run["settings"][key] == value
     if name == "window":
         assert len(results["variants"]["N32"]["accuracy"]) == 32
+
+
+def test_reads_u_trains_a_first_slot_alone_and_measures_it_on_held_out_windows_only(inputs, tmp_path):
+    results = run_experiment("reads_u", _config(inputs, tmp_path, prompts=None))
+    _check_outputs(results, tmp_path, "reads_u")
+    variants = results["variants"]
+    assert list(variants) == ["independent", "input", "every-layer", "input-fast-u", "every-layer-fast-u"]
+    for name, variant in variants.items():
+        (run,) = variant["runs"]
+        assert run["settings"]["window_length"] == 1 and run["settings"]["first_slot_token"]
+        assert run["bench"] is None and not (tmp_path / name / "seed-0" / "bench").exists()
+        assert [p["step"] for p in run["curve"]] == [2] and variant["first_slot_curve"][0]["step"] == 2
+        assert len(variant["accuracy"]) == 1 and variant["tokens_per_call"] is None
+    assert variants["every-layer-fast-u"]["runs"][0]["settings"]["u_learning_rate"] == 4 * DISTILL["learning_rate"]
+    assert variants["every-layer"]["runs"][0]["settings"]["u_every_layer"]
+    assert variants["independent"]["runs"][0]["settings"]["mode"] == "independent"
+    report = (tmp_path / "results.md").read_text()
+    assert "| every-layer-fast-u | 1 |" in report and "Slot 1 right on held-out windows during training" in report
 
 
 @pytest.mark.slow

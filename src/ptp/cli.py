@@ -527,7 +527,7 @@ def _cmd_bench_forward(args) -> int:
 # ------------------------------------------------------------------------------------------------ experiment
 def _add_experiment(sub) -> None:
     p = sub.add_parser("experiment", help="one claim of the paper as an experiment (SCIENCE.md); resumable")
-    p.add_argument("name", help="dependence, window, embedding, beta, size or teacher_free")
+    p.add_argument("name", help="dependence, window, embedding, beta, size, reads_u or teacher_free")
     p.set_defaults(fields=add_config_flags(p, "ptp.science.config:ExperimentConfig", exclude=("overrides",)))
     targets = {"distill": "ptp.train.config:DistillConfig", "train": "ptp.train.pretrain:PretrainConfig"}
     keys = {kind: ", ".join(f.name for f in config_fields(target)) for kind, target in targets.items()}

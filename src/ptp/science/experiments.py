@@ -10,6 +10,7 @@ embedding       every u embedding of ``ptp.model.embeddings`` in both bin orders
 beta            Beta(b, b) placement of u inside its bin in training, b = 0.3, 1, 3
 size            LoRA rank 8, 32, 128 and separate drafters of two sizes trained from scratch
 teacher_free    ``ptp train --objective ptp`` against ``--objective ar`` from the same model on the same text
+reads_u         a first slot trained alone: independent, u at the input, u in every layer, each also with a faster u
 =============== ============================================================================================
 """
 
@@ -46,6 +47,9 @@ class Experiment:
     """The plot's horizontal axis when the variants have a position on it."""
     min_seeds: int = 1
     """Seeds the claim needs for error bars (``results.md`` says so when a run has fewer)."""
+    bench: bool = True
+    """Whether each run also decodes the held-out Spec-Bench questions with the engine; an experiment about what the
+    drafter learns, measured on held-out windows alone, skips it."""
 
 
 def _dependence(config: ExperimentConfig) -> list[Variant]:
@@ -96,6 +100,28 @@ def _size(config: ExperimentConfig) -> list[Variant]:
     return lora + separate
 
 
+#: How much faster than the base learning rate u's own parameters learn in the reads_u variants marked "fast u".
+FAST_U = 4.0
+
+
+def _reads_u(config: ExperimentConfig) -> list[Variant]:
+    """Slot 1 alone (window length 1), which with its group's token as input starts as the teacher at that
+    position: drafting without u it can at best take the teacher's mode, so only a drafter that reads u passes the
+    ``independent`` variant."""
+    base = config.base_settings(config.distill_config)
+    fast = FAST_U * base.get("learning_rate", DistillConfig.learning_rate)
+    first = {"window_length": 1, "first_slot_token": True}
+    where = {"input": {"mode": "one_hot"}, "every-layer": {"mode": "one_hot", "u_every_layer": True}}
+    return [
+        Variant("independent", {**first, "mode": "independent"}, group="ignores u"),
+        *(Variant(name, {**first, **settings}, group=f"u at {name}") for name, settings in where.items()),
+        *(
+            Variant(f"{name}-fast-u", {**first, **settings, "u_learning_rate": fast}, group=f"u at {name}")
+            for name, settings in where.items()
+        ),
+    ]
+
+
 def _teacher_free(config: ExperimentConfig) -> list[Variant]:
     return [Variant("ar", {"objective": "ar"}, group="ar"), Variant("ptp", {"objective": "ptp"}, group="ptp")]
 
@@ -138,6 +164,14 @@ EXPERIMENTS: dict[str, Experiment] = {
             "with their size",
             "distill",
             _size,
+        ),
+        Experiment(
+            "reads_u",
+            "a drafter reads u: a first slot that starts as the teacher and is trained alone rises above the "
+            "teacher's own mode rate, which no drafter that ignores u can pass",
+            "distill",
+            _reads_u,
+            bench=False,
         ),
         Experiment(
             "teacher_free",

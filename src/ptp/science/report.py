@@ -40,20 +40,31 @@ def aggregate(kind: str, runs: list[dict]) -> dict:
                 for name in ("next_token_perplexity", "slot_perplexity", "ar_perplexity", "agreement_with_ar")
             },
         }
-    evaluation, bench = [r["evaluation"] for r in runs], [r["bench"] for r in runs]
+    evaluation, bench = [r["evaluation"] for r in runs], [r["bench"] for r in runs if r.get("bench")]
     categories = sorted({c for b in bench for c in b["categories"]})
     return {
         "correct_prefix": stats([e["correct_prefix"] for e in evaluation]),
         "window_tokens_per_call": stats([e["tokens_per_call"] for e in evaluation]),
         "accuracy": _per_position([e["accuracy"] for e in evaluation]),
+        "first_slot_curve": _first_slot_curve([r.get("curve") for r in runs]),
         "tokens_per_call": stats([b["tokens_per_call"] for b in bench]),
         "categories": {c: stats([b["categories"].get(c) for b in bench]) for c in categories},
         "call_cost": stats([b["call_cost"] for b in bench]),
         "speedup_over_ar": stats([b["speedup_over_ar"] for b in bench]),
         "trained_parameters": runs[0]["parameters"]["trained"] if runs else None,
         "drafting_parameters": runs[0]["parameters"]["drafting"] if runs else None,
-        "matches_ar": all(b["matches_ar"] for b in bench),
+        "matches_ar": all(b["matches_ar"] for b in bench) if bench else None,
     }
+
+
+def _first_slot_curve(curves: list[list[dict] | None]) -> list[dict]:
+    """Slot 1's held-out accuracy during training, over the seeds, at the steps every seed evaluated."""
+    curves = [c for c in curves if c]
+    if not curves:
+        return []
+    steps = sorted(set.intersection(*({p["step"] for p in c} for c in curves)))
+    at = [{p["step"]: p["accuracy"][0] for p in c} for c in curves]
+    return [{"step": step, "accuracy": stats([a[step] for a in at])} for step in steps]
 
 
 def failures(runs: list[dict]) -> list[dict]:
@@ -61,7 +72,7 @@ def failures(runs: list[dict]) -> list[dict]:
     return [
         {"variant": r["variant"], "seed": r["seed"], "mismatches": r["bench"]["ar_mismatches"]}
         for r in runs
-        if "bench" in r and not r["bench"]["matches_ar"]
+        if r.get("bench") and not r["bench"]["matches_ar"]
     ]
 
 
@@ -111,6 +122,21 @@ def markdown(results: dict) -> str:
         for name, v in variants.items():
             if v.get("perplexity_by_position"):
                 lines.append(f"- {name}: " + ", ".join(_cell(p) for p in v["perplexity_by_position"]))
+    elif not results["bench"]:
+        lines += _table_head(["variant", "seeds", "slot 1 right", "correct prefix", "window tokens/call",
+                              "trained params"])  # fmt: skip
+        for name, v in variants.items():
+            first = v["accuracy"][0] if v.get("accuracy") else None
+            cells = [name, str(len(v["seeds"])), _cell(first, 3), _cell(v.get("correct_prefix")),
+                     _cell(v.get("window_tokens_per_call")), _count(v.get("trained_parameters"))]  # fmt: skip
+            lines.append("| " + " | ".join(cells) + " |")
+        lines += ["", "Slot 1 right on held-out windows during training (step: accuracy):", ""]
+        for name, v in variants.items():
+            if v.get("first_slot_curve"):
+                points = ", ".join(f"{p['step']}: {_cell(p['accuracy'], 3)}" for p in v["first_slot_curve"])
+                lines.append(f"- {name}: {points}")
+        lines += ["", "Held-out windows only: this experiment does not decode Spec-Bench. Mean ± standard deviation "
+                  "over seeds."]  # fmt: skip
     else:
         head = ["variant", "seeds", "correct prefix", "window tokens/call", "Spec-Bench tokens/call",
                 "call cost (x ar)", "trained params", "drafting params", "matches ar"]  # fmt: skip
@@ -184,6 +210,26 @@ def plot(results: dict, variants_meta: list, x_label: str, path: str | Path) -> 
         right.bar(names, [v["mean"] if v else 0 for v in values], yerr=[v["std"] if v else 0 for v in values],
                   capsize=3)  # fmt: skip
         right.set_ylabel("held-out next-token perplexity")
+    elif not results["bench"]:
+        names = [m.name for m in done]
+        firsts = [variants[n]["accuracy"][0] if variants[n].get("accuracy") else None for n in names]
+        left.bar(names, [v["mean"] if v else 0 for v in firsts], yerr=[v["std"] if v else 0 for v in firsts],
+                 capsize=3)  # fmt: skip
+        low = min((v["mean"] for v in firsts if v), default=0.0)
+        left.set_ylim(max(0.0, low - 0.05), 1.0)
+        left.tick_params(axis="x", labelrotation=30, labelsize=7)
+        left.set_ylabel("slot 1 right (held-out windows)")
+        for name in names:
+            curve = variants[name].get("first_slot_curve") or []
+            _errorbar(right, [p["step"] for p in curve], [p["accuracy"] for p in curve], name)
+        baseline = variants.get("independent", {}).get("accuracy")
+        if baseline:  # a drafter that ignores u: at most the teacher's mode rate
+            for ax in (left, right):
+                ax.axhline(baseline[0]["mean"], color="gray", linestyle="--", label="independent (ignores u)")
+        right.set_xlabel("training step")
+        right.set_ylabel("slot 1 right (held-out windows)")
+        if right.get_legend_handles_labels()[0]:
+            right.legend(fontsize=7)
     else:
         if results["experiment"] == "size":
             for m in done:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+from functools import partial
 from pathlib import Path
 
 from ptp.science import report, runs, teacher_free
@@ -29,16 +30,16 @@ def run_experiment(name: str, config: ExperimentConfig) -> dict:
     """
     spec = experiment(name)
     chosen = select(spec, config)
-    if spec.kind == "distill":
-        if config.data is None:
-            raise ValueError(f"experiment {name} distils drafters: pass data (a `ptp pregenerate` directory)")
+    if spec.kind == "distill" and config.data is None:
+        raise ValueError(f"experiment {name} distils drafters: pass data (a `ptp pregenerate` directory)")
+    if spec.kind == "distill" and spec.bench:
         if config.prompts is None:
             raise ValueError(f"experiment {name} runs the engine on Spec-Bench: pass prompts (question.jsonl)")
         if not Path(config.prompts).is_file():
             raise FileNotFoundError(f"prompt file {config.prompts} does not exist")
     teacher = config.teacher()
     deadline = time.monotonic() + config.max_time if config.max_time is not None else None
-    run = runs.run_variant if spec.kind == "distill" else teacher_free.run_variant
+    run = partial(runs.run_variant, bench=spec.bench) if spec.kind == "distill" else teacher_free.run_variant
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     for variant in chosen:
@@ -78,6 +79,7 @@ def write_results(name: str, config: ExperimentConfig, teacher: str) -> dict:
         "experiment": name,
         "claim": spec.claim,
         "kind": spec.kind,
+        "bench": spec.kind == "distill" and spec.bench,
         "min_seeds": spec.min_seeds,
         "teacher": teacher,
         "config": config.to_dict(),

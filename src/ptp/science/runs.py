@@ -2,10 +2,11 @@
 the engine on Spec-Bench, each phase resumable.
 
 A run's directory (``<out>/<variant>/seed-<seed>/``) holds ``adapter/`` and its run directory ``adapter.run/``
-(checkpoints), ``distilled.json`` once the distillation reached its last step, ``evaluation.json`` (the window
-evaluation), ``bench/`` (the ``ptp bench`` output) and finally ``result.json``. A rerun skips the phases whose file
-exists, continues a stopped distillation from its newest checkpoint (``DistillConfig.resume``), and refuses a
-directory whose runs were made with other settings.
+(checkpoints, the metrics log), ``distilled.json`` once the distillation reached its last step, ``evaluation.json``
+(the window evaluation), ``bench/`` (the ``ptp bench`` output, for the experiments that decode) and finally
+``result.json``, which also carries the run's learning curve (its held-out evaluations during training). A rerun
+skips the phases whose file exists, continues a stopped distillation from its newest checkpoint
+(``DistillConfig.resume``), and refuses a directory whose runs were made with other settings.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from ptp.science.config import ExperimentConfig, Variant
 from ptp.science.drafters import drafter_parameters, scratch_drafter
 from ptp.train import DistillConfig, distill, evaluate_adapter
 from ptp.train.checkpoint import RESUMABLE_CHANGES, list_checkpoints
+from ptp.train.distillation import METRICS_LOG
 
 RESULT = "result.json"
 DISTILLED = "distilled.json"
@@ -77,9 +79,12 @@ def settings_record(distill: DistillConfig) -> dict:
     return {k: v for k, v in distill.to_dict().items() if k not in RESUMABLE_CHANGES}
 
 
-def run_variant(config: ExperimentConfig, variant: Variant, seed: int, teacher: str, deadline: float | None):
+def run_variant(
+    config: ExperimentConfig, variant: Variant, seed: int, teacher: str, deadline: float | None, bench: bool = True
+):
     """The run's result (``result.json``), made or read back; None when ``deadline`` (a ``time.monotonic()``) came
-    before the distillation's last step (its checkpoint is kept for the next invocation)."""
+    before the distillation's last step (its checkpoint is kept for the next invocation). ``bench``: also decode the
+    held-out Spec-Bench questions (else the result's ``bench`` is None)."""
     root = run_directory(config, variant, seed)
     run = distill_config(config, variant, seed, teacher)
     record = settings_record(run)
@@ -95,17 +100,28 @@ def run_variant(config: ExperimentConfig, variant: Variant, seed: int, teacher: 
         (root / DISTILLED).write_text(json.dumps({"steps": steps}) + "\n")
     adapter = Path(run.out)
     evaluation = _cached(root / EVALUATION, lambda: _evaluate(config, run, teacher))
-    bench = _bench(config, variant, run, teacher, root / "bench")
     result = {
         "variant": variant.name,
         "seed": seed,
         "settings": record,
         "evaluation": evaluation,
-        "bench": bench,
+        "curve": learning_curve(run),
+        "bench": _bench(config, variant, run, teacher, root / "bench") if bench else None,
         "parameters": drafter_parameters(teacher, adapter),
     }
     (root / RESULT).write_text(json.dumps(result, indent=1) + "\n")
     return result
+
+
+def learning_curve(run: DistillConfig) -> list[dict]:
+    """The held-out evaluations the distillation logged, in order: step, tokens per call, accuracy per slot."""
+    lines = (run.run_path() / METRICS_LOG).read_text().splitlines()
+    records = (json.loads(line) for line in lines if line.strip())
+    return [
+        {"step": r["step"], "tokens_per_call": r["tokens_per_call"], "accuracy": r["accuracy"]}
+        for r in records
+        if r.get("split") == "eval"
+    ]
 
 
 def _check_settings(root: Path, record: dict) -> None:
