@@ -115,11 +115,27 @@ def test_the_default_slot_budget_follows_the_device(window, device, budget, draf
 
 def test_a_cpus_default_budget_is_the_fastest_under_the_measured_cost():
     histogram = [0.1, 0.2, 0.3, 0.2, 0.1, 0.1]
-    cost = CallCost(fixed=0.05, per_position=0.01)
+    cost = CallCost.linear(fixed=0.05, per_position=0.01)
     assert slot_budget(5, "cpu", histogram=histogram, call_cost=cost) == fastest_budget(histogram, cost, 5)
     assert slot_budget(5, "cpu", None, 3, histogram=histogram, call_cost=cost)[1] == 3
     with pytest.raises(ValueError, match="needs the call's cost"):
         slot_budget(5, "cpu")
+
+
+def test_a_measured_cost_keeps_the_search_to_the_sizes_it_measured():
+    """Measured as on 2 cores of an Intel Xeon (seconds of SmolLM2-135M's calls by positions, BENCHMARKS.md): 16
+    positions cost less than 8 or 12, and what lies between the sizes is unknown, so only measured sizes are chosen."""
+    measured = CallCost(((2, 0.091), (3, 0.091), (4, 0.132), (6, 0.148), (8, 0.170), (12, 0.203), (16, 0.152),
+                         (24, 0.188), (32, 0.202)))  # fmt: skip
+    good = [0.05, 0.05, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.05, 0.05, 0.05, 0.05, 0.0, 0.0, 0.0, 0.0]
+    slots, draft = fastest_budget(good, measured, 16)
+    assert slots + draft in measured.sizes
+    assert measured(16) < measured(12) and measured(14) == pytest.approx((0.203 + 0.152) / 2)
+    assert measured(1) == pytest.approx(0.091) and measured(48) > measured(32)
+    only_large = CallCost(((40, 1.0), (48, 1.1)))  # nothing measured fits a window of 4: every size is searched
+    assert fastest_budget(good[:5], only_large, 4) == fastest_budget(good[:5], only_large.__call__, 4)
+    with pytest.raises(ValueError, match="distinct sizes"):
+        CallCost(((4, 0.1), (4, 0.2)))
 
 
 def test_expected_commits_follow_the_allocation_by_hand():

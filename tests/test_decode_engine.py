@@ -342,7 +342,7 @@ def test_on_a_cpu_the_default_budget_is_the_fastest_under_the_call_cost_and_stay
     """Where positions cost (a CPU), the default is fastest_budget's under the measured cost: groups of at most its
     length, so a perfect drafter commits that many tokens a call at most; a budget given overrides it."""
     model, reference, _ = _wrapped("llama", dict(mode="one_hot", embedding="binary", window_length=8), seed=16)
-    steep = CallCost(fixed=1.0, per_position=0.02)
+    steep = CallCost.linear(fixed=1.0, per_position=0.02)
     monkeypatch.setattr("ptp.decode.engine.call_cost", lambda *models: steep)
     slots, draft = fastest_budget(model.config.acceptance_histogram, steep, 8)
     assert 1 < draft < 8

@@ -18,6 +18,8 @@ from collections.abc import Callable
 
 import torch
 
+from ptp.decode.cost import CallCost
+
 
 def slot_budget(
     window_length: int,
@@ -54,21 +56,27 @@ def fastest_budget(
 ) -> tuple[int, int]:
     """The ``(slots, longest group)`` of most expected tokens per second: :func:`expected_commits` over
     ``call_cost(pending + slots)``, for groups up to the window length (or ``max_draft_length`` exactly) and up to
-    twice the window length in slots. The search is remembered (a few hundred small allocations, about 20 ms for a
-    window of 16), since every call of ``generate`` on a CPU asks for it with the same arguments."""
-    return _fastest_budget(None if histogram is None else tuple(histogram), call_cost, window_length, max_draft_length)
+    twice the window length in slots. A measured :class:`ptp.decode.cost.CallCost` restricts the search to the call
+    sizes it measured (where one of them fits): between two sizes a call may cost more than at either. The search is
+    remembered (a few hundred small allocations, about 20 ms for a window of 16), since every call of ``generate`` on
+    a CPU asks for it with the same arguments."""
+    sizes = call_cost.sizes if isinstance(call_cost, CallCost) else None
+    histogram = None if histogram is None else tuple(histogram)
+    return _fastest_budget(histogram, call_cost, window_length, max_draft_length, sizes)
 
 
 @functools.lru_cache(maxsize=64)
-def _fastest_budget(histogram, call_cost, window_length: int, max_draft_length: int | None) -> tuple[int, int]:
+def _fastest_budget(histogram, call_cost, window_length: int, max_draft_length: int | None, sizes) -> tuple[int, int]:
     drafts = range(1, window_length + 1) if max_draft_length is None else (max_draft_length,)
-    best, choice = -1.0, (1, drafts[0])
-    for draft in drafts:
-        curve = survival(histogram, draft)
-        for budget in range(1, min(draft * draft, 2 * window_length) + 1):
-            rate = expected_commits(curve, budget) / call_cost(draft + budget)
-            if rate > best:
-                best, choice = rate, (budget, draft)
+    shapes = [(budget, draft) for draft in drafts for budget in range(1, min(draft * draft, 2 * window_length) + 1)]
+    if sizes is not None and any(draft + budget in sizes for budget, draft in shapes):
+        shapes = [(budget, draft) for budget, draft in shapes if draft + budget in sizes]
+    best, choice = -1.0, shapes[0]
+    curves = {draft: survival(histogram, draft) for draft in dict.fromkeys(draft for _, draft in shapes)}
+    for budget, draft in shapes:
+        rate = expected_commits(curves[draft], budget) / call_cost(draft + budget)
+        if rate > best:
+            best, choice = rate, (budget, draft)
     return choice
 
 

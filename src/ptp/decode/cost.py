@@ -1,15 +1,19 @@
 """What a decoding call costs on this machine, by the positions it holds.
 
 On a CPU every position of a call is compute, so the engine's default slot budget there comes from a measured cost
-(:func:`ptp.decode.budget.slot_budget`). :func:`call_cost` times the engine itself, eagerly, at two call sizes on a
-random prompt (a few seconds for a small model) and fits ``seconds = fixed + per_position * positions``. The
-result is kept for the process and on disk, in ``call-cost/`` of ptp's cache folder (:func:`ptp.default_model.
+(:func:`ptp.decode.budget.slot_budget`). :func:`call_cost` times the engine itself, eagerly, at a ladder of call
+sizes on a random prompt (several seconds for a small model) and keeps each size's time. A line through two sizes
+would not do: a CPU's matrix kernels change with the number of rows, and on 2 cores of an Intel Xeon a call of
+SmolLM2-135M with 16 positions costs less than one with 8 or 12 (BENCHMARKS.md), while on 2 cores of an AMD EPYC the
+cost grew steadily; so the budget is chosen among the sizes measured on the machine.
+The result is kept for the process and on disk, in ``call-cost/`` of ptp's cache folder (:func:`ptp.default_model.
 cache_dir`), keyed by everything it depends on: the models' shapes and dtype, the device and its thread count, and
 the torch version. Delete the folder to measure again.
 """
 
 from __future__ import annotations
 
+import bisect
 import functools
 import hashlib
 import json
@@ -24,23 +28,51 @@ from pathlib import Path
 
 import torch
 
-#: The call sizes timed, as (longest group, slots): 2 + 2 and 4 + 12 positions.
-PROBES = ((2, 2), (4, 12))
-#: Calls timed per probe and round (after the prefill), and rounds: the median of all counts.
-CALLS, ROUNDS = 4, 2
+#: The call sizes timed (query positions: pending drafts and slots), those up to three times the drafter's window
+#: (the most it can use: a window of drafts and twice the window in slots). On a CPU a call beyond 32 positions
+#: costs over three one-token calls (BENCHMARKS.md), more than any drafter so far commits; timing the nine sizes takes
+#: about 10 s for SmolLM2-135M on 2 cores, once per machine.
+SIZES = (2, 3, 4, 6, 8, 12, 16, 24, 32)
+#: Calls timed per size and round (after the prefill), and rounds: the median of all counts.
+CALLS, ROUNDS = 2, 2
 #: Tokens of the random prompt the probes decode after.
 PROMPT_LENGTH = 32
 
 
 @dataclass(frozen=True)
 class CallCost:
-    """Seconds of one decoding call with ``positions`` query positions (pending drafts and slots)."""
+    """Seconds of one decoding call by its query positions (pending drafts and slots), measured at some sizes."""
 
-    fixed: float
-    per_position: float
+    points: tuple[tuple[int, float], ...]
+    """``(positions, seconds)`` of each measured size, by ascending size."""
+
+    def __post_init__(self) -> None:
+        points = tuple(sorted((int(n), float(s)) for n, s in self.points))
+        if not points or len({n for n, _ in points}) != len(points) or any(s < 0 for _, s in points):
+            raise ValueError(f"a call cost needs distinct sizes with seconds >= 0, got {self.points!r}")
+        object.__setattr__(self, "points", points)
+
+    @property
+    def sizes(self) -> tuple[int, ...]:
+        return tuple(n for n, _ in self.points)
 
     def __call__(self, positions: int) -> float:
-        return self.fixed + self.per_position * positions
+        """The measured seconds at a measured size; between two, the straight line through them (a guess: the
+        budget search keeps to measured sizes); beyond the ends, the nearest size's slope, never below zero."""
+        sizes = self.sizes
+        i = bisect.bisect_left(sizes, positions)
+        if i < len(sizes) and sizes[i] == positions:
+            return self.points[i][1]
+        if len(sizes) == 1:
+            return self.points[0][1]
+        left = min(max(i - 1, 0), len(sizes) - 2)  # the measured pair around (or nearest to) positions
+        (n0, s0), (n1, s1) = self.points[left], self.points[left + 1]
+        return max(s0 + (s1 - s0) * (positions - n0) / (n1 - n0), 0.0)
+
+    @classmethod
+    def linear(cls, fixed: float, per_position: float, sizes: tuple[int, ...] = SIZES) -> CallCost:
+        """``fixed + per_position * positions`` at ``sizes`` (a model of a call's cost, e.g. for tests)."""
+        return cls(tuple((n, fixed + per_position * n) for n in sizes))
 
 
 _measured: dict[str, CallCost] = {}
@@ -66,7 +98,7 @@ def call_cost(model, drafter=None) -> CallCost:
 
 
 def measure(model, drafter=None) -> CallCost:
-    """Time the engine's eager calls at the :data:`PROBES` sizes and fit a line through the two medians."""
+    """Time the engine's eager calls at each of :data:`SIZES` the drafter's window can use."""
     from ptp.decode.inputs import context_length
 
     networks = [m for m in (model, drafter) if m is not None]
@@ -74,11 +106,19 @@ def measure(model, drafter=None) -> CallCost:
     limits = [n for n in (context_length(m) for m in networks) if n]
     length = min([PROMPT_LENGTH] + [(n - CALLS - 1) // 2 for n in limits])  # a small model's context may be short
     prompt = torch.randint(0, vocab, (1, max(length, 1)), generator=torch.Generator().manual_seed(0))
-    settings = [dict(auxiliary_budget=slots, max_draft_length=draft, drafter=drafter) for draft, slots in PROBES]
+    window = (drafter or model).config.window_length
+    sizes = [n for n in SIZES if n <= 3 * window] or [SIZES[0]]
+    probes = [probe(n) for n in sizes]
+    settings = [dict(auxiliary_budget=slots, max_draft_length=draft, drafter=drafter) for draft, slots in probes]
     seconds = time_calls(model, prompt, settings, CALLS, rounds=ROUNDS, cuda_graph=False)
-    (d1, s1), (d2, s2) = PROBES
-    per_position = max((seconds[1] - seconds[0]) / (d2 + s2 - d1 - s1), 0.0)
-    return CallCost(fixed=max(seconds[0] - per_position * (d1 + s1), 0.0), per_position=per_position)
+    return CallCost(tuple(zip(sizes, seconds, strict=True)))
+
+
+def probe(positions: int) -> tuple[int, int]:
+    """The ``(longest group, slots)`` that a call of ``positions`` positions is timed with: groups about as long as
+    the square root of the slots, the shape the budget search favours."""
+    draft = min(max(1, round(positions**0.5)), positions - 1)
+    return draft, positions - draft
 
 
 def time_calls(model, prompt: torch.Tensor, settings: list[dict], calls: int, rounds: int = 1, **common) -> list[float]:
@@ -130,7 +170,7 @@ def _key(model, drafter) -> str:
     device = next(model.parameters()).device
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name()
     return json.dumps({"models": parts, "device": device.type, "name": name, "cpus": os.cpu_count(),
-                       "threads": torch.get_num_threads(), "torch": torch.__version__, "probes": PROBES,
+                       "threads": torch.get_num_threads(), "torch": torch.__version__, "sizes": SIZES,
                        "calls": CALLS, "rounds": ROUNDS}, sort_keys=True)  # fmt: skip
 
 
