@@ -15,8 +15,9 @@
 #   DRAFTER (the PTP drafter's mode: one_hot, O-PTP, or categorical, C-PTP with the forward KL; one_hot), INIT (a
 #   directory with the DRAFTER/ and independent/ adapters of an earlier build that the distillations continue from,
 #   with a fresh optimizer; unset: fresh drafters), SET (space-separated KEY=VALUE fields of the PTP drafter's
-#   distillation on top of distill.json, e.g. "bin_order=probability embedding=thermometer"; the independent baseline,
-#   which never reads u, keeps distill.json's), STEPS (max_steps of both distillations; unset: distill.json's).
+#   distillation on top of distill.json, e.g. "u_every_layer=true u_learning_rate=0.0016", the placement of u that
+#   a first slot has been measured to read (BENCHMARKS.md); the independent baseline, which never reads u, keeps
+#   distill.json's), STEPS (max_steps of both distillations; unset: distill.json's).
 set -euo pipefail
 work=$1 out=$2
 here=$(cd "$(dirname "$0")" && pwd)
