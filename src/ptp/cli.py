@@ -145,6 +145,12 @@ def _sampling(args, default):
 
 
 # ------------------------------------------------------------------------------------------------ generate
+_COMPILE_HELP = (
+    "compile the decoding step with torch.compile: faster calls, after a compilation of up to a few "
+    "minutes per call shape on a CPU (default: off)"
+)
+
+
 def _add_generate(sub) -> None:
     p = sub.add_parser("generate", help="complete a prompt with a PTP model")
     p.add_argument("--prompt", required=True, help="the text to complete (required)")
@@ -161,6 +167,7 @@ def _add_generate(sub) -> None:
     p.add_argument("--max-draft-length", type=int, help="longest draft group (default: the engine's)")
     p.add_argument("--device", default="auto", help="cpu, cuda, or auto: CUDA when available (default: auto)")
     p.add_argument("--dtype", default="float32", help="float32 (exact), bfloat16, float16 (default: float32)")
+    p.add_argument("--compile", action="store_true", help=_COMPILE_HELP)
     _add_sampling(p, ADAPTERS_SAMPLING)
     _add_threads(p, "auto")
 
@@ -193,6 +200,7 @@ def _cmd_generate(args) -> int:
             streamer=TextStreamer(loaded.tokenizer, skip_prompt=False),
             auxiliary_budget=args.auxiliary_budget,
             max_draft_length=args.max_draft_length,
+            compile=args.compile,
         )
     print(f"\n[{int(out.lengths[0])} tokens in {out.num_calls} calls, {out.tokens_per_call:.2f} tokens per call]")
     return 0
@@ -235,6 +243,7 @@ def _add_chat(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="answer k of a conversation samples with seed + k (default: 0)")
     p.add_argument("--system", help="system prompt (default: the chat template's own)")
     p.add_argument("--device", default="auto", help="cpu, cuda, or auto: CUDA when available (default: auto)")
+    p.add_argument("--compile", action="store_true", help=_COMPILE_HELP)
     _add_sampling(p, "the adapter's trained configuration; without an adapter 0.7,50,0.95")
     _add_threads(p, "auto")
 
@@ -249,7 +258,7 @@ def _cmd_chat(args) -> int:
     trained = model.config.sampling if isinstance(model, PTPModel) else PLAIN_SAMPLING
     chat = Chat(model, tokenizer, sampling=_sampling(args, trained), system=args.system,
                 max_new_tokens=args.max_new_tokens, seed=args.seed, use_drafter=use_drafter,
-                threads=_threads_asked(args))  # fmt: skip
+                threads=_threads_asked(args), compile=args.compile)  # fmt: skip
     if note:
         print(note)
     run_chat(chat, sys.stdin, sys.stdout)

@@ -7,16 +7,15 @@ warns on the old name until 5.40 removes it; every call that hands a cache to a 
 
 from __future__ import annotations
 
-import functools
 import inspect
 
-
-@functools.cache
-def _cache_keyword(model_class: type) -> str:
-    parameters = inspect.signature(model_class.forward).parameters
-    return "cache" if "cache" in parameters else "past_key_values"
+#: The cache keyword of each model class, found once (a plain dict, which a compiled decoding step reads as it is).
+_KEYWORDS: dict[type, str] = {}
 
 
 def cache_argument(model, cache) -> dict:
     """``{keyword: cache}`` for ``model``'s forward: ``cache`` where the model takes it, else ``past_key_values``."""
-    return {_cache_keyword(type(model)): cache}
+    kind = type(model)
+    if kind not in _KEYWORDS:
+        _KEYWORDS[kind] = "cache" if "cache" in inspect.signature(kind.forward).parameters else "past_key_values"
+    return {_KEYWORDS[kind]: cache}

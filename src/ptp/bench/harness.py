@@ -89,6 +89,10 @@ class BenchConfig:
     """Longest draft group of the PTP engine (default: the adapter's window length)."""
     cuda_graph: bool = True
     """On CUDA, the engine methods replay their decoding step as a CUDA graph (False: launch it eagerly)."""
+    compile: bool = False
+    """The engine methods compile their decoding step with ``torch.compile`` (see :func:`ptp.decode.engine.generate`).
+    A shape is compiled on its first call, in the warm-up or, for a prompt whose cache needs another capacity, inside
+    a timed turn: time with ``repeats`` >= 3, whose median leaves that turn's compilation out."""
     prompt_lookup_num_tokens: int = 10
     """Draft length of prompt lookup decoding (``pld``)."""
     num_assistant_tokens: int | None = None
@@ -172,6 +176,7 @@ def prepare(config: BenchConfig) -> _Prepared:
         config.prompt_lookup_num_tokens,
         config.num_assistant_tokens,
         cuda_graph=_captures(config),
+        compile=config.compile,
     )
     return _Prepared(methods, questions, models, sampling, runners)
 
@@ -281,6 +286,7 @@ def _settings(config: BenchConfig, prepared: _Prepared) -> dict:
         "auxiliary_budget": config.auxiliary_budget,
         "max_draft_length": config.max_draft_length,
         "cuda_graph": _captures(config),
+        "compile": config.compile,
         "prompt_lookup_num_tokens": config.prompt_lookup_num_tokens,
         "num_assistant_tokens": config.num_assistant_tokens,
         "device": config.device,

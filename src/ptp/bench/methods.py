@@ -97,10 +97,11 @@ class EngineRunner:
         max_draft_length: int | None = None,
         drafter: PTPModel | None = None,
         cuda_graph: bool = False,
+        compile: bool = False,
     ):
         self.model, self.use_drafter, self.sampling, self.drafter = model, use_drafter, sampling, drafter
         self.max_new_tokens, self.eos, self.pad = max_new_tokens, eos, pad
-        self.options = {"cuda_graph": cuda_graph}
+        self.options = {"cuda_graph": cuda_graph, "compile": compile}
         if use_drafter:
             self.options |= {"auxiliary_budget": auxiliary_budget, "max_draft_length": max_draft_length}
 
@@ -384,9 +385,10 @@ def build_runners(
     num_assistant_tokens: int | None = None,
     *,
     cuda_graph: bool = False,
+    compile: bool = False,
 ) -> dict:
     """One callable per method: ``runner(input_ids, seed, record=False) -> TurnOutput``; ``cuda_graph``: the engine
-    methods replay their step as a CUDA graph (see :func:`ptp.decode.engine.generate`)."""
+    methods replay their step as a CUDA graph, ``compile``: they compile it (see :func:`ptp.decode.engine.generate`)."""
     runners = {}
     for method in methods:
         if method in ENGINE_METHODS:
@@ -401,6 +403,7 @@ def build_runners(
                 max_draft_length,
                 models.drafter if method == "drafter" else None,
                 cuda_graph,
+                compile,
             )
             continue
         extra = {}

@@ -19,7 +19,8 @@ longest keep masked holes (``cache_valid``); when the holes fill the cache, it i
 has a fixed shape and lives on the device; the only host synchronisation per step reads the commit counts (to stop,
 and for the statistics). On a CUDA device the step is captured once as a CUDA graph and replayed (``cuda_graph``,
 :mod:`ptp.decode.graphs`), which removes the per-kernel launch cost that otherwise dominates small models and short
-blocks.
+blocks. With ``compile=True`` the same step is compiled by ``torch.compile`` (inductor), once per call shape: norms,
+rotary embeddings, activations and the sampling arithmetic become fused kernels, before the capture on a GPU.
 
 A separate drafter (a smaller model with its own weights, METHOD.md section 3) changes only who computes what in
 the step: the teacher runs the block on its own cache and verifies, the drafter runs the same ``[block | slots]``
@@ -28,6 +29,7 @@ on its own cache and proposes. Both caches hold the same committed tokens at the
 
 from __future__ import annotations
 
+import functools
 import warnings
 from dataclasses import replace
 
@@ -55,6 +57,9 @@ from ptp.sampling import SamplingConfig, pick, probabilities
 
 #: Cache capacities are rounded up to a multiple of this, so that prompts of similar length share a captured graph.
 CAPACITY_STEP = 256
+#: Call shapes the compiled step keeps compiled programs for (torch.compile's own limit is 8; a batch that shrinks
+#: as its rows finish passes through up to 11 sizes).
+COMPILED_SHAPES = 64
 
 
 def visibility(
@@ -120,8 +125,10 @@ class _Run:
     """
 
     def __init__(self, model, verifier, batch, capacity, sampling, eos, pad, max_new_tokens, pending_size, budget,
-                 max_positions, device, capture):  # fmt: skip
+                 max_positions, device, capture, compiled):  # fmt: skip
         self.model, self.verifier, self.sampling, self.capture = model, verifier, sampling, capture
+        self.compiled = compiled
+        self.advance = compiled_advance() if compiled else _advance
         self.batch = batch
         self.max_new_tokens, self.pending_size, self.budget = max_new_tokens, pending_size, budget
         self.capacity, self.pad = capacity, pad
@@ -238,19 +245,20 @@ class _Run:
         if self.filled + self.pending_size + self.budget > self.capacity:
             self.compact()
         if not self.capture:
-            self.use_columns(self.pending_size + self.budget)
-            _advance(self)
+            # An eager step reads the columns in use; a compiled one every column, so that its shape stays fixed.
+            self.use_columns(None if self.compiled else self.pending_size + self.budget)
+            self.advance(self)
             return
         self.use_columns(None)  # a captured step reads every column
         if self.graph is not None:
             self.graph.replay()
             return
         if self.eager_steps < graphs.WARMUP_STEPS:
-            graphs.on_side_stream(lambda: _advance(self), self.length.device)
+            graphs.on_side_stream(lambda: self.advance(self), self.length.device)
             self.eager_steps += 1
             return
         try:
-            self.graph = graphs.capture(lambda: _advance(self))
+            self.graph = graphs.capture(lambda: self.advance(self))
         except RuntimeError as error:  # e.g. a model whose forward synchronises with the host
             warnings.warn(f"the decoding step could not be captured as a CUDA graph, so it runs eagerly: {error}",
                           stacklevel=4)  # fmt: skip
@@ -284,6 +292,7 @@ def generate(
     max_draft_length: int | None = None,
     drafter: PTPModel | None = None,
     cuda_graph: bool | None = None,
+    compile: bool = False,
 ) -> GenerationOutput:
     """Generate with a :class:`ptp.PTPModel`; the output equals plain sampling with the same auxiliaries.
 
@@ -324,6 +333,10 @@ def generate(
             graph, its cache and buffers are kept for the model for later calls of the same batch size, settings
             and cache size (the last few are kept); the output is the same as without. A model whose step cannot
             be captured (its forward waits on the host) decodes eagerly, with a warning.
+        compile: compile the decoding step with ``torch.compile`` (inductor; needs a C++ compiler on a CPU, Triton on
+            a GPU): fused kernels instead of one per operation. Each call shape (batch size, cache capacity, slots)
+            is compiled once per process, which takes from seconds to a few minutes, and reused by later calls; on a
+            GPU the compiled step is then captured as usual. The output is the same as without.
     Returns:
         :class:`ptp.decode.inputs.GenerationOutput` with the tokens and the per-call statistics.
     """
@@ -378,18 +391,18 @@ def generate(
     # Room for the prompt, every new token, and one call's block and slots (rows' holes are compacted away); a
     # captured step's capacity is rounded up, so that later prompts of similar length replay it.
     capacity = width + max_new_tokens + pending_size + budget
-    if use_graph:
+    if use_graph or compile:  # a captured or compiled step is reused by later calls of the same capacity
         capacity = -(-capacity // CAPACITY_STEP) * CAPACITY_STEP
     weights = hash(tuple(p.data_ptr() for m in (model, verifier) if m is not None for p in m.parameters()))
 
     def make_run(rows: int) -> _Run:
         """A run for ``rows`` rows: with a captured step, the one kept for these settings, else a new one."""
         settings = (model, verifier, rows, capacity, sampling, eos, pad, max_new_tokens, pending_size, budget,
-                    max_positions, device, use_graph)  # fmt: skip
+                    max_positions, device, use_graph, compile)  # fmt: skip
         if not use_graph:
             return _Run(*settings)
         key = (id(verifier), rows, capacity, sampling, tuple(eos.tolist()), pad, max_new_tokens, pending_size,
-               budget, max_positions, weights)  # fmt: skip
+               budget, max_positions, weights, compile)  # fmt: skip
         return graphs.kept_run(model, key, lambda: _Run(*settings))
 
     def smaller(rows: int) -> _Run:
@@ -539,6 +552,15 @@ def _next_pending(run: _Run, decided, slot_logits, targets, start, lengths):
         confidence = torch.where(draft, conf, confidence)
     valid = j < length.clamp(min=1)
     return pending, valid, confidence
+
+
+@functools.cache
+def compiled_advance():
+    """:func:`_advance` compiled by ``torch.compile`` (inductor, static shapes): a program per call shape, made on
+    the first step of that shape and kept for the process (up to :data:`COMPILED_SHAPES` shapes)."""
+    limits = torch._dynamo.config
+    limits.recompile_limit = max(limits.recompile_limit, COMPILED_SHAPES)
+    return torch.compile(_advance, dynamic=False)
 
 
 def _advance(run: _Run) -> None:
