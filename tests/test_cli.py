@@ -227,6 +227,16 @@ def test_generate_decodes_with_the_threads_chosen_for_its_model(model_dir, monke
     assert len(chosen) == 1
 
 
+def test_generate_compiles_its_step_when_asked_and_says_so(model_dir, monkeypatch, capsys):
+    import ptp.decode.engine as engine
+
+    asked = []
+    original = engine.generate
+    monkeypatch.setattr(engine, "generate", lambda *a, **k: asked.append(k["compile"]) or original(*a, **k))
+    assert main([*GENERATE, "--model", str(model_dir), "--no-drafter", "--compile"]) == 0
+    assert asked == [True] and "compiling the decoding step" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("command", [["generate", "--prompt", "x"], ["demo"], ["chat"]])
 @pytest.mark.parametrize(
     "extra, message",

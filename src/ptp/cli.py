@@ -151,6 +151,13 @@ _COMPILE_HELP = (
 )
 
 
+def _compile_note(asked: bool) -> None:
+    """The progress line of ``--compile``: its first calls wait for the compiler."""
+    if asked:
+        print("compiling the decoding step with torch.compile (once per call shape: up to a few minutes on a CPU, "
+              "seconds once torch's cache holds it)", file=sys.stderr, flush=True)  # fmt: skip
+
+
 def _add_generate(sub) -> None:
     p = sub.add_parser("generate", help="complete a prompt with a PTP model")
     p.add_argument("--prompt", required=True, help="the text to complete (required)")
@@ -190,6 +197,7 @@ def _cmd_generate(args) -> int:
             print(NO_SHIPPED_DRAFTER, file=sys.stderr)
         use_drafter = False
     ids = loaded.tokenizer(args.prompt, return_tensors="pt").input_ids
+    _compile_note(args.compile)
     with _decoding_threads(args, loaded.model):
         out = loaded.generate(
             ids,
@@ -261,6 +269,7 @@ def _cmd_chat(args) -> int:
                 threads=_threads_asked(args), compile=args.compile)  # fmt: skip
     if note:
         print(note)
+    _compile_note(args.compile)
     run_chat(chat, sys.stdin, sys.stdout)
     return 0
 
@@ -283,8 +292,9 @@ def _cmd_bench(args) -> int:
     from ptp.bench import BenchConfig, run_bench
     from ptp.bench.report import markdown
 
-    summary = run_bench(BenchConfig(**given(args, args.fields), sampling=_sampling_request(args),
-                                    threads=_threads_asked(args)))  # fmt: skip
+    config = BenchConfig(**given(args, args.fields), sampling=_sampling_request(args), threads=_threads_asked(args))
+    _compile_note(config.compile)
+    summary = run_bench(config)
     print(markdown(summary))
     print(json.dumps(summary))
     return 0
