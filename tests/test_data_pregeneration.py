@@ -37,6 +37,19 @@ def test_completions_are_sample_autoregressive_with_the_shards_auxiliaries(tmp_p
         assert document.prompt_length == len(prompts[3])
 
 
+@pytest.mark.slow
+def test_a_compiled_sampling_step_writes_the_same_data_and_takes_over_an_eager_run(tmp_path):
+    model = tiny_base("llama", seed=3)
+    prompts = random_prompts(4, seed=3)
+    options = dict(n_per_prompt=2, max_new_tokens=10, sampling=SAMPLING, prompts_per_shard=2, eos_token_id=[])
+    eager = pregenerate(model, prompts, tmp_path / "eager", PregenerateConfig(**options), progress=False)
+    compiled = PregenerateConfig(**options, compile=True)
+    both = [_documents(eager), _documents(pregenerate(model, prompts, tmp_path / "c", compiled, progress=False))]
+    assert both[0] == both[1]
+    # Compiling is not part of the run's identity: a compiled rerun takes over the eager run's directory.
+    assert _documents(pregenerate(model, prompts, tmp_path / "eager", compiled, progress=False)) == both[0]
+
+
 @pytest.mark.parametrize("arch", ["llama", "gpt2"])
 @pytest.mark.parametrize("sampling", [SAMPLING, ptp.SamplingConfig.greedy()], ids=["T-k-p", "greedy"])
 def test_the_shards_are_those_that_sample_autoregressive_writes(tmp_path, monkeypatch, arch, sampling):

@@ -39,6 +39,10 @@ from ptp.loading import check_exists
 from ptp.runtime import resolve_device, resolve_dtype
 from ptp.sampling import DEFAULT_SAMPLING, SamplingConfig
 
+#: Settings that do not change which tokens are sampled (or that the metadata records elsewhere), so a run may resume
+#: with others.
+NOT_RECORDED = ("sampling", "batch_size", "eos_token_id", "compile")
+
 
 @dataclass
 class PregenerateConfig:
@@ -60,6 +64,9 @@ class PregenerateConfig:
     """Skip prompts with prompt + max_new_tokens beyond the model's context (default: refuse them)."""
     eos_token_id: int | list[int] | None = None
     """Where completions stop (default: the EOS ids of the model's generation config and of the tokenizer)."""
+    compile: bool = False
+    """Compile the sampling step with ``torch.compile`` (:func:`ptp.decode.engine.generate`): once per batch shape
+    (a batch moves to half its size as its rows finish), paid once per process; the tokens are the same."""
 
     def __post_init__(self) -> None:
         if isinstance(self.sampling, dict):
@@ -119,7 +126,7 @@ def pregenerate(
         "model": describe_model(model),
         "tokenizer": describe_tokenizer(tokenizer),
         "generation": {
-            **{k: v for k, v in asdict(config).items() if k not in ("sampling", "batch_size", "eos_token_id")},
+            **{k: v for k, v in asdict(config).items() if k not in NOT_RECORDED},
             "eos_token_id": eos,
             "num_prompts": len(kept),
             "skipped_prompts": len(prompts) - len(kept),
@@ -292,6 +299,7 @@ def _generate_shard(model, prompts, chunk, config: PregenerateConfig, eos, seed)
             sampling=config.sampling,
             eos_token_id=eos,
             use_drafter=False,
+            compile=config.compile,
         )
         new, lengths = result.new_tokens.cpu(), result.lengths.tolist()
         for b, row in enumerate(batch):
