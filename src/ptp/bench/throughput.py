@@ -62,6 +62,9 @@ class ThroughputConfig:
     """``auto`` (bfloat16 on CUDA, float32 on the CPU), ``float32``, ``bfloat16`` or ``float16``."""
     warmup: bool = True
     """Run one batch of each method untimed first (CUDA graphs are captured and kernels chosen then)."""
+    compile: bool = False
+    """The engine's sampling step compiled with ``torch.compile`` (``ptp pregenerate --compile``); the warm-up batch
+    compiles the shapes of a full batch."""
     profile: bool = False
     """Write a ``torch.profiler`` table of each method's first batch."""
     seed: int = 0
@@ -133,7 +136,8 @@ def _engine_batches(model, prompts: list[list[int]], config: ThroughputConfig, e
     """``pregenerate`` into a throw-away directory; returns the new tokens it sampled (as its shards record them)."""
     options = PregenerateConfig(n_per_prompt=config.n_per_prompt, max_new_tokens=config.max_new_tokens,
                                 sampling=config.sampling, batch_size=config.batch_size,
-                                prompts_per_shard=len(prompts), seed=config.seed, eos_token_id=eos)  # fmt: skip
+                                prompts_per_shard=len(prompts), seed=config.seed, eos_token_id=eos,
+                                compile=config.compile)  # fmt: skip
     with tempfile.TemporaryDirectory() as out:
         pregenerate(model, prompts, Path(out) / "data", options, tokenizer=tokenizer, progress=False)
         return sampling_speed(Path(out) / "data")["new_tokens"]
