@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -123,6 +124,25 @@ def test_u_has_a_learning_rate_of_its_own(data, tmp_path):
     assert u and all(w.abs().max() < 1e-9 for w in u.values())
     assert any(w.abs().max() > 1e-4 for k, w in still.items() if ".lora_B." in k)
     assert all(plain[k].abs().max() > 1e-4 for k in u), "at the ordinary rate they move"
+
+
+@pytest.mark.slow
+def test_a_compiled_slot_pass_trains_as_the_eager_one_and_resumes_either_way(data, tmp_path):
+    settings = dict(max_steps=4, embedding="thermometer", embedding_size=8, u_every_layer=True)
+    eager = distill(quick_config(data, tmp_path / "eager", **settings), base_model=tiny_base("llama"))
+    compiled = distill(
+        quick_config(data, tmp_path / "compiled", compile=True, **settings), base_model=tiny_base("llama")
+    )
+    losses = [[r["loss"] for r in _log(run) if r["split"] == "train"] for run in (eager, compiled)]
+    assert losses[0] == pytest.approx(losses[1], rel=1e-4)  # fused kernels round differently, nothing more
+    weights = _weights(eager.adapter), _weights(compiled.adapter)
+    assert all(torch.allclose(weights[0][k], weights[1][k], atol=1e-4) for k in weights[0])
+    # An eager run continues compiled: from its checkpoint of step 2 to step 4 again.
+    shutil.rmtree(list_checkpoints(eager.run_dir)[-1])
+    resumed = distill(quick_config(data, tmp_path / "eager", compile=True, resume=True, **settings),
+                      base_model=tiny_base("llama"))  # fmt: skip
+    again = _weights(resumed.adapter)
+    assert resumed.steps == 4 and all(torch.allclose(weights[0][k], again[k], atol=1e-4) for k in again)
 
 
 def test_a_run_from_a_saved_adapter_starts_from_its_weights_and_refuses_other_drafter_settings(data, tmp_path):

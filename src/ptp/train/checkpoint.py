@@ -36,6 +36,7 @@ RESUMABLE_CHANGES = frozenset(
         "checkpoint_interval",
         "keep_checkpoints",
         "max_time",
+        "compile",
     }
 )
 

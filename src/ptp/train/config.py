@@ -125,6 +125,10 @@ class DistillConfig(DrafterSettings):
     """``cpu``, ``cuda``; None: whatever ``accelerate`` chooses."""
     progress: bool = True
     """Show a progress bar (main process only)."""
+    compile: bool = False
+    """Compile the drafter's slot pass (forward and backward) with ``torch.compile``: fused kernels, after a
+    compilation at the first step (the shapes of a step are fixed). The same computation up to rounding; a run may
+    resume with or without it."""
     fsdp: bool = False
     """Shard the frozen base and the adapter across the processes with FSDP2 ``fully_shard``, one unit per decoder
     layer, for bases too large for one device (the base is loaded on the CPU and each process keeps its shards on its

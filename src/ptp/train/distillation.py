@@ -140,7 +140,7 @@ def _distill(config: DistillConfig, accelerator, base_model, drafter_model, toke
         model, train_rows, steps.batch_loss, optimizer, scheduler, steps=config.max_steps, start=start_step,
         batch_size=config.batch_size, accumulation=config.gradient_accumulation, seed=config.seed, bf16=bf16,
         max_grad_norm=config.max_grad_norm, accelerator=accelerator, max_time=config.max_time,
-        after_batch=steps.after_batch, after_step=steps.after_step,
+        after_batch=steps.after_batch, after_step=steps.after_step, compile=config.compile,
         checkpoints=Checkpoints(run_dir, config.checkpoint_interval, config.keep_checkpoints,
                                 lambda: _trainer_state(config, model, optimizer, scheduler)),
     )  # fmt: skip

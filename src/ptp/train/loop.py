@@ -130,6 +130,7 @@ def train_loop(
     after_batch: Callable[[PackedRows, torch.Tensor], None] | None = None,
     after_step: Callable[[int, bool], None] | None = None,
     checkpoints: Checkpoints | None = None,
+    compile: bool = False,
 ) -> int:
     """Train ``model``'s parameters that require a gradient from step ``start`` to ``steps``; returns the steps done.
 
@@ -137,13 +138,16 @@ def train_loop(
     forward)`` (divided by ``accumulation`` before its backward); then gradient clipping at ``max_grad_norm`` (0:
     off), ``optimizer.step()`` and ``scheduler.step()``. ``after_batch(rows, loss)`` runs after each micro-batch's
     backward, ``after_step(done, final)`` after each optimizer step, before the step's checkpoint. ``max_time``
-    (seconds) ends the run after the step that passes it, as if that step were the last.
+    (seconds) ends the run after the step that passes it, as if that step were the last. ``compile``: the passes that
+    ``batch_loss`` makes through ``forward`` are compiled with ``torch.compile``.
     """
     device = accelerator.device if accelerator is not None else model.device
     rank, world = (accelerator.process_index, accelerator.num_processes) if accelerator else (0, 1)
     parameters = [p for p in model.parameters() if p.requires_grad]
     clip = clip_gradients if is_sharded(model) else torch.nn.utils.clip_grad_norm_
     forward = data_parallel(model, accelerator)
+    if compile:
+        forward = torch.compile(forward)
     deadline = time.monotonic() + max_time if max_time else None
     done = start
     for step in range(start, steps):

@@ -249,7 +249,8 @@ def text_logits(model, batch: PackedRows, forward=None) -> torch.Tensor:
     """A causal LM's logits over packed rows, every document seeing only itself (as in training and evaluation);
     ``forward``: the module to call (e.g. the model's DDP wrapper; default: the model)."""
     allowed = attention_bias(model, document_mask(batch.document))
-    return (forward or model)(input_ids=batch.tokens, attention_mask=allowed, position_ids=batch.positions).logits
+    network = model if forward is None else forward
+    return network(input_ids=batch.tokens, attention_mask=allowed, position_ids=batch.positions).logits
 
 
 def train_autoregressive(model, rows: PackedRows, **options) -> list[float]:

@@ -154,7 +154,7 @@ def slot_logits(model, windows: Windows, u: torch.Tensor, cache: DynamicCache, f
     n = windows.window_length
     first = first_in_window(tuple(u.shape), n, u.device)
     inputs = model.slot_auxiliaries(u, previous_in_window(u, n, NULL_AUXILIARY), first)
-    return (forward or model)(
+    return (model if forward is None else forward)(
         model.slot_tokens(windows.current, first),
         position_ids=windows.positions,
         attention_mask=windows.attention,
