@@ -60,7 +60,7 @@ def test_the_shards_are_those_that_sample_autoregressive_writes(tmp_path, monkey
     eos = torch.cat([d.tokens[d.prompt_length + 1 :] for d in free]).mode().values.item()
     fast = make_data(tmp_path / "fast", model, eos_token_id=eos, **options)
 
-    def slow(model, ids, mask, *, auxiliaries, max_new_tokens, sampling, eos_token_id, use_drafter):
+    def slow(model, ids, mask, *, auxiliaries, max_new_tokens, sampling, eos_token_id, use_drafter, compile):
         return reference(model, ids, mask, auxiliaries=auxiliaries, sampling=sampling, eos_token_id=eos_token_id)
 
     monkeypatch.setattr(pregeneration, "generate", slow)
