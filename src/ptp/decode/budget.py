@@ -60,14 +60,13 @@ def fastest_budget(
     sizes it measured (where one of them fits): between two sizes a call may cost more than at either. The search is
     remembered (a few hundred small allocations, about 20 ms for a window of 16), since every call of ``generate`` on
     a CPU asks for it with the same arguments."""
-    sizes = call_cost.sizes if isinstance(call_cost, CallCost) else None
-    histogram = None if histogram is None else tuple(histogram)
-    return _fastest_budget(histogram, call_cost, window_length, max_draft_length, sizes)
+    return _fastest_budget(None if histogram is None else tuple(histogram), call_cost, window_length, max_draft_length)
 
 
 @functools.lru_cache(maxsize=64)
-def _fastest_budget(histogram, call_cost, window_length: int, max_draft_length: int | None, sizes) -> tuple[int, int]:
+def _fastest_budget(histogram, call_cost, window_length: int, max_draft_length: int | None) -> tuple[int, int]:
     drafts = range(1, window_length + 1) if max_draft_length is None else (max_draft_length,)
+    sizes = call_cost.sizes if isinstance(call_cost, CallCost) else None
     shapes = [(budget, draft) for draft in drafts for budget in range(1, min(draft * draft, 2 * window_length) + 1)]
     if sizes is not None and any(draft + budget in sizes for budget, draft in shapes):
         shapes = [(budget, draft) for budget, draft in shapes if draft + budget in sizes]

@@ -106,7 +106,7 @@ def measure(model, drafter=None) -> CallCost:
     limits = [n for n in (context_length(m) for m in networks) if n]
     length = min([PROMPT_LENGTH] + [(n - CALLS - 1) // 2 for n in limits])  # a small model's context may be short
     prompt = torch.randint(0, vocab, (1, max(length, 1)), generator=torch.Generator().manual_seed(0))
-    window = (drafter or model).config.window_length
+    window = (model if drafter is None else drafter).config.window_length
     sizes = [n for n in SIZES if n <= 3 * window] or [SIZES[0]]
     probes = [probe(n) for n in sizes]
     settings = [dict(auxiliary_budget=slots, max_draft_length=draft, drafter=drafter) for draft, slots in probes]
