@@ -341,7 +341,9 @@ def test_oracle_drafts_commit_an_eos_inside_a_run_and_stop_at_max_new_tokens(mon
 @pytest.mark.slow
 def test_a_compiled_step_decodes_exactly_as_plain_sampling(monkeypatch):
     """compile=True runs the same step through torch.compile, one program per call shape: plain decoding and PTP
-    with drafts accepted (an oracle's drafts, read out between the compiled regions) give the reference's tokens."""
+    with drafts accepted (an oracle's drafts, read out between the compiled regions) give the reference's tokens;
+    the compiler's recompile limit is raised inside the engine's calls alone."""
+    limit = torch._dynamo.config.recompile_limit
     model, reference, _ = _wrapped("llama", dict(mode="one_hot", embedding="binary", window_length=4), seed=21)
     ids, mask = left_padded([6, 4], seed=21)
     plain = dict(auxiliaries=uniform(2, NEW, seed=21), max_new_tokens=NEW, eos_token_id=[], temperature=1.0)
@@ -351,6 +353,7 @@ def test_a_compiled_step_decodes_exactly_as_plain_sampling(monkeypatch):
     drafted = model.generate(ids, mask, **plain, auxiliary_budget=6, max_draft_length=3, compile=True)
     assert_same_tokens(drafted, expected)
     assert drafted.tokens_per_call > 1.5
+    assert torch._dynamo.config.recompile_limit == limit
 
 
 def test_on_a_cpu_the_default_budget_is_the_fastest_under_the_call_cost_and_stays_exact(monkeypatch):

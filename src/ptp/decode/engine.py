@@ -558,9 +558,15 @@ def _next_pending(run: _Run, decided, slot_logits, targets, start, lengths):
 def compiled_advance():
     """:func:`_advance` compiled by ``torch.compile`` (inductor, static shapes): a program per call shape, made on
     the first step of that shape and kept for the process (up to :data:`COMPILED_SHAPES` shapes)."""
-    limits = torch._dynamo.config
-    limits.recompile_limit = max(limits.recompile_limit, COMPILED_SHAPES)
-    return torch.compile(_advance, dynamic=False)
+    compiled = torch.compile(_advance, dynamic=False)
+
+    def advance(run: _Run) -> None:
+        # dynamo checks its recompile limit when a call is traced: the engine's limit holds inside its own calls
+        # alone, and the process's setting stays as the user left it
+        with torch._dynamo.config.patch(recompile_limit=max(torch._dynamo.config.recompile_limit, COMPILED_SHAPES)):
+            compiled(run)
+
+    return advance
 
 
 def _advance(run: _Run) -> None:
