@@ -138,6 +138,16 @@ def test_a_measured_cost_keeps_the_search_to_the_sizes_it_measured():
         CallCost(((4, 0.1), (4, 0.2)))
 
 
+def test_past_the_measured_sizes_a_call_never_costs_less_than_the_nearest_measured_one():
+    """Timing noise can make the two largest sizes fall (2 positions 14 ms, 3 positions 11 ms): a larger call is then
+    priced as the largest measured one, never at zero, and the search still finds a budget."""
+    falling = CallCost(((2, 0.0142), (3, 0.0113)))
+    assert falling(6) == pytest.approx(0.0113) and falling(1) == pytest.approx(0.0142)
+    rising = CallCost(((2, 0.01), (4, 0.02)))
+    assert rising(8) == pytest.approx(0.04)
+    assert fastest_budget(None, falling, 1, 5) == (1, 5)
+
+
 def test_expected_commits_follow_the_allocation_by_hand():
     # S = 1, 0.8, 0.3: P(d) = 0.2, 0.5, 0.3; three slots go to group 1 (worth 0.5, 0.4) and group 2 (0.3).
     curve = torch.tensor([1.0, 0.8, 0.3])

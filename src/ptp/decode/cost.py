@@ -58,16 +58,20 @@ class CallCost:
 
     def __call__(self, positions: int) -> float:
         """The measured seconds at a measured size; between two, the straight line through them (a guess: the
-        budget search keeps to measured sizes); beyond the ends, the nearest size's slope, never below zero."""
+        budget search keeps to measured sizes); below the smallest size, its cost; above the largest, its cost and
+        the last pair's slope where that rises (timing noise can make the last pair fall, and a call that costs
+        nothing would be chosen whatever it commits)."""
         sizes = self.sizes
         i = bisect.bisect_left(sizes, positions)
         if i < len(sizes) and sizes[i] == positions:
             return self.points[i][1]
-        if len(sizes) == 1:
+        if len(sizes) == 1 or i == 0:
             return self.points[0][1]
-        left = min(max(i - 1, 0), len(sizes) - 2)  # the measured pair around (or nearest to) positions
-        (n0, s0), (n1, s1) = self.points[left], self.points[left + 1]
-        return max(s0 + (s1 - s0) * (positions - n0) / (n1 - n0), 0.0)
+        if i == len(sizes):
+            (n0, s0), (n1, s1) = self.points[-2:]
+            return s1 + max(s1 - s0, 0.0) * (positions - n1) / (n1 - n0)
+        (n0, s0), (n1, s1) = self.points[i - 1], self.points[i]
+        return s0 + (s1 - s0) * (positions - n0) / (n1 - n0)
 
     @classmethod
     def linear(cls, fixed: float, per_position: float, sizes: tuple[int, ...] = SIZES) -> CallCost:
