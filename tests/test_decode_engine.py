@@ -356,6 +356,24 @@ def test_a_compiled_step_decodes_exactly_as_plain_sampling(monkeypatch):
     assert torch._dynamo.config.recompile_limit == limit
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_in_16_bits_plain_decoding_runs_at_the_drafting_width_and_gives_the_drafting_text(dtype):
+    """In 16 bits a token's logits round by the number of positions of the call that computes them, so plain
+    decoding of a PTPModel runs every call, and the prefill, at the width of the drafting run with the same settings:
+    a prompt decoded alone gets the same text with the drafter and without (calls of one position give another text
+    for some of these seeds)."""
+    for seed in range(5):
+        model, _, _ = _wrapped("llama", dict(mode="one_hot", embedding="binary", window_length=4), seed=40 + seed)
+        model = model.to(dtype)
+        ids, mask = left_padded([7], seed=seed)
+        plain = dict(auxiliaries=uniform(1, NEW, seed=seed), max_new_tokens=NEW, eos_token_id=[], temperature=1.0)
+        for options in (dict(auxiliary_budget=6, max_draft_length=3), dict(auxiliary_budget=16)):
+            drafted = model.generate(ids, mask, **plain, **options)
+            alone = model.generate(ids, mask, **plain, **options, use_drafter=False)
+            assert_same_tokens(alone, drafted)
+            assert alone.num_calls == NEW
+
+
 def test_on_a_cpu_the_default_budget_is_the_fastest_under_the_call_cost_and_stays_exact(monkeypatch):
     """Where positions cost (a CPU), the default is fastest_budget's under the measured cost: groups of at most its
     length, so a perfect drafter commits that many tokens a call at most; a budget given overrides it."""

@@ -227,3 +227,17 @@ def test_without_sampling_arguments_a_separate_drafter_decodes_as_it_was_trained
     common = dict(auxiliaries=uniform(3, NEW, seed=19), max_new_tokens=NEW, eos_token_id=[])
     got = engine.generate(teacher, ids, mask, drafter=drafter, **common)
     assert_same_tokens(got, ptp.sample_autoregressive(reference, ids, mask, sampling=drafter.config.sampling, **common))
+
+
+def test_in_16_bits_plain_decoding_beside_a_separate_drafter_gives_the_drafting_text():
+    """In 16 bits the teacher's calls without the drafter have the width of its calls with it (the pending block):
+    a prompt decoded alone gets the same text either way."""
+    for seed in range(4):
+        teacher, drafter, _ = _pair("llama", 520 + seed)
+        teacher, drafter = teacher.to(torch.bfloat16), drafter.to(torch.bfloat16)
+        ids, mask = left_padded([6], seed=seed)
+        plain = dict(auxiliaries=uniform(1, NEW, seed=seed), max_new_tokens=NEW, eos_token_id=[], auxiliary_budget=6)
+        drafted = engine.generate(teacher, ids, mask, drafter=drafter, **plain)
+        alone = engine.generate(teacher, ids, mask, drafter=drafter, use_drafter=False, **plain)
+        assert_same_tokens(alone, drafted)
+        assert alone.num_calls == NEW

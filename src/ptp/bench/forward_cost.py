@@ -238,7 +238,8 @@ def static_decode(model, context: int, tokens: int, repeats: int, device: torch.
 
 def engine_calls(model, context: int, budgets, calls: int, device: torch.device, rounds: int = 3) -> dict:
     """Milliseconds per call of the decoding engine (:func:`ptp.decode.engine.generate`, batch 1) after a random
-    ``context``-token prompt: one-token decoding (``ar_ms``) and, for each (slots, longest group) of ``budgets``, a PTP
+    ``context``-token prompt: one-token decoding (``ar_ms``; ``ar_matched_ms``: laid out as the default drafting
+    call, as plain decoding of a drafter is in 16 bits) and, for each (slots, longest group) of ``budgets``, a PTP
     call of a fresh adapter (rank 32, window 16; its drafts are rarely right, so nearly every call commits one
     token); the median of ``calls`` calls in each of ``rounds`` rounds (:func:`ptp.decode.cost.time_calls`). Each
     setting also reports what its call is made of (:func:`call_kernels`): ``ar_kernels`` and, per PTP call,
@@ -249,14 +250,17 @@ def engine_calls(model, context: int, budgets, calls: int, device: torch.device,
     with torch.inference_mode(False):  # the adapter's factors are ordinary tensors (their cast copies track versions)
         drafter = PTPModel(model, window_length=16)
     prompt = torch.randint(model.config.vocab_size, (1, context), device=device)
-    settings = [dict(use_drafter=False)] + [dict(auxiliary_budget=s, max_draft_length=g) for s, g in budgets]
-    ar, *ptp_ms = (1000 * seconds for seconds in time_calls(drafter, prompt, settings, calls, rounds))
-    ar_kernels, *ptp_kernels = (call_kernels(drafter, prompt, options) for options in settings)
+    plain = [dict(use_drafter=False, match_drafting=False), dict(use_drafter=False, match_drafting=True)]
+    settings = plain + [dict(auxiliary_budget=s, max_draft_length=g) for s, g in budgets]
+    ar, matched, *ptp_ms = (1000 * seconds for seconds in time_calls(drafter, prompt, settings, calls, rounds))
+    ar_kernels = call_kernels(drafter, prompt, plain[0])
+    ptp_kernels = [call_kernels(drafter, prompt, options) for options in settings[len(plain) :]]
     ptp_calls = [
         {"slots": slots, "group": group, "positions": slots + group, "ms": ms, "vs_ar": ms / ar} | kernels
         for (slots, group), ms, kernels in zip(budgets, ptp_ms, ptp_kernels, strict=True)
     ]
-    return {"adapter": "fresh, rank 32, window 16", "ar_ms": ar, "ar_kernels": ar_kernels, "ptp": ptp_calls}
+    return {"adapter": "fresh, rank 32, window 16", "ar_ms": ar, "ar_kernels": ar_kernels,
+            "ar_matched_ms": matched, "ptp": ptp_calls}  # fmt: skip
 
 
 def call_kernels(model, prompt: torch.Tensor, options: dict, calls: int = 4) -> dict:

@@ -101,9 +101,9 @@ class EngineRunner:
     ):
         self.model, self.use_drafter, self.sampling, self.drafter = model, use_drafter, sampling, drafter
         self.max_new_tokens, self.eos, self.pad = max_new_tokens, eos, pad
-        self.options = {"cuda_graph": cuda_graph, "compile": compile}
-        if use_drafter:
-            self.options |= {"auxiliary_budget": auxiliary_budget, "max_draft_length": max_draft_length}
+        # ar takes the slot settings too: in 16 bits its calls are laid out as the drafting calls are
+        self.options = {"cuda_graph": cuda_graph, "compile": compile, "auxiliary_budget": auxiliary_budget,
+                        "max_draft_length": max_draft_length}  # fmt: skip
 
     def __call__(self, input_ids: list[int], seed: int, record: bool = False) -> TurnOutput:
         ids = torch.tensor([input_ids], dtype=torch.int64, device=self.model.device)

@@ -125,8 +125,10 @@ class _Run:
     """
 
     def __init__(self, model, verifier, batch, capacity, sampling, eos, pad, max_new_tokens, pending_size, budget,
-                 max_positions, device, capture, compiled):  # fmt: skip
+                 drafting, max_positions, device, capture, compiled):  # fmt: skip
         self.model, self.verifier, self.sampling, self.capture = model, verifier, sampling, capture
+        # Without drafting, a run with slots lays its calls out as a drafting run would and leaves the slots empty.
+        self.drafting = drafting
         self.compiled = compiled
         self.advance = compiled_advance() if compiled else _advance
         self.batch = batch
@@ -196,7 +198,11 @@ class _Run:
         blen, alen = block.shape[1], group.shape[1]
         positions = block_positions
         ids, slots_from, aux_in = block, None, None
-        if alen:
+        if alen and not self.drafting:  # the slots' positions hold padding, which only the model itself computes
+            slot_positions = block_positions.gather(1, parent) + index
+            positions = torch.cat([block_positions, slot_positions], dim=1)
+            ids = torch.cat([block, torch.full_like(index, self.pad)], dim=1)
+        elif alen:
             u_target = self.u.gather(1, targets)
             u_previous = self.u.gather(1, (targets - 1).clamp(min=0))
             slot_inputs = model.slot_auxiliaries(u_target, u_previous, index == 0)
@@ -208,11 +214,16 @@ class _Run:
         allowed = visibility(self.cache_valid[:, :columns], self.length, block_valid, parent, group, index)
         positions = positions.clamp(max=self.max_position)
         block_logits = None
-        if not alen:  # no slots (plain decoding): the teacher alone, on its cache
-            teacher, cache = (model, self.cache) if self.verifier is None else (self.verifier, self.verifier_cache)
-            block_logits = teacher_logits(teacher, block, position_ids=positions, attention_mask=allowed,
-                                          past_key_values=cache, logits_to_keep=logits_to_keep)  # fmt: skip
-            return block_logits, block_logits[:, :0]
+        if not self.drafting:  # plain decoding: the teacher alone, on its cache
+            if self.verifier is None:
+                logits = teacher_logits(model, ids, position_ids=positions, attention_mask=allowed,
+                                        past_key_values=self.cache, logits_to_keep=logits_to_keep)  # fmt: skip
+            else:  # the separate drafter's pass is left out
+                logits = teacher_logits(self.verifier, block, position_ids=positions[:, :blen],
+                                        attention_mask=allowed[:, :, :blen], past_key_values=self.verifier_cache,
+                                        logits_to_keep=max(logits_to_keep - alen, 0))  # fmt: skip
+            blocks = logits.shape[1] - (alen if self.verifier is None else 0)
+            return logits[:, :blocks], logits[:, :0]
         if self.verifier is not None:
             # Block queries see no slot: the block's rows of the mask are the teacher's own.
             block_logits = teacher_logits(self.verifier, block, position_ids=positions[:, :blen],
@@ -293,6 +304,7 @@ def generate(
     drafter: PTPModel | None = None,
     cuda_graph: bool | None = None,
     compile: bool = False,
+    match_drafting: bool | None = None,
 ) -> GenerationOutput:
     """Generate with a :class:`ptp.PTPModel`; the output equals plain sampling with the same auxiliaries.
 
@@ -337,6 +349,11 @@ def generate(
             a GPU): fused kernels instead of one per operation. Each call shape (batch size, cache capacity, slots)
             is compiled once per process, which takes from seconds to a few minutes, and reused by later calls; on a
             GPU the compiled step is then captured as usual. The output is the same as without.
+        match_drafting: with ``use_drafter=False`` and a :class:`ptp.PTPModel` (or a ``drafter``), lay every call out
+            as the drafting call of the same settings (``auxiliary_budget``, ``max_draft_length``) would be, its slots
+            left empty: a token's logits then round exactly as when drafting, so that in 16 bits the text equals the
+            drafting run's (a one-position call rounds differently, and near-ties flip). Default: True in 16 bits,
+            False in 32 (one position a call, the fastest plain decoding), where rounding rarely flips a token.
     Returns:
         :class:`ptp.decode.inputs.GenerationOutput` with the tokens and the per-call statistics.
     """
@@ -377,7 +394,11 @@ def generate(
     if cuda_graph and not graphs.can_capture(device):
         raise ValueError(f"cuda_graph needs a CUDA device; the model is on {device}")
     use_graph = graphs.can_capture(device) if cuda_graph is None else cuda_graph
-    if use_drafter:
+    # 16 bits: a token's logits round by the shape of the call that computes them, so plain decoding of a drafter
+    # lays its calls out as drafting would (the same positions, slots left empty): one token a call, the same text.
+    if match_drafting is None:
+        match_drafting = teacher.dtype.itemsize < 4
+    if use_drafter or (match_drafting and isinstance(model, PTPModel)):
         cost = None
         if device.type == "cpu" and auxiliary_budget is None:  # measured once per machine and model shape
             cost = call_cost(asked, drafter)
@@ -398,11 +419,11 @@ def generate(
     def make_run(rows: int) -> _Run:
         """A run for ``rows`` rows: with a captured step, the one kept for these settings, else a new one."""
         settings = (model, verifier, rows, capacity, sampling, eos, pad, max_new_tokens, pending_size, budget,
-                    max_positions, device, use_graph, compile)  # fmt: skip
+                    use_drafter, max_positions, device, use_graph, compile)  # fmt: skip
         if not use_graph:
             return _Run(*settings)
         key = (id(verifier), rows, capacity, sampling, tuple(eos.tolist()), pad, max_new_tokens, pending_size,
-               budget, max_positions, weights, compile)  # fmt: skip
+               budget, use_drafter, max_positions, weights, compile)  # fmt: skip
         return graphs.kept_run(model, key, lambda: _Run(*settings))
 
     def smaller(rows: int) -> _Run:
@@ -550,7 +571,7 @@ def _next_pending(run: _Run, decided, slot_logits, targets, start, lengths):
         draft = (j >= 1) & (j < length)
         pending = torch.where(draft, tokens, pending)
         confidence = torch.where(draft, conf, confidence)
-    valid = j < length.clamp(min=1)
+    valid = j < (length.clamp(min=1) if slot_logits.shape[1] else 1)
     return pending, valid, confidence
 
 
