@@ -45,6 +45,18 @@ def test_evaluating_the_held_out_split_reproduces_distills_final_evaluation(data
     assert _numbers(other_seed) != _numbers(got)
 
 
+def test_a_run_with_the_chain_loss_is_reproduced_with_it(data, tmp_path):
+    """An independent baseline distilled with chain_loss scores its slots on the mode chains only; evaluating it
+    with the run's setting gives the run's numbers (and the plain loss is another number)."""
+    run = distill(
+        quick_config(data, tmp_path / "chain", mode="independent", chain_loss=True), base_model=tiny_base("llama")
+    )
+    got = evaluate_adapter(tiny_base("llama"), run.adapter, data, **SETTINGS, chain_loss=True)
+    assert _numbers(got) == pytest.approx(_numbers(run.evaluation))
+    plain = evaluate_adapter(tiny_base("llama"), run.adapter, data, **SETTINGS)
+    assert plain["loss"] != pytest.approx(got["loss"])
+
+
 def test_write_histogram_updates_only_the_histogram(data, trained, tmp_path):
     import shutil
 

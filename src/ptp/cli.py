@@ -373,6 +373,8 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--batch-size", type=int, help=f"rows per batch; the windows depend on it (default: {run})")
     p.add_argument("--loss", choices=("cross_entropy", "forward_kl", "reverse_kl"), help=f"(default: {run})")
     p.add_argument("--position-decay", type=float, help=f"loss weight gamma^j of slot j (default: {run})")
+    p.add_argument("--chain-loss", action=argparse.BooleanOptionalAction,
+                   help=f"score slots only on their windows' mode chains (default: {run})")  # fmt: skip
     p.add_argument("--seed", type=int, help=f"distill's seed: the split, the windows and the u's (default: {run})")
     p.add_argument("--device", choices=("cpu", "cuda"), help="(default: CUDA when available)")
     p.add_argument("--precision", choices=("auto", "float32", "bf16"), default="auto",

@@ -132,6 +132,7 @@ def evaluate_adapter(
     batch_size: int = DistillConfig.batch_size,
     loss: str | None = DistillConfig.loss,
     position_decay: float = DistillConfig.position_decay,
+    chain_loss: bool | None = DistillConfig.chain_loss,
     seed: int = DistillConfig.seed,
     device: str | None = None,
     precision: str = "auto",
@@ -151,7 +152,7 @@ def evaluate_adapter(
             ``base/``, then ``model`` is the teacher.
         split: ``eval``: the prompts distill holds out for ``eval_fraction`` and ``seed``; ``all``: every document.
         rows: evaluate the first this many packed rows of the split (distill's ``eval_rows``).
-        windows_per_row, eval_fraction, row_length, batch_size, loss, position_decay, seed: as in
+        windows_per_row, eval_fraction, row_length, batch_size, loss, position_decay, chain_loss, seed: as in
             :class:`ptp.train.DistillConfig`, with its defaults; with the run's values the numbers equal distill's
             final evaluation.
             ``loss`` None: ``forward_kl`` for C-PTP, else ``cross_entropy``.
@@ -200,7 +201,7 @@ def evaluate_adapter(
         windows_per_row=windows_per_row,
         batch_size=batch_size,
         objective=objective(config.mode, loss),
-        chain=on_chain(config.mode),
+        chain=on_chain(config.mode, chain_loss),
         decay=position_decay,
         seed=seed,
         bf16=bf16,
@@ -215,7 +216,7 @@ def evaluate_adapter(
 #: The settings of a distillation run that :func:`evaluate_adapter` takes, by its argument name (and the run's
 #: DistillConfig field where it differs).
 RUN_SETTINGS = {"rows": "eval_rows", "windows_per_row": None, "eval_fraction": None, "row_length": None,
-                "batch_size": None, "loss": None, "seed": None, "position_decay": None}  # fmt: skip
+                "batch_size": None, "loss": None, "seed": None, "position_decay": None, "chain_loss": None}  # fmt: skip
 
 
 def run_settings(adapter: str | os.PathLike, run_config: str | os.PathLike | None = None) -> tuple[Path | None, dict]:
