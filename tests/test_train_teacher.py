@@ -85,13 +85,16 @@ def test_a_target_outside_the_kept_set_stops_its_window_or_is_an_error(model):
 def test_the_mode_chain_holds_while_the_windows_earlier_tokens_are_the_teachers_argmax(model):
     # Greedy text but for its third new token: the window's slots after that token are off the chain.
     rows = _rows((_greedy_but_the_third(model) + [50, 51], 1))
-    batch = run_windows(model, rows, torch.tensor([[1]]), SAMPLING, generator=torch.Generator().manual_seed(0))
+    batch = run_windows(model, rows, torch.tensor([[1]]), SAMPLING, generator=torch.Generator().manual_seed(0),
+                        chain=True)  # fmt: skip
     assert batch.on_chain[0].tolist() == [True, True, True, False]
 
     # Sampled text, many windows: the oracle is the definition, slot by slot.
     rows = pack_documents(_sampled_documents(model, count=8), 48)[0]
     starts = torch.arange(2, 42, 4).expand(len(rows), -1)
-    batch = run_windows(model, rows, starts, SAMPLING, generator=torch.Generator().manual_seed(1), teacher_targets=True)
+    batch = run_windows(model, rows, starts, SAMPLING, generator=torch.Generator().manual_seed(1), teacher_targets=True,
+                        chain=True)  # fmt: skip
+    assert run_windows(model, rows, starts, SAMPLING, generator=torch.Generator().manual_seed(1)).on_chain is None
     is_mode = (batch.tokens == batch.teacher_logits.argmax(-1)).tolist()
     for b, row in enumerate(batch.on_chain.tolist()):
         for a, chained in enumerate(row):

@@ -183,7 +183,7 @@ class _Steps:
         starts = sample_window_starts(rows, config.windows_per_row, generator)
         self.pending = run_windows(self.model, rows, starts, self.sampling, beta=config.beta, generator=generator,
                                    out_of_set=config.out_of_set, teacher_targets=config.objective != "cross_entropy",
-                                   forward=forward, teacher=self.teacher)  # fmt: skip
+                                   chain=config.on_chain, forward=forward, teacher=self.teacher)  # fmt: skip
         return window_loss(self.pending, config.objective, self.sampling, config.position_decay, config.on_chain)
 
     def after_batch(self, rows: PackedRows, loss: torch.Tensor) -> None:

@@ -89,7 +89,7 @@ def evaluate(
         generator = torch.Generator(device).manual_seed(seed * 31 + number)
         with autocast_step(device, bf16):
             batch = run_windows(model, chunk, starts, sampling, generator=generator, out_of_set=out_of_set,
-                                teacher_targets=objective != "cross_entropy", teacher=teacher)  # fmt: skip
+                                teacher_targets=objective != "cross_entropy", chain=chain, teacher=teacher)  # fmt: skip
             loss = window_loss(batch, objective, sampling, decay, chain).float()
         if position >= count:  # a repeated batch, run only to take part in the sharded model's collectives
             continue

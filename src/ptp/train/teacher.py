@@ -67,9 +67,10 @@ class WindowBatch:
     """``[B, A, V]`` the teacher's logits for each slot's target (only when requested: C-PTP divergences)."""
     out_of_set: torch.Tensor
     """int64 scalar: in-document targets whose bin is empty under S."""
-    on_chain: torch.Tensor
+    on_chain: torch.Tensor | None
     """bool ``[B, A]``: every earlier slot of the slot's window has the teacher's mode (the argmax of its logits)
-    as its token, so the slot's target follows the greedy chain that a mode-chain drafter assumes."""
+    as its token, so the slot's target follows the greedy chain that a mode-chain drafter assumes (only when
+    requested: the chain loss)."""
 
 
 @torch.no_grad()
@@ -174,6 +175,7 @@ def run_windows(
     generator: torch.Generator | None = None,
     out_of_set: str = "stop",
     teacher_targets: bool = False,
+    chain: bool = False,
     forward=None,
     teacher=None,
 ) -> WindowBatch:
@@ -182,6 +184,7 @@ def run_windows(
     Args:
         model: the :class:`ptp.PTPModel` that drafts; ``forward``: the module that runs its passes (default: model).
         teacher_targets: also return the teacher's logits at each slot's target (for the C-PTP divergences).
+        chain: also return which slots follow their window's mode chain (for the chain loss).
         teacher: a separate frozen teacher (any causal LM with the drafter's vocabulary); None: the model's base.
     """
     windows = layout_windows(rows, starts, model.config.window_length)
@@ -193,7 +196,10 @@ def run_windows(
     targets = None
     if teacher_targets:
         targets = bins_of.logits.gather(1, index.unsqueeze(-1).expand(-1, -1, bins_of.logits.shape[-1]))
-    modes = targets.argmax(dim=-1) if targets is not None else bins_of.logits.argmax(dim=-1).gather(1, index)
     tokens = rows.tokens.gather(1, windows.targets)
-    on_chain = held_in_window(previous_in_window(tokens == modes, windows.window_length, True), windows.window_length)
+    on_chain = None
+    if chain:
+        modes = targets.argmax(dim=-1) if targets is not None else bins_of.logits.argmax(dim=-1).gather(1, index)
+        is_mode = previous_in_window(tokens == modes, windows.window_length, True)
+        on_chain = held_in_window(is_mode, windows.window_length)
     return WindowBatch(logits, tokens, valid, u, windows, targets, empty, on_chain)
