@@ -374,6 +374,22 @@ def test_in_16_bits_plain_decoding_runs_at_the_drafting_width_and_gives_the_draf
             assert alone.num_calls == NEW
 
 
+@pytest.mark.slow
+def test_in_16_bits_a_compiled_plain_decoding_gives_the_compiled_drafting_text():
+    """Compiled, plain decoding computes its slots as drafting does and discards their drafts: one program, which
+    the compiler fuses alike (a program with empty slots fuses otherwise, and its text drifts)."""
+    for seed in range(2):
+        model, _, _ = _wrapped("llama", dict(mode="one_hot", embedding="binary", window_length=4), seed=40 + seed)
+        model = model.to(torch.bfloat16)
+        ids, mask = left_padded([7], seed=seed)
+        plain = dict(auxiliaries=uniform(1, NEW, seed=seed), max_new_tokens=NEW, eos_token_id=[], temperature=1.0,
+                     auxiliary_budget=6, max_draft_length=3, compile=True)  # fmt: skip
+        drafted = model.generate(ids, mask, **plain)
+        alone = model.generate(ids, mask, **plain, use_drafter=False)
+        assert_same_tokens(alone, drafted)
+        assert alone.num_calls == NEW
+
+
 def test_on_a_cpu_the_default_budget_is_the_fastest_under_the_call_cost_and_stays_exact(monkeypatch):
     """Where positions cost (a CPU), the default is fastest_budget's under the measured cost: groups of at most its
     length, so a perfect drafter commits that many tokens a call at most; a budget given overrides it."""

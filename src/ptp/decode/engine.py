@@ -125,10 +125,12 @@ class _Run:
     """
 
     def __init__(self, model, verifier, batch, capacity, sampling, eos, pad, max_new_tokens, pending_size, budget,
-                 drafting, max_positions, device, capture, compiled):  # fmt: skip
+                 slots, max_positions, device, capture, compiled):  # fmt: skip
         self.model, self.verifier, self.sampling, self.capture = model, verifier, sampling, capture
-        # Without drafting, a run with slots lays its calls out as a drafting run would and leaves the slots empty.
-        self.drafting = drafting
+        # What the slots of a call do: "draft" (PTP); plain decoding laid out as drafting with the slots' positions
+        # "empty" (padding the teacher alone computes), or "discard" (computed as when drafting, drafts never
+        # proposed: one program for both runs, which a compiler then fuses alike).
+        self.slots = slots
         self.compiled = compiled
         self.advance = compiled_advance() if compiled else _advance
         self.batch = batch
@@ -198,7 +200,7 @@ class _Run:
         blen, alen = block.shape[1], group.shape[1]
         positions = block_positions
         ids, slots_from, aux_in = block, None, None
-        if alen and not self.drafting:  # the slots' positions hold padding, which only the model itself computes
+        if alen and self.slots == "empty":  # the slots' positions hold padding, which only the model itself computes
             slot_positions = block_positions.gather(1, parent) + index
             positions = torch.cat([block_positions, slot_positions], dim=1)
             ids = torch.cat([block, torch.full_like(index, self.pad)], dim=1)
@@ -214,7 +216,7 @@ class _Run:
         allowed = visibility(self.cache_valid[:, :columns], self.length, block_valid, parent, group, index)
         positions = positions.clamp(max=self.max_position)
         block_logits = None
-        if not self.drafting:  # plain decoding: the teacher alone, on its cache
+        if self.slots == "empty":  # plain decoding: the teacher alone, on its cache
             if self.verifier is None:
                 logits = teacher_logits(model, ids, position_ids=positions, attention_mask=allowed,
                                         past_key_values=self.cache, logits_to_keep=logits_to_keep)  # fmt: skip
@@ -351,9 +353,11 @@ def generate(
             GPU the compiled step is then captured as usual. The output is the same as without.
         match_drafting: with ``use_drafter=False`` and a :class:`ptp.PTPModel` (or a ``drafter``), lay every call out
             as the drafting call of the same settings (``auxiliary_budget``, ``max_draft_length``) would be, its slots
-            left empty: a token's logits then round exactly as when drafting, so that in 16 bits the text equals the
-            drafting run's (a one-position call rounds differently, and near-ties flip). Default: True in 16 bits,
-            False in 32 (one position a call, the fastest plain decoding), where rounding rarely flips a token.
+            left empty (with ``compile``: computed as when drafting and their drafts discarded, so that the compiler
+            fuses one program alike): a token's logits then round exactly as when drafting, so that in 16 bits the
+            text equals the drafting run's (a one-position call rounds differently, and near-ties flip). Default:
+            True in 16 bits, False in 32 (one position a call, the fastest plain decoding), where rounding rarely
+            flips a token.
     Returns:
         :class:`ptp.decode.inputs.GenerationOutput` with the tokens and the per-call statistics.
     """
@@ -396,8 +400,10 @@ def generate(
     use_graph = graphs.can_capture(device) if cuda_graph is None else cuda_graph
     # 16 bits: a token's logits round by the shape of the call that computes them, so plain decoding of a drafter
     # lays its calls out as drafting would (the same positions, slots left empty): one token a call, the same text.
+    # A compiled step is another program for another computation, so there the slots compute as when drafting.
     if match_drafting is None:
         match_drafting = teacher.dtype.itemsize < 4
+    slots = "draft" if use_drafter else "discard" if compile and match_drafting else "empty"
     if use_drafter or (match_drafting and isinstance(model, PTPModel)):
         cost = None
         if device.type == "cpu" and auxiliary_budget is None:  # measured once per machine and model shape
@@ -419,11 +425,11 @@ def generate(
     def make_run(rows: int) -> _Run:
         """A run for ``rows`` rows: with a captured step, the one kept for these settings, else a new one."""
         settings = (model, verifier, rows, capacity, sampling, eos, pad, max_new_tokens, pending_size, budget,
-                    use_drafter, max_positions, device, use_graph, compile)  # fmt: skip
+                    slots, max_positions, device, use_graph, compile)  # fmt: skip
         if not use_graph:
             return _Run(*settings)
         key = (id(verifier), rows, capacity, sampling, tuple(eos.tolist()), pad, max_new_tokens, pending_size,
-               budget, use_drafter, max_positions, weights, compile)  # fmt: skip
+               budget, slots, max_positions, weights, compile)  # fmt: skip
         return graphs.kept_run(model, key, lambda: _Run(*settings))
 
     def smaller(rows: int) -> _Run:
@@ -571,7 +577,7 @@ def _next_pending(run: _Run, decided, slot_logits, targets, start, lengths):
         draft = (j >= 1) & (j < length)
         pending = torch.where(draft, tokens, pending)
         confidence = torch.where(draft, conf, confidence)
-    valid = j < (length.clamp(min=1) if slot_logits.shape[1] else 1)
+    valid = j < (length.clamp(min=1) if run.slots == "draft" and slot_logits.shape[1] else 1)
     return pending, valid, confidence
 
 
