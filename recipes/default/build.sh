@@ -17,7 +17,8 @@
 #   with a fresh optimizer; unset: fresh drafters), SET (space-separated KEY=VALUE fields of the PTP drafter's
 #   distillation on top of distill.json, e.g. "u_every_layer=true u_learning_rate=0.0016", the placement of u that
 #   a first slot has been measured to read (BENCHMARKS.md); the independent baseline, which never reads u, keeps
-#   distill.json's), STEPS (max_steps of both distillations; unset: distill.json's).
+#   distill.json's), STEPS (max_steps of both distillations; unset: distill.json's), BASELINE (0: the PTP drafter
+#   alone, with the whole GPU to itself, and no independent baseline to compare with; 1).
 set -euo pipefail
 work=$1 out=$2
 here=$(cd "$(dirname "$0")" && pwd)
@@ -41,9 +42,11 @@ $ptp pregenerate --model "$teacher" --prompts "$work/prompts.jsonl" --out "$work
 
 # 3. Both drafters at once (they share the GPU), each resuming from its latest checkpoint, else starting afresh or
 #    from INIT's adapter.
+modes=("$drafter")
+[ "${BASELINE:-1}" = 0 ] || modes+=(independent)
 step distill
 pids=()
-for mode in "$drafter" independent; do
+for mode in "${modes[@]}"; do
     options=()
     compgen -G "$work/$mode.run/checkpoints/step-*" > /dev/null && options+=(--resume)
     [ -n "${INIT:-}" ] && options+=(--init-adapter "$INIT/$mode")  # a resumed run names it too (its config does)
@@ -61,7 +64,7 @@ for pid in "${pids[@]}"; do wait "$pid"; done
 
 # 4. The adapters in 16 bits, as the package ships them (the loader computes in the model's dtype either way).
 step float16 copies
-for mode in "$drafter" independent; do
+for mode in "${modes[@]}"; do
     python - "$work/$mode" "$out/$mode" <<'PY'
 import shutil, sys
 from pathlib import Path
@@ -79,8 +82,10 @@ for sampling in ${SAMPLINGS:-0.7,50,0.95 greedy}; do
     result=$out/bench-${sampling//,/_}
     options=()
     [ -f "$result/settings.json" ] && options+=(--resume)
-    $ptp bench --model "$teacher" --adapter "$work/$drafter" --independent-adapter "$work/independent" \
-        --prompts "$spec_bench" --max-questions "${QUESTIONS:-120}" --methods ar,ptp,independent \
+    baseline=()
+    [ "${BASELINE:-1}" = 0 ] || baseline=(--independent-adapter "$work/independent")
+    $ptp bench --model "$teacher" --adapter "$work/$drafter" "${baseline[@]}" \
+        --prompts "$spec_bench" --max-questions "${QUESTIONS:-120}" --methods "ar,ptp${baseline:+,independent}" \
         --sampling "$sampling" --dtype float32 --repeats 1 --max-new-tokens 256 --no-progress "${options[@]}" \
         --out "$result" | tail -n 1 > "$result.json"
 done
