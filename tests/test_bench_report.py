@@ -72,6 +72,9 @@ def test_markdown_flags_an_unexpected_mismatch():
     sampled = summarize(_records(), greedy=False)
     sampled["environment"], sampled["config"], sampled["warmup_s"] = summary["environment"], summary["config"], {}
     assert "UNEXPECTED" not in markdown(sampled)
+    # In 16 bits, greedy: transformers' calls have other shapes than ar's, so only the engine's drafters must agree.
+    rounded = summarize(_records(), greedy=True, exact=False)
+    assert not rounded["methods"]["hf"]["expected_to_match_ar"] and rounded["methods"]["ptp"]["expected_to_match_ar"]
 
 
 def test_answer_line_has_spec_bench_fields():

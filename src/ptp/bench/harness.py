@@ -249,7 +249,8 @@ def run_bench(config: BenchConfig) -> dict:
                 answers[method].write(json.dumps(answer_line(method, model_id, record)) + "\n")
                 answers[method].flush()
                 bar.update(1)
-    summary = summarize(records, greedy=not prepared.sampling.do_sample)
+    exact = resolve_dtype(config.dtype, config.device).itemsize >= 4
+    summary = summarize(records, greedy=not prepared.sampling.do_sample, exact=exact)
     summary["warmup_s"] = warmup_s
     summary["environment"] = machine
     summary["config"] = settings
