@@ -84,3 +84,13 @@ def test_a_plain_model_needs_use_drafter_false():
         ptp.generate(model, ids, mask, max_new_tokens=4, seed=0)
     with pytest.raises(ValueError, match="left-padded"):
         _plain(model, ids, torch.tensor([[1, 0, 1], [0, 1, 1]]), uniform(2, 4), dict())
+
+
+@pytest.mark.slow
+def test_a_plain_model_in_16_bits_decodes_compiled_one_token_a_call():
+    """A plain causal LM has no drafting layout to match: compiled in bf16 (how ptp pregenerate --compile samples
+    on a GPU) it decodes one position a call, as in 32 bits."""
+    model = tiny_base("llama", seed=3).to(torch.bfloat16)
+    ids, mask = left_padded([5, 3], seed=3)
+    got = _plain(model, ids, mask, uniform(2, NEW, seed=3), {}, eos_token_id=[], compile=True)
+    assert got.num_calls == NEW and got.lengths.tolist() == [NEW, NEW]

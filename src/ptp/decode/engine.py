@@ -403,8 +403,9 @@ def generate(
     # A compiled step is another program for another computation, so there the slots compute as when drafting.
     if match_drafting is None:
         match_drafting = teacher.dtype.itemsize < 4
-    slots = "draft" if use_drafter else "discard" if compile and match_drafting else "empty"
-    if use_drafter or (match_drafting and isinstance(model, PTPModel)):
+    matched = not use_drafter and match_drafting and isinstance(model, PTPModel)
+    slots = "draft" if use_drafter else "discard" if matched and compile else "empty"
+    if use_drafter or matched:
         cost = None
         if device.type == "cpu" and auxiliary_budget is None:  # measured once per machine and model shape
             cost = call_cost(asked, drafter)
