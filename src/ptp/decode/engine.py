@@ -132,7 +132,6 @@ class _Run:
         # proposed: one program for both runs, which a compiler then fuses alike).
         self.slots = slots
         self.compiled = compiled
-        self.advance = compiled_advance() if compiled else _advance
         self.batch = batch
         self.max_new_tokens, self.pending_size, self.budget = max_new_tokens, pending_size, budget
         self.capacity, self.pad = capacity, pad
@@ -200,41 +199,41 @@ class _Run:
         blen, alen = block.shape[1], group.shape[1]
         positions = block_positions
         ids, slots_from, aux_in = block, None, None
-        if alen and self.slots == "empty":  # the slots' positions hold padding, which only the model itself computes
+        if alen:
             slot_positions = block_positions.gather(1, parent) + index
             positions = torch.cat([block_positions, slot_positions], dim=1)
+        if alen and self.slots == "empty":  # the slots' positions hold padding, which only the teacher computes
             ids = torch.cat([block, torch.full_like(index, self.pad)], dim=1)
         elif alen:
             u_target = self.u.gather(1, targets)
             u_previous = self.u.gather(1, (targets - 1).clamp(min=0))
-            slot_inputs = model.slot_auxiliaries(u_target, u_previous, index == 0)
-            slot_positions = block_positions.gather(1, parent) + index
-            positions = torch.cat([block_positions, slot_positions], dim=1)
+            aux_in = model.slot_auxiliaries(u_target, u_previous, index == 0)
             ids = torch.cat([block, model.slot_tokens(block.gather(1, parent), index == 0)], dim=1)
-            slots_from, aux_in = blen, slot_inputs
+            slots_from = blen
         columns = self.cache.columns  # None (captured: every column) or the columns in use (eager)
         allowed = visibility(self.cache_valid[:, :columns], self.length, block_valid, parent, group, index)
         positions = positions.clamp(max=self.max_position)
         block_logits = None
-        if self.slots == "empty":  # plain decoding: the teacher alone, on its cache
-            if self.verifier is None:
-                logits = teacher_logits(model, ids, position_ids=positions, attention_mask=allowed,
-                                        past_key_values=self.cache, logits_to_keep=logits_to_keep)  # fmt: skip
-            else:  # the separate drafter's pass is left out
-                logits = teacher_logits(self.verifier, block, position_ids=positions[:, :blen],
-                                        attention_mask=allowed[:, :, :blen], past_key_values=self.verifier_cache,
-                                        logits_to_keep=max(logits_to_keep - alen, 0))  # fmt: skip
-            blocks = logits.shape[1] - (alen if self.verifier is None else 0)
-            return logits[:, :blocks], logits[:, :0]
         if self.verifier is not None:
             # Block queries see no slot: the block's rows of the mask are the teacher's own.
             block_logits = teacher_logits(self.verifier, block, position_ids=positions[:, :blen],
                                           attention_mask=allowed[:, :, :blen], past_key_values=self.verifier_cache,
                                           logits_to_keep=max(logits_to_keep - alen, 0))  # fmt: skip
+        if self.slots == "empty":  # plain decoding: the teacher alone (a separate drafter's pass is left out)
+            if block_logits is None:
+                logits = teacher_logits(model, ids, position_ids=positions, attention_mask=allowed,
+                                        past_key_values=self.cache, logits_to_keep=logits_to_keep)  # fmt: skip
+                block_logits = logits[:, : logits.shape[1] - alen]
+            return block_logits, block_logits[:, :0]
         logits = model(ids, position_ids=positions, attention_mask=allowed, auxiliaries=aux_in, slots_from=slots_from,
                        past_key_values=self.cache, logits_to_keep=logits_to_keep)  # fmt: skip
         blocks = logits.shape[1] - alen
         return (logits[:, :blocks] if block_logits is None else block_logits), logits[:, blocks:]
+
+    @property
+    def advance(self):
+        """The step: :func:`_advance`, or its compiled program."""
+        return compiled_advance() if self.compiled else _advance
 
     def compact(self) -> None:
         """Move every row's committed columns to the front (holes last), so that the next call fits."""

@@ -157,8 +157,7 @@ def _evaluate(config: ExperimentConfig, run: DistillConfig, teacher: str) -> dic
         teacher, run.out, run.data, rows=config.eval_rows, windows_per_row=run.windows_per_row,
         eval_fraction=run.eval_fraction, row_length=run.row_length, batch_size=run.batch_size, loss=run.loss,
         position_decay=run.position_decay, chain_loss=run.chain_loss, seed=run.seed, device=run.device,
-        precision=run.precision,
-        allow_foreign_data=run.allow_foreign_data,
+        precision=run.precision, allow_foreign_data=run.allow_foreign_data,
     )  # fmt: skip
 
 
