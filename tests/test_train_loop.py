@@ -218,6 +218,16 @@ def test_a_time_limit_ends_the_run_early_with_its_evaluation_checkpoint_and_adap
     assert ptp.PTPModel.from_pretrained(tiny_base("llama"), result.adapter).config.acceptance_histogram
 
 
+@pytest.mark.parametrize("max_steps", [4, 3])
+def test_profiled_steps_write_their_operator_table_even_when_the_run_ends_first(data, tmp_path, max_steps):
+    # Steps 3 and 4 are recorded; a run of 3 steps ends inside the recorded window and writes what it has.
+    config = quick_config(data, tmp_path / "a", max_steps=max_steps, profile_steps=2)
+    table = (distill(config, base_model=tiny_base("llama")).run_dir / "profile.txt").read_text()
+    assert "Self CPU" in table and "aten::mm" in table
+    unprofiled = distill(quick_config(data, tmp_path / "b", max_steps=max_steps), base_model=tiny_base("llama"))
+    assert not (unprofiled.run_dir / "profile.txt").exists()
+
+
 def test_a_killed_checkpoint_save_leaves_no_partial_checkpoint(data, tmp_path, monkeypatch):
     result = distill(quick_config(data, tmp_path / "a", max_steps=2), base_model=tiny_base("llama"))
     before = list_checkpoints(result.run_dir)

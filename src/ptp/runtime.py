@@ -1,4 +1,4 @@
-"""CPU threads for decoding.
+"""CPU threads for decoding, the device and dtype a command runs in, and the operator table of a profile.
 
 Decoding runs the model once per step on a handful of positions, so each matrix product is small: split across
 threads, every share is tiny, while every call still pays for waking the threads and waits for the slowest of them.
@@ -114,3 +114,17 @@ def resolve_dtype(dtype: str | torch.dtype, device: str | torch.device = "cpu") 
     if name not in DTYPES:
         raise ValueError(f"unknown dtype {dtype!r}; choose auto, float32, bfloat16 or float16")
     return DTYPES[name]
+
+
+def profiler_activities(device: torch.device) -> list:
+    """What ``torch.profiler`` records on ``device``: the CPU's operators, and the GPU's kernels on CUDA."""
+    from torch.profiler import ProfilerActivity
+
+    return [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+
+
+def operator_table(profile, device: torch.device, rows: int = 40) -> str:
+    """A finished ``torch.profiler`` profile as a table of its most expensive operators: by their own GPU time on
+    CUDA, else by their own CPU time."""
+    key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    return profile.key_averages().table(sort_by=key, row_limit=rows) + "\n"

@@ -26,7 +26,7 @@ import torch
 from ptp.bench.timing import environment, synchronize
 from ptp.data.pregeneration import PregenerateConfig, left_pad, pregenerate, sampling_speed
 from ptp.decode.inputs import stop_tokens
-from ptp.runtime import resolve_device, resolve_dtype
+from ptp.runtime import operator_table, profiler_activities, resolve_device, resolve_dtype
 from ptp.sampling import DEFAULT_SAMPLING, SamplingConfig
 
 METHODS = ("engine", "hf")
@@ -189,14 +189,12 @@ def run_throughput(config: ThroughputConfig) -> dict:
 
 def _profile(work, device: torch.device, path: Path) -> None:
     """Run ``work()`` under ``torch.profiler`` and write its operator table, most expensive first."""
-    from torch.profiler import ProfilerActivity, profile
+    from torch.profiler import profile
 
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-    with profile(activities=activities) as prof:
+    with profile(activities=profiler_activities(device)) as prof:
         work()
         synchronize(device)
-    key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
-    path.write_text(prof.key_averages().table(sort_by=key, row_limit=40) + "\n")
+    path.write_text(operator_table(prof, device))
 
 
 def describe(report: dict) -> str:

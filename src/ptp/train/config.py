@@ -129,6 +129,10 @@ class DistillConfig(DrafterSettings):
     """Compile the drafter's slot pass (forward and backward) with ``torch.compile``: fused kernels, after a
     compilation at the first step (the shapes of a step are fixed). The same computation up to rounding; a run may
     resume with or without it."""
+    profile_steps: int = 0
+    """Profile this many optimizer steps with ``torch.profiler`` (after two unrecorded ones, in which kernels are
+    chosen and a compiled pass compiles) and write their operator table, most expensive first (GPU time on CUDA), to
+    ``profile.txt`` in the run directory: where a step's time goes. 0: off."""
     fsdp: bool = False
     """Shard the frozen base and the adapter across the processes with FSDP2 ``fully_shard``, one unit per decoder
     layer, for bases too large for one device (the base is loaded on the CPU and each process keeps its shards on its
@@ -174,7 +178,7 @@ class DistillConfig(DrafterSettings):
             self.eval_interval = max(1, self.max_steps // 5)
         if self.checkpoint_interval is None:
             self.checkpoint_interval = max(1, self.max_steps // 4)
-        for name in ("warmup_steps", "eval_interval", "checkpoint_interval", "seed"):
+        for name in ("warmup_steps", "eval_interval", "checkpoint_interval", "seed", "profile_steps"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name} must be an integer >= 0, got {value!r}")

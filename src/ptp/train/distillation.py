@@ -32,6 +32,7 @@ from ptp.train.loop import Checkpoints, train_loop, warmup_cosine
 from ptp.train.losses import accumulate, batch_metrics, summarize, window_loss
 from ptp.train.runtime import (
     MetricsLog,
+    Profile,
     load_causal_lm,
     progress_bar,
     reduce_sums,
@@ -46,6 +47,7 @@ from ptp.train.windows import sample_window_starts
 
 METRICS_LOG = "metrics.jsonl"
 RUN_CONFIG = "config.json"
+PROFILE = "profile.txt"
 
 
 @dataclass
@@ -136,11 +138,12 @@ def _distill(config: DistillConfig, accelerator, base_model, drafter_model, toke
                          out_of_set=config.out_of_set,
                          seed=config.seed, bf16=bf16, accelerator=accelerator, teacher=models.teacher)  # fmt: skip
     steps = _Steps(config, model, sampling, eval_rows, evaluate_args, accelerator, scheduler, log, start_step)
+    profile = Profile(run_dir / PROFILE, config.profile_steps) if config.profile_steps and main else None
     done = train_loop(
         model, train_rows, steps.batch_loss, optimizer, scheduler, steps=config.max_steps, start=start_step,
         batch_size=config.batch_size, accumulation=config.gradient_accumulation, seed=config.seed, bf16=bf16,
         max_grad_norm=config.max_grad_norm, accelerator=accelerator, max_time=config.max_time,
-        after_batch=steps.after_batch, after_step=steps.after_step, compile=config.compile,
+        after_batch=steps.after_batch, after_step=steps.after_step, compile=config.compile, profile=profile,
         checkpoints=Checkpoints(run_dir, config.checkpoint_interval, config.keep_checkpoints,
                                 lambda: _trainer_state(config, model, optimizer, scheduler)),
     )  # fmt: skip

@@ -28,7 +28,7 @@ from torch import nn
 
 from ptp.data.packing import PackedRows
 from ptp.train.checkpoint import save_checkpoint
-from ptp.train.runtime import autocast_step
+from ptp.train.runtime import Profile, autocast_step, step_profiler
 from ptp.train.sharding import clip_gradients, is_sharded
 
 #: ``batch_loss(rows, generator, forward)``: the scalar loss of a micro-batch of rows. ``generator`` (on the rows'
@@ -131,6 +131,7 @@ def train_loop(
     after_step: Callable[[int, bool], None] | None = None,
     checkpoints: Checkpoints | None = None,
     compile: bool = False,
+    profile: Profile | None = None,
 ) -> int:
     """Train ``model``'s parameters that require a gradient from step ``start`` to ``steps``; returns the steps done.
 
@@ -139,7 +140,8 @@ def train_loop(
     off), ``optimizer.step()`` and ``scheduler.step()``. ``after_batch(rows, loss)`` runs after each micro-batch's
     backward, ``after_step(done, final)`` after each optimizer step, before the step's checkpoint. ``max_time``
     (seconds) ends the run after the step that passes it, as if that step were the last. ``compile``: the passes that
-    ``batch_loss`` makes through ``forward`` are compiled with ``torch.compile``.
+    ``batch_loss`` makes through ``forward`` are compiled with ``torch.compile``. ``profile``: a few steps run under
+    ``torch.profiler`` (:func:`ptp.train.runtime.step_profiler`).
     """
     device = accelerator.device if accelerator is not None else model.device
     rank, world = (accelerator.process_index, accelerator.num_processes) if accelerator else (0, 1)
@@ -150,31 +152,33 @@ def train_loop(
         forward = torch.compile(forward)
     deadline = time.monotonic() + max_time if max_time else None
     done = start
-    for step in range(start, steps):
-        torch.manual_seed(step_seed(seed, step, rank))  # dropout
-        generator = torch.Generator(device).manual_seed(step_seed(seed, step, rank))
-        for micro in range(accumulation):
-            position = (step * accumulation + micro) * world + rank
-            batch = rows.select(stream_rows(len(rows), seed, position * batch_size, batch_size)).to(device)
-            with _gradient_sync(accelerator, forward, micro == accumulation - 1):
-                with autocast_step(device, bf16):
-                    loss = batch_loss(batch, generator, forward)
-                (loss / accumulation).backward()
-            if after_batch is not None:
-                after_batch(batch, loss)
-        if max_grad_norm > 0:
-            clip(parameters, max_grad_norm)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        done = step + 1
-        final = done == steps or _past(deadline, accelerator)
-        if after_step is not None:
-            after_step(done, final)
-        if checkpoints is not None and (final or (checkpoints.interval and done % checkpoints.interval == 0)):
-            _save(checkpoints, done, model, accelerator, rank == 0)
-        if final:
-            break
+    with step_profiler(profile, device) as profiled_step:
+        for step in range(start, steps):
+            torch.manual_seed(step_seed(seed, step, rank))  # dropout
+            generator = torch.Generator(device).manual_seed(step_seed(seed, step, rank))
+            for micro in range(accumulation):
+                position = (step * accumulation + micro) * world + rank
+                batch = rows.select(stream_rows(len(rows), seed, position * batch_size, batch_size)).to(device)
+                with _gradient_sync(accelerator, forward, micro == accumulation - 1):
+                    with autocast_step(device, bf16):
+                        loss = batch_loss(batch, generator, forward)
+                    (loss / accumulation).backward()
+                if after_batch is not None:
+                    after_batch(batch, loss)
+            if max_grad_norm > 0:
+                clip(parameters, max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            done = step + 1
+            final = done == steps or _past(deadline, accelerator)
+            if after_step is not None:
+                after_step(done, final)
+            profiled_step()
+            if checkpoints is not None and (final or (checkpoints.interval and done % checkpoints.interval == 0)):
+                _save(checkpoints, done, model, accelerator, rank == 0)
+            if final:
+                break
     return done
 
 

@@ -1,5 +1,5 @@
-"""What every training run needs around its loop: its processes, device and precision, loading models, a metrics log
-and a progress bar.
+"""What every training run needs around its loop: its processes, device and precision, loading models, a metrics log,
+a progress bar, and a profiler for a few of its steps.
 
 A run holds an ``accelerate.Accelerator`` (:func:`run_processes`): one process on a CPU or a GPU, or several under
 ``accelerate launch`` / ``torchrun``, which the loop (:mod:`ptp.train.loop`) trains data-parallel.
@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from ptp.decode.inputs import context_length
+from ptp.runtime import operator_table, profiler_activities
 
 #: Tokens per packed row when the run does not say and the model's context allows it.
 DEFAULT_ROW_LENGTH = 2048
@@ -126,3 +129,32 @@ def progress_bar(total: int, initial: int, enabled: bool, desc: str):
     from tqdm.auto import tqdm
 
     return tqdm(total=total, initial=initial, desc=desc, unit="step", disable=not enabled)
+
+
+@dataclass
+class Profile:
+    """Optimizer steps of a run timed by ``torch.profiler``: where a step's time goes."""
+
+    path: Path
+    """Where the operator table is written (most expensive first)."""
+    steps: int
+    """Steps recorded, after two unrecorded ones (kernels are chosen and a compiled pass compiles in those)."""
+
+
+@contextlib.contextmanager
+def step_profiler(profile: Profile | None, device: torch.device) -> Iterator[Callable[[], None]]:
+    """Yields the function that the loop calls after each optimizer step. With ``profile``, steps 3 to
+    ``profile.steps + 2`` run under ``torch.profiler`` and their operator table is written to ``profile.path`` once
+    they are done (or when the run ends first, with the steps recorded until then); without it, a no-op."""
+    if profile is None:
+        yield lambda: None
+        return
+    from torch.profiler import profile as torch_profile
+    from torch.profiler import schedule
+
+    def write(prof) -> None:
+        profile.path.write_text(operator_table(prof, device))
+
+    recorded = schedule(wait=1, warmup=1, active=profile.steps, repeat=1)
+    with torch_profile(activities=profiler_activities(device), schedule=recorded, on_trace_ready=write) as prof:
+        yield prof.step
