@@ -661,6 +661,41 @@ def _cmd_chat_prompts(args) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------------------------ ceiling
+def _add_ceiling(sub) -> None:
+    p = sub.add_parser("ceiling", help="the tokens per call a drafter that ignores u reaches at best on a teacher's "
+                       "own samples (its runs of modes)")  # fmt: skip
+    p.add_argument("--model", help="the teacher that sampled the data (default: the shipped model's teacher)")
+    p.add_argument("--data", required=True, help="data directory from `ptp pregenerate` (required)")
+    p.add_argument("--windows", default="4,8,16,32", help="window lengths, comma-separated (default: 4,8,16,32)")
+    p.add_argument("--max-documents", type=int, help="measure the first this many documents (default: all)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, or auto: CUDA when available (default: auto)")
+    p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32", help="(default: float32)")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
+                   help="show a progress bar (default: on)")  # fmt: skip
+    p.add_argument("--out", help="also write the result to this JSON file (default: none)")
+    _add_threads(p)
+
+
+def _cmd_ceiling(args) -> int:
+    from ptp.science.ceiling import mode_chain_ceiling
+
+    try:
+        windows = [int(w) for w in args.windows.split(",")]
+    except ValueError:
+        raise ValueError(f"--windows takes whole numbers separated by commas, not {args.windows!r}") from None
+    result = mode_chain_ceiling(args.model, args.data, windows=windows, max_documents=args.max_documents,
+                                device=args.device, dtype=args.dtype, progress=args.progress)  # fmt: skip
+    print(f"{result['documents']} completions, {result['tokens']} tokens, mode rate {result['mode_rate']:.4f}")
+    print("window   mode chain   first token known   (tokens per call of ideal drafters)")
+    for window, tau in result["windows"].items():
+        print(f"{window:>6}   {tau['mode_chain']:>10.3f}   {tau['known_first']:>17.3f}")
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+    print(json.dumps(result))
+    return 0
+
+
 COMMANDS = {
     "generate": (_add_generate, _cmd_generate),
     "prompts": (_add_prompts, _cmd_prompts),
@@ -675,6 +710,7 @@ COMMANDS = {
     "pregenerate": (_add_pregenerate, _cmd_pregenerate),
     "distill": (_add_distill, _cmd_distill),
     "evaluate": (_add_evaluate, _cmd_evaluate),
+    "ceiling": (_add_ceiling, _cmd_ceiling),
     "experiment": (_add_experiment, _cmd_experiment),
     "serve": (_add_serve, _cmd_serve),
     "bench-serve": (_add_bench_serve, _cmd_bench_serve),

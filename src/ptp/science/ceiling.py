@@ -1,0 +1,118 @@
+"""How far a drafter that does not read u can go: the runs of the teacher's modes in its own samples.
+
+A drafter that never reads u (the independent baseline, any argmax drafter) can at best draft the teacher's mode
+chain, the argmax continuation; a draft holds only while the sampled tokens are the modes of their distributions.
+In PTP's decoding there is one more condition: the drafts a call proposes follow the token that the teacher decides
+in that same call (the "+1" token, docs/method.md, Partial quadratic decoding), so they were made before that token
+was known and bet on its value too. An argmax drafter bets that it is the mode; an O-PTP drafter whose first slot
+reads u perfectly knows it.
+
+:func:`mode_chain_ceiling` runs the teacher over a data directory's completions (its own samples under the data's
+sampling configuration S) and reports the mode rate and, for several window lengths, the tokens per call of two ideal
+drafters: ``mode_chain`` (drafts the mode chain after betting that the "+1" token is the mode: the ceiling of every
+drafter that ignores u) and ``known_first`` (knows the "+1" token and drafts the mode chain after it: what reading
+the first slot's u alone is worth). A drafter that beats ``mode_chain`` must read u. ``ptp ceiling`` is the command.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import torch
+
+from ptp.data.dataset import Dataset, load_dataset
+from ptp.loading import check_exists
+from ptp.runtime import resolve_device, resolve_dtype
+
+#: Window lengths reported by default.
+WINDOWS = (4, 8, 16, 32)
+
+
+def calls_for(modes: Sequence[bool], window: int, known_first: bool) -> int:
+    """Forward calls that an ideal drafter with groups of ``window`` slots needs for one completion.
+
+    ``modes[k]``: the completion's token k is the mode of the teacher's distribution given the tokens before it. The
+    prefill call decides token 0; every later call commits the drafts that hold (at most ``window - 1``: the group's
+    first slot is the "+1" token) and the token the teacher decides.
+    """
+    n, decided, calls = len(modes), 0, 1
+    while decided + 1 < n:
+        held = 0
+        if known_first or modes[decided]:
+            while held < window - 1 and decided + 1 + held < n and modes[decided + 1 + held]:
+                held += 1
+        decided, calls = min(n - 1, decided + held + 1), calls + 1
+    return calls
+
+
+@torch.no_grad()
+def mode_flags(model, data: Dataset, max_documents: int | None = None, progress: bool = False) -> list[list[bool]]:
+    """For each completion of ``data`` (the first ``max_documents``), whether each of its tokens is the mode of the
+    teacher's distribution at its position (one forward pass of ``model`` per document)."""
+    from tqdm.auto import tqdm
+
+    device = next(model.parameters()).device
+    flags = []
+    for document in tqdm(data.documents[:max_documents], desc="documents", disable=not progress):
+        tokens = document.tokens.to(device)
+        logits = model(tokens.unsqueeze(0)).logits[0]
+        start = document.prompt_length
+        flags.append((tokens[start:] == logits[start - 1 : -1].argmax(dim=-1)).tolist())
+    return flags
+
+
+def mode_chain_ceiling(
+    model,
+    data: str | os.PathLike | Dataset,
+    *,
+    windows: Sequence[int] = WINDOWS,
+    max_documents: int | None = None,
+    device: str = "auto",
+    dtype: str | torch.dtype = "float32",
+    progress: bool = False,
+) -> dict:
+    """The mode rate of ``data``'s completions under ``model`` (the teacher that sampled them) and, per window
+    length, the tokens per call of the ideal ``mode_chain`` and ``known_first`` drafters (module docstring).
+
+    ``model``: a causal LM, a directory or name ``AutoModelForCausalLM`` loads (in ``dtype``, on ``device``), or None
+    for the default model's teacher.
+
+    Returns:
+        ``documents``, ``tokens`` (completion tokens), ``mode_rate``, ``sampling`` (the data's S, a dict or None), and
+        ``windows``: ``{N: {"mode_chain": tau, "known_first": tau}}``.
+    """
+    if any(w < 1 for w in windows):
+        raise ValueError(f"window lengths must be >= 1, got {list(windows)}")
+    data = data if isinstance(data, Dataset) else load_dataset(data)
+    if model is None or isinstance(model, (str, os.PathLike)):
+        model = _load(model, resolve_device(device), resolve_dtype(dtype, resolve_device(device)))
+    data.check_model(model)
+    flags = [f for f in mode_flags(model, data, max_documents, progress) if f]
+    if not flags:
+        raise ValueError(f"{data.path} has no completion tokens to measure")
+    tokens = sum(len(f) for f in flags)
+    result = {}
+    for window in windows:
+        result[window] = {
+            name: tokens / sum(calls_for(f, window, known) for f in flags)
+            for name, known in (("mode_chain", False), ("known_first", True))
+        }
+    return {
+        "documents": len(flags),
+        "tokens": tokens,
+        "mode_rate": sum(map(sum, flags)) / tokens,
+        "sampling": data.sampling.to_dict() if data.sampling else None,
+        "windows": result,
+    }
+
+
+def _load(path: str | os.PathLike | None, device: torch.device, dtype: torch.dtype):
+    from transformers import AutoModelForCausalLM
+
+    if path is None:
+        from ptp.default_model import teacher_dir
+
+        path = teacher_dir()
+    check_exists("model", path)
+    return AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype).to(device).eval()
