@@ -56,3 +56,5 @@ def test_the_command_prints_the_table_and_refuses_another_models_data(tmp_path, 
         main(["ceiling", "--model", str(tmp_path / "other"), "--data", str(data), "--no-progress"])
     with pytest.raises(SystemExit, match="--windows"):
         main(["ceiling", "--data", str(data), "--windows", "4,x"])
+    with pytest.raises(ValueError, match="max_documents"):
+        mode_chain_ceiling(teacher, data, max_documents=0)

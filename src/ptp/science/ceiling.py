@@ -84,6 +84,8 @@ def mode_chain_ceiling(
     """
     if any(w < 1 for w in windows):
         raise ValueError(f"window lengths must be >= 1, got {list(windows)}")
+    if max_documents is not None and max_documents < 1:
+        raise ValueError(f"max_documents must be >= 1 (or None: all), got {max_documents}")
     data = data if isinstance(data, Dataset) else load_dataset(data)
     if model is None or isinstance(model, (str, os.PathLike)):
         model = _load(model, resolve_device(device), resolve_dtype(dtype, resolve_device(device)))
