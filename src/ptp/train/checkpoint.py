@@ -37,6 +37,7 @@ RESUMABLE_CHANGES = frozenset(
         "keep_checkpoints",
         "max_time",
         "compile",
+        "profile_steps",
     }
 )
 
