@@ -58,15 +58,17 @@ class OffsetCache(Cache):
                 index = order[:, None, :, None].expand_as(buffer)
                 buffer.copy_(buffer.gather(2, index))
 
-    def copy_rows(self, source: OffsetCache, rows: torch.Tensor) -> None:
-        """Make this cache's rows ``source``'s rows ``rows`` (int ``[B]``, B this cache's batch), in place where this
-        cache's buffers exist already (a captured graph reads them)."""
+    def copy_rows(self, source: OffsetCache, rows: torch.Tensor, places: torch.Tensor, columns: int) -> None:
+        """Make the first ``columns`` columns of this cache's rows ``places`` those of ``source``'s rows ``rows`` (int
+        tensors of one length), in place where this cache's buffers exist already (a captured graph reads them); a
+        cache not written yet is made with ``len(places)`` rows."""
         for index, layer in enumerate(source.layers):
             if index == len(self.layers):
                 self.layers.append(OffsetLayer(self))
             mine = self.layers[index]
-            keys, values = layer.keys.index_select(0, rows), layer.values.index_select(0, rows)
+            keys = layer.keys[:, :, :columns].index_select(0, rows)
+            values = layer.values[:, :, :columns].index_select(0, rows)
             if not mine.is_initialized:
                 mine.lazy_initialization(keys, values)
-            mine.keys.copy_(keys)
-            mine.values.copy_(values)
+            mine.keys[:, :, :columns].index_copy_(0, places, keys)
+            mine.values[:, :, :columns].index_copy_(0, places, values)

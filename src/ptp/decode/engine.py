@@ -25,6 +25,13 @@ rotary embeddings, activations and the sampling arithmetic become fused kernels,
 A separate drafter (a smaller model with its own weights, METHOD.md section 3) changes only who computes what in
 the step: the teacher runs the block on its own cache and verifies, the drafter runs the same ``[block | slots]``
 on its own cache and proposes. Both caches hold the same committed tokens at the same columns.
+
+Rows leave the batch when they stop, and may join it between calls (``join``: how ``ptp serve`` batches requests
+that arrive at different times). A joining row's prompt is prefilled in a run of its own, and its cache columns and
+state are copied into a place of the running batch whose row has stopped: the rows already running go on, nothing of
+theirs computed again. Its tokens are exactly those it gets alone, because everything that decides them is per row:
+its u's, its positions, the cache columns it sees (``cache_valid``; the columns before the batch's length that it
+does not fill are holes, compacted like any other), and the acceptance of its drafts.
 """
 
 from __future__ import annotations
@@ -53,7 +60,7 @@ from ptp.model.attention import use_mask_attention
 from ptp.model.config import PICK_MODES
 from ptp.model.embeddings import NULL_AUXILIARY
 from ptp.model.ptp import PTPModel, check_drafter, teacher_logits
-from ptp.sampling import SamplingConfig, pick, probabilities
+from ptp.sampling import SamplingConfig, check_auxiliaries, pick, probabilities
 
 #: Cache capacities are rounded up to a multiple of this, so that prompts of similar length share a captured graph.
 CAPACITY_STEP = 256
@@ -142,6 +149,8 @@ class _Run:
         self.eos = eos.to(device)
         self.new = torch.full((batch, max_new_tokens + pending_size + 1), pad, dtype=torch.int64, device=device)
         self.committed = torch.zeros(batch, dtype=torch.int64, device=device)
+        # New tokens of each row at most: max_new_tokens, or fewer for a row that joined with fewer u's.
+        self.limit = torch.full((batch,), max_new_tokens, dtype=torch.int64, device=device)
         self.running = torch.ones(batch, dtype=torch.bool, device=device)
         self.last_position = torch.zeros(batch, dtype=torch.int64, device=device)  # of the last committed token
         # Both caches write at the same column and hold the same committed tokens, so one length and one
@@ -168,6 +177,7 @@ class _Run:
         self.u[:, : u.shape[1]].copy_(u)
         self.new.fill_(self.pad)
         self.committed.zero_()
+        self.limit.fill_(self.max_new_tokens)
         self.running.fill_(True)
         self.last_position.copy_(mask.long().sum(dim=1) - 1)
         self.length.zero_()
@@ -176,16 +186,40 @@ class _Run:
 
     def adopt(self, source: _Run, rows: torch.Tensor) -> None:
         """Continue ``source``'s generation for its rows ``rows`` (int ``[self.batch]``) in this run's buffers, in
-        place (a captured graph keeps reading them): how finished rows leave the batch."""
+        place (a captured graph keeps reading them): how a batch moves to a run of fewer places when its rows finish,
+        or of more places, a longer cache or more new tokens when rows join it."""
         self.model, self.verifier = source.model, source.verifier
-        for name in ("u", "new", "committed", "running", "last_position", "cache_valid", "pending", "pending_valid",
-                     "confidence"):  # fmt: skip
-            getattr(self, name).copy_(getattr(source, name).index_select(0, rows))
+        self._copy_rows(source, rows, torch.arange(self.batch, device=rows.device))
         self.length.copy_(source.length)
         self.filled = source.filled
+
+    def place(self, source: _Run, rows: torch.Tensor, places: torch.Tensor) -> None:
+        """Continue ``source``'s rows ``rows`` at this run's places ``places`` (int tensors of one length), in place;
+        the other places go on as they were: how rows prefilled on their own join a running batch. The rows' columns
+        stay where they are, so this run's length moves past the source's if it was shorter (its other rows then
+        have holes there, which a compaction removes)."""
+        self._copy_rows(source, rows, places)
+        if source.filled > self.filled:
+            self.filled = source.filled
+            self.length.fill_(self.filled)
+
+    def _copy_rows(self, source: _Run, rows: torch.Tensor, places: torch.Tensor) -> None:
+        """Make the state and the cache of this run's places ``places`` those of ``source``'s rows ``rows``, in place.
+        Only the columns that the source has written are copied; where this run's buffers are wider (a longer cache,
+        more new tokens), the further columns of those places are emptied."""
+        for name, empty in (("u", NULL_AUXILIARY), ("new", self.pad), ("committed", 0), ("limit", 0),
+                            ("running", False), ("last_position", 0), ("cache_valid", False), ("pending", 0),
+                            ("pending_valid", False), ("confidence", 0.0)):  # fmt: skip
+            mine, theirs = getattr(self, name), getattr(source, name).index_select(0, rows)
+            if name == "cache_valid":
+                theirs = theirs[:, : source.filled]
+            if mine.dim() == 2 and mine.shape[1] > theirs.shape[1]:
+                mine.index_fill_(0, places, empty)
+                mine = mine[:, : theirs.shape[1]]
+            mine.index_copy_(0, places, theirs)
         for mine, theirs in ((self.cache, source.cache), (self.verifier_cache, source.verifier_cache)):
             if mine is not None:
-                mine.copy_rows(theirs, rows)
+                mine.copy_rows(theirs, rows, places, source.filled)
 
     def forward(self, block, block_valid, block_positions, parent, group, index, targets, logits_to_keep=0):
         """One pass over ``[block | slots]``; returns block logits ``[B, P, V]`` and slot logits ``[B, A, V]``
@@ -299,6 +333,7 @@ def generate(
     generator: torch.Generator | None = None,
     streamer=None,
     on_commit=None,
+    join=None,
     use_drafter: bool = True,
     auxiliary_budget: int | None = None,
     max_draft_length: int | None = None,
@@ -331,6 +366,15 @@ def generate(
             that call (a list of token ids per row, empty for a row that committed none); it returns the rows to stop
             now (an iterable of row indices; empty or None: none), whose length is then what they have committed.
             Any batch size; what a server streams through, and how it drops a row whose client went away.
+        join: called on the host after the prefill and after every step, after ``on_commit``: the rows that join the
+            batch now, as ``{row: (prompt, auxiliaries)}`` (empty or None: none). ``prompt``: its token ids (a list,
+            or an int tensor ``[S]``); ``auxiliaries``: float ``[n]`` in [0, 1), the u of each of its new tokens, n
+            at most. ``row`` numbers it in ``on_commit``'s lists: the number of a row that has stopped (which then
+            leaves for good) or one past the rows so far. The joining rows' prompts are prefilled together, on their
+            own (one call), and their caches put into the running batch, whose rows go on without being computed
+            again; each joined row gets exactly the tokens of its prompt decoded alone with its u's. Sampling and
+            stop tokens are the batch's. Needs ``on_commit``: the output holds the rows of ``input_ids``, a joined
+            row's tokens reach the caller through ``on_commit`` only. How a server lets requests join a batch.
         use_drafter: False runs the same engine as plain autoregressive decoding (one token per call).
         auxiliary_budget: auxiliary slots per call (default: twice the window length on a GPU; on a CPU, where
             every position costs compute, the budget of most tokens per second under the call cost measured on
@@ -383,11 +427,14 @@ def generate(
     max_positions = min(limits) if limits else None
     vocab = min(vocabulary_size(model), vocabulary_size(teacher))
     input_ids, mask = check_prompt(input_ids, attention_mask, max_new_tokens, max_positions, vocab, device)
-    for network in {id(m): m for m in (teacher, getattr(model, "base_model", model))}.values():
+    networks = {id(m): m for m in (teacher, getattr(model, "base_model", model))}.values()
+    for network in networks:
         check_sliding_window(network.config, input_ids.shape[1] + max_new_tokens)
     batch, width = input_ids.shape
-    if streamer is not None and batch != 1:
-        raise ValueError("a streamer needs batch size 1")
+    if streamer is not None and (batch != 1 or join is not None):
+        raise ValueError("a streamer needs batch size 1 (and no rows joining)")
+    if join is not None and on_commit is None:
+        raise ValueError("join needs on_commit: a joining row's tokens reach the caller through it only")
     u = prepare_auxiliaries(auxiliaries, seed, generator, batch, max_new_tokens, device)
     eos, pad = resolve_stop_tokens(eos_token_id, pad_token_id, teacher)
     pad = pad if pad is not None else 0
@@ -419,28 +466,44 @@ def generate(
     # captured step's capacity is rounded up, so that later prompts of similar length replay it.
     capacity = width + max_new_tokens + pending_size + budget
     if use_graph or compile:  # a captured or compiled step is reused by later calls of the same capacity
-        capacity = -(-capacity // CAPACITY_STEP) * CAPACITY_STEP
+        capacity = _rounded(capacity)
     weights = hash(tuple(p.data_ptr() for m in (model, verifier) if m is not None for p in m.parameters()))
 
-    def make_run(rows: int) -> _Run:
-        """A run for ``rows`` rows: with a captured step, the one kept for these settings, else a new one."""
-        settings = (model, verifier, rows, capacity, sampling, eos, pad, max_new_tokens, pending_size, budget,
-                    slots, max_positions, device, use_graph, compile)  # fmt: skip
-        if not use_graph:
-            return _Run(*settings)
-        key = (id(verifier), rows, capacity, sampling, tuple(eos.tolist()), pad, max_new_tokens, pending_size,
-               budget, slots, max_positions, weights, compile)  # fmt: skip
-        return graphs.kept_run(model, key, lambda: _Run(*settings))
-
-    def smaller(rows: int) -> _Run:
-        run = make_run(rows)
+    def make_run(rows: int, capacity: int, tokens: int, kept: bool = True) -> _Run:
+        """A run of ``rows`` places, ``capacity`` cache columns and ``tokens`` new tokens a row at most: with a
+        captured step, the one kept for these settings, else a new one (always for a run that only prefills rows
+        that join, ``kept=False``)."""
+        settings = (model, verifier, rows, capacity, sampling, eos, pad, tokens, pending_size, budget, slots,
+                    max_positions, device, use_graph, compile)  # fmt: skip
+        if use_graph and kept:
+            key = (id(verifier), rows, capacity, sampling, tuple(eos.tolist()), pad, tokens, pending_size, budget,
+                   slots, max_positions, weights, compile)  # fmt: skip
+            run = graphs.kept_run(model, key, lambda: _Run(*settings))
+        else:
+            run = _Run(*settings)
         run.model, run.verifier = model, verifier
         return run
 
-    run = make_run(batch)
+    def joining() -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+        """The rows that ``join`` adds, checked as the batch's prompts and auxiliaries are."""
+        rows = {}
+        for row, (prompt, aux) in (join() or {}).items():
+            if isinstance(row, bool) or not isinstance(row, int) or row < 0:
+                raise ValueError(f"join must number its rows by integers >= 0, got {row!r}")
+            if not isinstance(aux, torch.Tensor) or aux.dim() != 1 or not len(aux):
+                raise ValueError(f"join's row {row} needs its auxiliaries as a tensor [n], one per new token")
+            ids = prompt.view(1, -1) if isinstance(prompt, torch.Tensor) else [list(prompt)]
+            ids, _ = check_prompt(ids, None, len(aux), max_positions, vocab, device)
+            for network in networks:
+                check_sliding_window(network.config, ids.shape[1] + len(aux))
+            rows[row] = (ids[0], check_auxiliaries(aux, tuple(aux.shape)).to(device))
+        return rows
+
+    run = make_run(batch, capacity, max_new_tokens)
     run.reset(model, verifier, u, mask)
     try:
-        new, lengths, accept_lengths, calls = _decode(run, input_ids, mask, streamer, smaller, on_commit)
+        new, lengths, accept_lengths, calls = _decode(run, input_ids, mask, make_run, streamer, on_commit,
+                                                      None if join is None else joining)  # fmt: skip
     finally:
         run.model = run.verifier = None
     return GenerationOutput(
@@ -452,81 +515,220 @@ def generate(
     )
 
 
-def _decode(run: _Run, input_ids: torch.Tensor, mask: torch.Tensor, streamer, smaller, on_commit) -> tuple:
-    """The loop: a prefill, then steps until every row has stopped. Returns the new tokens ``[B, max_new_tokens]``,
-    the new-token counts ``[B]``, the commits of each row's calls and the number of calls.
+def _power_of_two(rows: int) -> int:
+    """The places of a run for ``rows`` rows: a power of two, so that few shapes are ever made (and captured)."""
+    return 1 << (rows - 1).bit_length()
 
-    When at most half of a run's rows are still running, they move to a run of half the batch or less
-    (``smaller(batch)`` makes or finds it), so that finished rows stop costing work; not with ``on_commit``, whose
-    caller manages its rows itself.
+
+def _rounded(columns: int) -> int:
+    """``columns`` rounded up to a multiple of :data:`CAPACITY_STEP`."""
+    return -(-columns // CAPACITY_STEP) * CAPACITY_STEP
+
+
+class _Batch:
+    """The rows of a generation at the places of its run, between calls: which row sits where, what the host knows of
+    each (tokens committed, running), and how rows join and leave.
+
+    Rows are numbered by the caller (the rows of ``input_ids`` by their index). The first rows are prefilled in the
+    run itself. Rows that join later are prefilled in a run of their own and their cache and state are copied into
+    places whose rows have stopped (:meth:`_Run.place`): the rows already running go on where they are, and nothing
+    of theirs is computed again. The batch moves to another run (:meth:`_Run.adopt`) when joining rows need more
+    places, cache columns or new tokens than its run has, and when at most half of its places hold running rows;
+    places come in powers of two and capacities in steps of :data:`CAPACITY_STEP`, so that few shapes are made.
+
+    ``make_run(rows, capacity, tokens, kept=True)`` makes (or finds) a run; ``leave(run, places, rows)`` is called
+    before rows leave their places for good, so that the caller can copy what it keeps of them.
+    """
+
+    def __init__(self, run: _Run, make_run, leave):
+        self.run, self.make_run, self.leave = run, make_run, leave
+        self.rows: list[int | None] = list(range(run.batch))  # the row at each place; None: a free place
+        self.committed = [1] * run.batch  # new tokens of the row at each place: its prefill committed one
+        self.running = [bool(r) for r in run.running.tolist()]
+        self.size = run.batch  # one more than the largest row number so far: the length of on_commit's lists
+
+    @property
+    def alive(self) -> bool:
+        return any(self.running)
+
+    def step(self) -> list[int]:
+        """One step of the run; returns the tokens that the row at each place committed in it."""
+        run = self.run
+        run.step()
+        # The one host sync of the step: how far the cache advanced, who is still running, what each row committed.
+        stats = run.stats.tolist()
+        run.filled += stats[0]
+        counts = stats[2 : 2 + run.batch]
+        self.running = [bool(r) for r in stats[2 + run.batch :]]
+        self.committed = [c + n for c, n in zip(self.committed, counts, strict=True)]
+        return counts
+
+    def stop(self, rows) -> None:
+        """Stop the rows numbered ``rows`` (rows that have stopped or left already are passed over)."""
+        named = set(rows)
+        places = [p for p, row in enumerate(self.rows) if row in named and self.running[p]]
+        if places:
+            self.run.running[torch.tensor(places, device=self.run.running.device)] = False  # a captured step reads it
+            for p in places:
+                self.running[p] = False
+
+    def join(self, rows: dict[int, tuple[torch.Tensor, torch.Tensor]]) -> list[int]:
+        """Add ``rows`` (``{row: (prompt ids [S], u [n])}``, n the row's new tokens at most) to the batch: prefill
+        them together in a run of their own and place them where rows have stopped. Returns their places."""
+        taken = {row for row, running in zip(self.rows, self.running, strict=True) if running} & rows.keys()
+        if taken:
+            raise ValueError(f"row {min(taken)} cannot join: it is still running")
+        self._leave([p for p, row in enumerate(self.rows) if row in rows])  # a number given again: its row has left
+        run = self.run
+        need = max(len(ids) + len(u) for ids, u in rows.values()) + run.pending_size + run.budget
+        tokens = max(len(u) for _, u in rows.values())
+        live = sum(self.running)
+        if live + len(rows) > run.batch or need > run.capacity or tokens > run.max_new_tokens:
+            self._move(max(run.batch, _power_of_two(live + len(rows))), max(run.capacity, _rounded(need)),
+                       max(run.max_new_tokens, _rounded(tokens)))  # fmt: skip
+            run = self.run
+        places = [p for p, running in enumerate(self.running) if not running][: len(rows)]
+        self._leave(places)
+        width = max(len(ids) for ids, _ in rows.values())
+        device = run.running.device
+        ids = torch.full((len(rows), width), run.pad, dtype=torch.int64, device=device)
+        mask = torch.zeros((len(rows), width), dtype=torch.bool, device=device)
+        u = torch.full((len(rows), run.max_new_tokens), NULL_AUXILIARY, device=device)
+        for i, (prompt, aux) in enumerate(rows.values()):
+            ids[i, width - len(prompt) :] = prompt
+            mask[i, width - len(prompt) :] = True
+            u[i, : len(aux)] = aux
+        entry = self.make_run(len(rows), run.capacity, run.max_new_tokens, kept=False)
+        entry.reset(run.model, run.verifier, u, mask)
+        entry.limit.copy_(torch.tensor([len(aux) for _, aux in rows.values()], device=device))
+        _prefill(entry, ids, mask)
+        run.place(entry, torch.arange(len(rows), device=device), torch.tensor(places, device=device))
+        entry.model = entry.verifier = None
+        for p, row, running in zip(places, rows, entry.running.tolist(), strict=True):
+            self.rows[p], self.committed[p], self.running[p] = row, 1, running
+        self.size = max(self.size, max(rows) + 1)
+        return places
+
+    def shrink(self) -> None:
+        """When at most half of the places hold running rows, move these to a run of half the places or fewer, so
+        that stopped rows stop costing work."""
+        live = sum(self.running)
+        if live and live <= self.run.batch // 2:
+            self._move(_power_of_two(live), self.run.capacity, self.run.max_new_tokens)
+
+    def finish(self) -> None:
+        """Every row leaves; the run lets go of the models (a kept run must not keep its model alive)."""
+        self._leave(list(range(self.run.batch)))
+        self.run.model = self.run.verifier = None
+
+    def _move(self, places: int, capacity: int, tokens: int) -> None:
+        """Move the running rows to the first places of a run of ``places`` places, ``capacity`` cache columns and
+        ``tokens`` new tokens a row; the stopped rows leave."""
+        run = self.run
+        live = [p for p, running in enumerate(self.running) if running]
+        stopped = [p for p, running in enumerate(self.running) if not running]
+        self._leave(stopped)
+        # The further places copy any rows (a grown run more rows than there are) and are stopped.
+        order = live + stopped
+        keep = torch.tensor([order[i % len(order)] for i in range(places)], device=run.running.device)
+        successor = self.make_run(places, capacity, tokens)
+        successor.adopt(run, keep)
+        successor.running[len(live) :] = False
+        run.model = run.verifier = None
+        free = places - len(live)
+        self.run = successor
+        self.rows = [self.rows[p] for p in live] + [None] * free
+        self.committed = [self.committed[p] for p in live] + [0] * free
+        self.running = [True] * len(live) + [False] * free
+
+    def _leave(self, places: list[int]) -> None:
+        """The rows at ``places`` leave them for good (``leave`` sees them first)."""
+        places = [p for p in places if self.rows[p] is not None]
+        if places:
+            self.leave(self.run, places, [self.rows[p] for p in places])
+            for p in places:
+                self.rows[p] = None
+
+
+def _decode(run: _Run, input_ids: torch.Tensor, mask: torch.Tensor, make_run, streamer, on_commit, join) -> tuple:
+    """The loop: a prefill, then steps until every row has stopped, rows that ``join`` adds between calls included
+    (:class:`_Batch`). Returns the new tokens ``[B, max_new_tokens]`` of the rows of ``input_ids``, their new-token
+    counts ``[B]``, the commits of each of their calls, and the number of calls (joining rows' prefills included).
+
+    When at most half of a run's rows are still running, they move to a run of half the batch or less, so that
+    finished rows stop costing work.
     """
     batch = input_ids.shape[0]
     accept_lengths: list[list[int]] = [[1] for _ in range(batch)]
     new = torch.full((batch, run.max_new_tokens), run.pad, dtype=torch.int64, device=input_ids.device)
     lengths = torch.zeros(batch, dtype=torch.int64, device=input_ids.device)
-    rows = torch.arange(batch, device=input_ids.device)  # the output row of each row of the run
+    own = set(range(batch))  # rows still those of input_ids (a joining row may take a stopped row's number)
+
+    def collect(source: _Run, places: list[int], rows: list[int]) -> None:
+        """Copy the tokens and counts of the rows of ``input_ids`` among ``rows`` (at ``places`` of ``source``)."""
+        pairs = [(p, row) for p, row in zip(places, rows, strict=True) if row in own]
+        if pairs:
+            at = torch.tensor([p for p, _ in pairs], device=new.device)
+            to = torch.tensor([row for _, row in pairs], device=new.device)
+            new[to] = source.new[at, : new.shape[1]]
+            lengths[to] = source.committed[at]
+            own.difference_update(row for _, row in pairs)
+
     if streamer is not None:
         streamer.put(input_ids.cpu())
     _prefill(run, input_ids, mask)
-    calls, streamed = 1, 1
-    if streamer is not None:
-        streamer.put(run.new[0, :1].cpu())
-    alive = bool(run.running.any())
-    done = [0] * batch  # tokens of each row handed to on_commit
-    if on_commit is not None:
-        alive = _hand_over(run, on_commit, done, [1] * batch) and alive
-    while alive:
-        run.step()
-        calls += 1
-        # The one host sync of the step: how far the cache advanced, who is still running, what each row committed.
-        stats = run.stats.tolist()
-        run.filled += stats[0]
-        alive, counts, running = bool(stats[1]), stats[2 : 2 + run.batch], stats[2 + run.batch :]
-        for b, n in zip(rows.tolist(), counts, strict=True):
-            if n:
-                accept_lengths[b].append(n)
-        if streamer is not None and counts[0]:
-            streamer.put(run.new[0, streamed : streamed + counts[0]].cpu())
-            streamed += counts[0]
+    rows = _Batch(run, make_run, collect)
+    try:
+        calls, streamed = 1, 1
+        if streamer is not None:
+            streamer.put(run.new[0, :1].cpu())
         if on_commit is not None:
-            alive = _hand_over(run, on_commit, done, counts) and alive
-        if alive and on_commit is None and sum(running) <= run.batch // 2:
-            _collect(run, rows, new, lengths)
-            size = 1 << (sum(running) - 1).bit_length()  # a power of two, so that few shapes are ever captured
-            stopped = [b for b, r in enumerate(running) if not r]
-            keep = torch.tensor(sorted([b for b, r in enumerate(running) if r] + stopped[: size - sum(running)]),
-                                device=rows.device)  # fmt: skip
-            successor = smaller(size)
-            successor.adopt(run, keep)
-            run.model = run.verifier = None
-            run, rows = successor, rows[keep]
-    if streamer is not None:
-        streamer.end()
-    _collect(run, rows, new, lengths)
-    run.model = run.verifier = None
+            _hand_over(rows, on_commit, [1] * batch)
+        calls += _admit(rows, join, on_commit)
+        while rows.alive:
+            counts = rows.step()
+            calls += 1
+            for row, n in zip(rows.rows, counts, strict=True):
+                if n and row in own:
+                    accept_lengths[row].append(n)
+            if streamer is not None and counts[0]:
+                streamer.put(rows.run.new[0, streamed : streamed + counts[0]].cpu())
+                streamed += counts[0]
+            if on_commit is not None:
+                _hand_over(rows, on_commit, counts)
+            calls += _admit(rows, join, on_commit)
+            rows.shrink()
+        if streamer is not None:
+            streamer.end()
+    finally:
+        rows.finish()
     return new, lengths, accept_lengths, calls
 
 
-def _collect(run: _Run, rows: torch.Tensor, new: torch.Tensor, lengths: torch.Tensor) -> None:
-    """Copy the run's tokens and counts into the output rows ``rows``."""
-    new[rows] = run.new[:, : new.shape[1]]
-    lengths[rows] = run.committed
+def _hand_over(rows: _Batch, on_commit, counts: list[int]) -> None:
+    """Give the tokens that each row committed in the last call (``counts`` per place) to ``on_commit``, and stop the
+    rows it returns."""
+    handed: list[list[int]] = [[] for _ in range(rows.size)]
+    places = [p for p, n in enumerate(counts) if n]
+    if places:
+        low = min(rows.committed[p] - counts[p] for p in places)
+        high = max(rows.committed[p] for p in places)
+        # A second read from the device in this step, for on_commit only: the stats hold the counts, not the tokens.
+        window = rows.run.new[:, low:high].tolist()
+        for p in places:
+            handed[rows.rows[p]] = window[p][rows.committed[p] - counts[p] - low : rows.committed[p] - low]
+    rows.stop(on_commit(handed) or ())
 
 
-def _hand_over(run: _Run, on_commit, done: list[int], counts: list[int]) -> bool:
-    """Give each row's newly committed tokens to ``on_commit`` and stop the rows it returns; ``done`` (tokens handed
-    over per row) advances. Returns False when the rows it stopped were the last ones running."""
-    low, high = min(done), max(d + n for d, n in zip(done, counts, strict=True))
-    # A second read from the device in this step, made only for on_commit: the stats hold the counts, not the tokens.
-    window = run.new[:, low:high].tolist()
-    rows = [window[b][d - low : d - low + n] for b, (d, n) in enumerate(zip(done, counts, strict=True))]
-    for b, n in enumerate(counts):
-        done[b] += n
-    stop = sorted(set(on_commit(rows) or ()))
-    if not stop:
-        return True
-    run.running[torch.tensor(stop, device=run.running.device)] = False  # in place: a captured step reads it
-    return bool(run.running.any())
+def _admit(rows: _Batch, join, on_commit) -> int:
+    """Add the rows that ``join`` returns (one prefill) and hand their first tokens to ``on_commit``. Returns the
+    calls made."""
+    joining = join() if join is not None else None
+    if not joining:
+        return 0
+    places = set(rows.join(joining))
+    _hand_over(rows, on_commit, [int(p in places) for p in range(rows.run.batch)])
+    return 1
 
 
 def _prefill(run: _Run, prompt: torch.Tensor, mask: torch.Tensor) -> None:
@@ -549,7 +751,7 @@ def _prefill(run: _Run, prompt: torch.Tensor, mask: torch.Tensor) -> None:
     run.new[:, 0] = first
     run.committed += 1
     run.last_position += 1
-    run.running &= ~torch.isin(first, run.eos) & (run.committed < run.max_new_tokens)
+    run.running &= ~torch.isin(first, run.eos) & (run.committed < run.limit)
     _set_pending(run, *_next_pending(run, first, slot_logits, index, torch.zeros(batch, 1, dtype=torch.long,
                  device=device), torch.full((batch, 1), slots, device=device)))  # fmt: skip
 
@@ -616,7 +818,7 @@ def _advance(run: _Run) -> None:
     offered = j <= accepted.unsqueeze(1)
     is_eos = torch.isin(teacher, run.eos) & offered
     through_eos = (is_eos.long().cumsum(dim=1) - is_eos.long()) == 0
-    room = (run.max_new_tokens - run.committed).unsqueeze(1)
+    room = (run.limit - run.committed).unsqueeze(1)
     take = offered & through_eos & (j < room) & run.running.unsqueeze(1)
     count = take.long().sum(dim=1)
     columns = (run.committed.unsqueeze(1) + j).clamp(max=run.new.shape[1] - 1)
@@ -624,7 +826,7 @@ def _advance(run: _Run) -> None:
     was_running = run.running.clone()
     run.committed += count
     run.last_position += count
-    run.running &= ~(is_eos & take).any(dim=1) & (run.committed < run.max_new_tokens)
+    run.running &= ~(is_eos & take).any(dim=1) & (run.committed < run.limit)
 
     # The cache keeps the block up to the longest accepted run of the rows still running; its other columns (and
     # the slots') are overwritten by the next call. Shorter rows keep holes there. A block token is the row's text
