@@ -244,6 +244,18 @@ def count_compactions(monkeypatch) -> list[int]:
     return seen
 
 
+def count_prefills(monkeypatch) -> list[int]:
+    """A list that grows by the rows of each prefill."""
+    rows, original = [], engine._prefill
+
+    def prefill(run, prompt, mask):
+        rows.append(prompt.shape[0])
+        original(run, prompt, mask)
+
+    monkeypatch.setattr(engine, "_prefill", prefill)
+    return rows
+
+
 @pytest.mark.parametrize("arch", ["llama", "gpt2"])
 def test_when_the_rows_holes_fill_the_cache_it_is_compacted_and_the_output_stays_exact(monkeypatch, arch):
     """Rows that accept fewer drafts than the longest leave holes; a cache sized for the prompt, the new tokens and one

@@ -15,14 +15,12 @@ import torch
 import ptp
 from conftest import EOS, FIRST_ORDINARY, VOCAB, randomize_adapter, tiny_base, uniform
 from ptp.decode import engine, graphs
-from test_decode_engine import fake_capture
-from test_serve_scheduler import NO_EOS, SAMPLING, tiny_model
+from test_decode_engine import count_prefills, fake_capture
+from test_serve_scheduler import NO_EOS, SAMPLING, SLOTS, tiny_model
 
 #: (prompt length, new tokens at most): prompts of different lengths; the later rows need more cache columns and
 #: more new tokens than the first batch's run has.
 REQUESTS = [(3, 12), (9, 20), (1, 30), (5, 6), (14, 40), (2, 25), (7, 60), (4, 9)]
-#: Slots of a drafting call (not the CPU's default: that measures the machine first, with calls of its own).
-SLOTS = dict(auxiliary_budget=8, max_draft_length=4)
 #: Calls after which requests join (the first two start the batch): one, then two at once, then the rest one by one.
 ARRIVALS = {1: [2], 3: [3, 4], 6: [5], 9: [6], 10: [7]}
 
@@ -86,18 +84,6 @@ class Server:
         if rows:
             self.joined.append({number: self.at[number] for number in rows})
         return rows
-
-
-def count_prefills(monkeypatch) -> list[int]:
-    """A list that grows by the rows of each prefill."""
-    rows, original = [], engine._prefill
-
-    def prefill(run, prompt, mask):
-        rows.append(prompt.shape[0])
-        original(run, prompt, mask)
-
-    monkeypatch.setattr(engine, "_prefill", prefill)
-    return rows
 
 
 def count_places(monkeypatch) -> list[tuple[int, int, int]]:

@@ -18,6 +18,7 @@ from conftest import EOS, left_padded, tiny_base
 from ptp.sampling import SamplingConfig
 from ptp.serve.scheduler import Delta, Done, Failed, Job, QueueFull, Scheduler, auxiliaries
 from ptp.serve.text import TextStream
+from test_decode_engine import count_prefills
 from test_serve_text import tiny_tokenizer
 
 #: Most drafts are accepted; EOS may be drawn.
@@ -26,6 +27,8 @@ SAMPLING = SamplingConfig(temperature=1.0)
 NO_EOS = SamplingConfig(temperature=1.0, top_k=20)
 
 
+#: Slots of a drafting call (not the CPU's default: that measures the machine first, with calls of its own).
+SLOTS = dict(auxiliary_budget=8, max_draft_length=4)
 #: The drafter of the tests: C-PTP, trained for plain sampling at temperature 1 (the server's default sampling).
 DRAFTER = dict(lora_rank=4, embedding_size=8, window_length=4, mode="categorical", sampling=SAMPLING)
 
@@ -268,3 +271,43 @@ def test_a_failing_batch_fails_its_jobs_and_the_scheduler_goes_on(model, monkeyp
     (_, failure), (_, done) = _run(main())
     assert isinstance(failure, Failed) and "out of memory" in failure.message
     assert isinstance(done, Done) and done.completion_tokens == 5
+
+
+@pytest.mark.parametrize("use_drafter", [True, False], ids=["drafting", "plain"])
+def test_newcomers_join_the_running_batch_without_its_rows_being_prefilled_again(model, monkeypatch, use_drafter):
+    """Jobs of different prompt lengths join a running batch as its rows finish or are cancelled; each job is
+    prefilled once (the running rows never again) and gets the tokens it gets alone."""
+    prefills = count_prefills(monkeypatch)
+    plan = [(PROMPTS[1], 300, 1), (PROMPTS[3], 450, 2), (PROMPTS[2], 9, 3), (PROMPTS[0], 30, 4), (PROMPTS[5], 5, 5),
+            (PROMPTS[4], 17, 6)]  # fmt: skip
+
+    async def main():
+        scheduler = Scheduler(model, {EOS}, 0, max_batch=3, max_queue=8, use_drafter=use_drafter, **SLOTS)
+        scheduler.start()
+        jobs = [_job(prompt, n, seed, NO_EOS) for prompt, n, seed in plan]
+        long, cancelled, *later = jobs
+        scheduler.submit(long)
+        scheduler.submit(cancelled)
+        await asyncio.wait_for(long.events.get(), timeout=60)
+        await asyncio.wait_for(cancelled.events.get(), timeout=60)
+        for job in later:
+            scheduler.submit(job)
+        await asyncio.wait_for(later[0].events.get(), timeout=60)
+        joined_mid_run = len(long.tokens) > 0 and not long.finished
+        scheduler.cancel(cancelled)
+        results = await asyncio.gather(*(_finish(job) for job in jobs))
+        await scheduler.close()
+        return scheduler, jobs, results, joined_mid_run, list(prefills)
+
+    scheduler, jobs, results, joined_mid_run, prefilled = _run(main())
+    assert joined_mid_run
+    assert sum(prefilled) == len(jobs), f"each job is prefilled once, the running rows never again: {prefilled}"
+    for job, (_, done), (prompt, n, seed) in zip(jobs, results, plan, strict=True):
+        expected = alone(model, prompt, n, seed, NO_EOS)
+        if job is jobs[1]:
+            assert done.finish_reason == "cancelled" and 0 < len(job.tokens) < n
+            assert job.tokens == expected[: len(job.tokens)]
+        else:
+            assert done.finish_reason == "length" and job.tokens == expected
+    assert scheduler.batches == len(prefilled), "one batch formed, then one more per group of newcomers"
+    assert scheduler.row_calls > scheduler.forward_calls and not scheduler.active

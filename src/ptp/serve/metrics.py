@@ -25,7 +25,7 @@ class _EngineCollector:
         calls.add_metric([], self.scheduler.forward_calls)
         rows = CounterMetricFamily("ptp_row_calls", "Rows decoded, summed over forward calls (batch occupancy)")
         rows.add_metric([], self.scheduler.row_calls)
-        batches = CounterMetricFamily("ptp_batches", "Batches decoded (a batch re-formed for a newcomer counts anew)")
+        batches = CounterMetricFamily("ptp_batches", "Batches formed (newcomers joining a running batch count anew)")
         batches.add_metric([], self.scheduler.batches)
         return [calls, rows, batches]
 

@@ -1,21 +1,24 @@
 """Batching requests through the decoding engine: a queue, a scheduler task, and one worker thread for the model.
 
-Requests wait in a FIFO queue. The scheduler task takes as many as fit (``max_batch``) that share a sampling
-configuration (the engine samples a batch under one configuration) and runs :func:`ptp.decode.engine.generate` on
-them in its worker thread, so the event loop stays free to accept and stream. The engine calls back after every
-forward call with each row's newly committed tokens (``on_commit``); the callback hands them to the rows' jobs, which
-turn them into text and events for their HTTP handlers, and returns the rows to stop: finished (EOS, ``max_tokens``,
-a stop string) or abandoned by their client.
+Requests wait in a FIFO queue. The scheduler task takes the request at its head and runs
+:func:`ptp.decode.engine.generate` on it in its worker thread, so the event loop stays free to accept and stream. The
+engine calls back after every forward call with each row's newly committed tokens (``on_commit``); the callback
+hands them to the rows' jobs, which turn them into text and events for their HTTP handlers, and returns the rows to
+stop: finished (EOS, ``max_tokens``, a stop string) or abandoned by their client.
 
-Rows join between steps by recomputation: when a request is waiting for which the batch has room, the callback stops
-every row, and the next batch re-enters the unfinished rows with their text so far as the prompt (their cache is
-rebuilt by the prefill) next to the newcomers. The engine's loop stays as it is.
+Continuous batching: between calls the engine asks for rows to join (``join``), and the scheduler hands it the
+waiting requests that share the batch's sampling configuration (the engine samples a batch under one
+configuration), as many as the batch has room for (``max_batch`` rows, a stopped row's number taken again). Their
+prompts are prefilled on their own and their caches placed into the running batch, whose rows go on without being
+computed again; so a newcomer costs the running rows one prefill of its prompt, not one of theirs. A request of
+another configuration at the head of the queue waits until the batch has ended, and then starts the next one, so that
+no configuration waits forever. Every mode of the engine joins rows this way (drafting or plain, a separate drafter,
+the 16-bit layout, a captured or compiled step).
 
 This is exact because of how the random numbers are used. A request draws its own u's (``seed``, or fresh ones), and
-new token g of its row is ``Pick(u_g, P(. | prompt, tokens before g))`` whatever the other rows are and whether it
-was decoded in one call of ``generate`` or several: the engine's acceptance is per row, and a continued row simply
-passes its remaining u's. So a request with a seed gets the same tokens alone or batched, streamed or not, and the
-same as ``generate(prompt, seed=seed)``.
+new token g of its row is ``Pick(u_g, P(. | prompt, tokens before g))`` whatever the other rows are and whenever it
+joined: the engine's acceptance, positions and cache columns are per row. So a request with a seed gets the same
+tokens alone or batched, streamed or not, and the same as ``generate(prompt, seed=seed)``.
 """
 
 from __future__ import annotations
@@ -31,7 +34,6 @@ from dataclasses import dataclass
 import torch
 
 from ptp.decode.inputs import context_length, prepare_auxiliaries
-from ptp.model.embeddings import NULL_AUXILIARY
 from ptp.sampling import SamplingConfig
 from ptp.serve.text import TextStream
 
@@ -58,7 +60,7 @@ class Done:
     completion_tokens: int
     """Tokens committed up to the end (an EOS included; tokens after a stop string's not)."""
     forward_calls: int
-    """Forward calls in which the row committed tokens (a rejoining row's prefill counts)."""
+    """Forward calls in which the row committed tokens (its prefill included)."""
 
 
 @dataclass(frozen=True)
@@ -156,10 +158,10 @@ class Scheduler:
         self.max_batch, self.max_queue, self.use_drafter, self.engine = max_batch, max_queue, use_drafter, engine
         self.context = context_length(model)
         self.waiting: deque[Job] = deque()
-        self.active: list[Job] = []  # rows of the last batch that have not finished
-        self.batches = 0  # calls of the engine
+        self.active: list[Job] = []  # rows of the batch that have not left it
+        self.batches = 0  # batches formed: a batch that newcomers join counts anew
         self.forward_calls = 0  # forward calls of the model, prefills included
-        self.row_calls = 0  # sum over calls of the rows in the batch
+        self.row_calls = 0  # sum over calls of the rows decoded in them
         self._lock = threading.Lock()  # the worker reads ``waiting`` while the loop changes it
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ptp-decode")
         self._wake = asyncio.Event()
@@ -186,7 +188,12 @@ class Scheduler:
             job.fail("the server is shutting down")
 
     def submit(self, job: Job) -> None:
-        """Queue ``job``; raises :class:`QueueFull` when ``max_queue`` requests are waiting."""
+        """Queue ``job``; raises :class:`QueueFull` when ``max_queue`` requests are waiting, and ValueError when its
+        prompt and ``max_tokens`` exceed the model's context (the engine would refuse the row, and with it its
+        batch)."""
+        if self.context is not None and len(job.prompt) + job.max_tokens > self.context:
+            raise ValueError(f"{len(job.prompt)} prompt tokens and max_tokens {job.max_tokens} exceed the context of "
+                             f"{self.context}")  # fmt: skip
         with self._lock:
             if len(self.waiting) >= self.max_queue:
                 raise QueueFull(f"{len(self.waiting)} requests are waiting already")
@@ -206,76 +213,78 @@ class Scheduler:
         return len(self.active)
 
     async def run(self) -> None:
-        """The scheduler task: form a batch, decode it in the worker, repeat."""
+        """The scheduler task: start a batch with the queue's head, decode it in the worker, repeat."""
         loop = asyncio.get_running_loop()
         while True:
-            jobs, sampling = self._next_batch()
-            if not jobs:
+            with self._lock:
+                first = self.waiting.popleft() if self.waiting else None
+            if first is None:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            self.active = jobs
+            self.active = [first]
             try:
-                await loop.run_in_executor(self._executor, self._decode, jobs, sampling)
+                await loop.run_in_executor(self._executor, self._decode, first)
             except Exception as error:  # a failing batch fails its requests, not the server
-                log.exception("decoding a batch of %d failed", len(jobs))
-                for job in jobs:
+                log.exception("decoding a batch of %d failed", len(self.active))
+                for job in self.active:
                     job.fail(f"decoding failed: {type(error).__name__}: {error}")
-            self.active = [job for job in jobs if not job.finished]
+            self.active = [job for job in self.active if not job.finished]
 
-    def _next_batch(self) -> tuple[list[Job], SamplingConfig | None]:
-        """The unfinished rows, then waiting jobs in order while they share the batch's sampling configuration (the
-        queue's head decides when no row is left, so that no configuration waits forever)."""
-        for job in self.active:
-            if job.cancelled:
-                job.end("cancelled")
+    def _take(self, sampling: SamplingConfig, room: int) -> list[Job]:
+        """Waiting jobs from the queue's head while they share ``sampling``, ``room`` at most."""
+        jobs = []
         with self._lock:
-            jobs = [job for job in self.active if not job.finished]
-            sampling = jobs[0].sampling if jobs else (self.waiting[0].sampling if self.waiting else None)
-            while self.waiting and len(jobs) < self.max_batch and self.waiting[0].sampling == sampling:
+            while self.waiting and len(jobs) < room and self.waiting[0].sampling == sampling:
                 jobs.append(self.waiting.popleft())
-        return jobs, sampling
-
-    def _admits(self, sampling: SamplingConfig, rows: int) -> bool:
-        """Whether a waiting job could join a batch of ``rows`` unfinished rows decoding under ``sampling``."""
-        with self._lock:
-            return bool(self.waiting) and rows < self.max_batch and self.waiting[0].sampling == sampling
+        return jobs
 
     # ------------------------------------------------------------------------------------------ the worker
-    def _decode(self, jobs: list[Job], sampling: SamplingConfig) -> None:
-        """One call of the engine over ``jobs`` (in the worker thread): each row continues from the tokens it has,
-        with the u's that follow them, until it ends or the batch is re-formed."""
-        contexts = [job.prompt + job.tokens for job in jobs]
-        width = max(len(context) for context in contexts)
-        steps = max(job.max_tokens - len(job.tokens) for job in jobs)
-        if self.context is not None:  # every row fits alone (checked on admission), so steps >= 1
-            steps = min(steps, self.context - width)
-        batch = len(jobs)
-        ids = torch.full((batch, width), self.pad, dtype=torch.int64)
-        mask = torch.zeros((batch, width), dtype=torch.int64)
-        # u's past a row's max_tokens only pick tokens that the row discards.
-        u = torch.full((batch, steps), NULL_AUXILIARY)
-        for b, (job, context) in enumerate(zip(jobs, contexts, strict=True)):
-            ids[b, width - len(context) :] = torch.tensor(context)
-            mask[b, width - len(context) :] = 1
-            part = job.u[len(job.tokens) : len(job.tokens) + steps]
-            u[b, : len(part)] = part
+    def _decode(self, first: Job) -> None:
+        """One call of the engine (in the worker thread): ``first`` starts the batch, waiting jobs of its sampling
+        configuration join it between calls while it has room, and the call returns when every row has left."""
+        sampling = first.sampling
+        rows: list[Job | None] = [first]  # the job of each row number; None: a number free for a newcomer
 
-        def on_commit(rows: list[list[int]]) -> list[int]:
-            self.row_calls += batch
-            for job, tokens in zip(jobs, rows, strict=True):
+        def on_commit(committed: list[list[int]]) -> list[int]:
+            self.forward_calls += 1
+            stop = []
+            for b, tokens in enumerate(committed):
+                job = rows[b]
+                if job is None:
+                    continue
+                self.row_calls += bool(tokens)
                 job.commit(tokens)
                 if job.cancelled:
                     job.end("cancelled")
-            unfinished = sum(not job.finished for job in jobs)
-            if self._closing or (unfinished and self._admits(sampling, unfinished)):
-                return list(range(batch))  # re-form the batch: the unfinished rows continue in the next one
-            return [b for b, job in enumerate(jobs) if job.finished]
+                if job.finished or self._closing:
+                    stop.append(b)
+                if job.finished:
+                    rows[b] = None
+            self.active = [job for job in rows if job is not None]
+            return stop
 
-        out = self.model.generate(
-            ids.to(self.model.device), mask.to(self.model.device), max_new_tokens=steps, sampling=sampling,
-            auxiliaries=u, eos_token_id=sorted(self.eos), pad_token_id=self.pad, use_drafter=self.use_drafter,
-            on_commit=on_commit, **self.engine,
-        )  # fmt: skip
+        def join() -> dict[int, tuple[list[int], torch.Tensor]]:
+            free = [b for b, job in enumerate(rows) if job is None]
+            jobs = [] if self._closing else self._take(sampling, self.max_batch - len(rows) + len(free))
+            joining = {}
+            for job in jobs:
+                if free:
+                    b = free.pop(0)
+                    rows[b] = job
+                else:
+                    b = len(rows)
+                    rows.append(job)
+                joining[b] = (job.prompt, job.u)
+            if joining:
+                self.batches += 1
+                self.active = [job for job in rows if job is not None]
+            return joining
+
         self.batches += 1
-        self.forward_calls += out.num_calls
+        device = self.model.device
+        self.model.generate(
+            torch.tensor([first.prompt], device=device), max_new_tokens=first.max_tokens, sampling=sampling,
+            auxiliaries=first.u.view(1, -1).to(device), eos_token_id=sorted(self.eos), pad_token_id=self.pad,
+            use_drafter=self.use_drafter, on_commit=on_commit, join=join, **self.engine,
+        )  # fmt: skip
