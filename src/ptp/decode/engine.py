@@ -542,7 +542,7 @@ class _Batch:
 
     def __init__(self, run: _Run, make_run, leave):
         self.run, self.make_run, self.leave = run, make_run, leave
-        self.rows: list[int | None] = list(range(run.batch))  # the row at each place; None: a free place
+        self.row_at: list[int | None] = list(range(run.batch))  # the row at each place; None: a free place
         self.committed = [1] * run.batch  # new tokens of the row at each place: its prefill committed one
         self.running = [bool(r) for r in run.running.tolist()]
         self.size = run.batch  # one more than the largest row number so far: the length of on_commit's lists
@@ -566,7 +566,7 @@ class _Batch:
     def stop(self, rows) -> None:
         """Stop the rows numbered ``rows`` (rows that have stopped or left already are passed over)."""
         named = set(rows)
-        places = [p for p, row in enumerate(self.rows) if row in named and self.running[p]]
+        places = [p for p, row in enumerate(self.row_at) if row in named and self.running[p]]
         if places:
             self.run.running[torch.tensor(places, device=self.run.running.device)] = False  # a captured step reads it
             for p in places:
@@ -575,10 +575,10 @@ class _Batch:
     def join(self, rows: dict[int, tuple[torch.Tensor, torch.Tensor]]) -> list[int]:
         """Add ``rows`` (``{row: (prompt ids [S], u [n])}``, n the row's new tokens at most) to the batch: prefill
         them together in a run of their own and place them where rows have stopped. Returns their places."""
-        taken = {row for row, running in zip(self.rows, self.running, strict=True) if running} & rows.keys()
+        taken = {row for row, running in zip(self.row_at, self.running, strict=True) if running} & rows.keys()
         if taken:
             raise ValueError(f"row {min(taken)} cannot join: it is still running")
-        self._leave([p for p, row in enumerate(self.rows) if row in rows])  # a number given again: its row has left
+        self._leave([p for p, row in enumerate(self.row_at) if row in rows])  # a number given again: its row has left
         run = self.run
         need = max(len(ids) + len(u) for ids, u in rows.values()) + run.pending_size + run.budget
         tokens = max(len(u) for _, u in rows.values())
@@ -605,7 +605,7 @@ class _Batch:
         run.place(entry, torch.arange(len(rows), device=device), torch.tensor(places, device=device))
         entry.model = entry.verifier = None
         for p, row, running in zip(places, rows, entry.running.tolist(), strict=True):
-            self.rows[p], self.committed[p], self.running[p] = row, 1, running
+            self.row_at[p], self.committed[p], self.running[p] = row, 1, running
         self.size = max(self.size, max(rows) + 1)
         return places
 
@@ -637,17 +637,17 @@ class _Batch:
         run.model = run.verifier = None
         free = places - len(live)
         self.run = successor
-        self.rows = [self.rows[p] for p in live] + [None] * free
+        self.row_at = [self.row_at[p] for p in live] + [None] * free
         self.committed = [self.committed[p] for p in live] + [0] * free
         self.running = [True] * len(live) + [False] * free
 
     def _leave(self, places: list[int]) -> None:
         """The rows at ``places`` leave them for good (``leave`` sees them first)."""
-        places = [p for p in places if self.rows[p] is not None]
+        places = [p for p in places if self.row_at[p] is not None]
         if places:
-            self.leave(self.run, places, [self.rows[p] for p in places])
+            self.leave(self.run, places, [self.row_at[p] for p in places])
             for p in places:
-                self.rows[p] = None
+                self.row_at[p] = None
 
 
 def _decode(run: _Run, input_ids: torch.Tensor, mask: torch.Tensor, make_run, streamer, on_commit, join) -> tuple:
@@ -677,57 +677,57 @@ def _decode(run: _Run, input_ids: torch.Tensor, mask: torch.Tensor, make_run, st
     if streamer is not None:
         streamer.put(input_ids.cpu())
     _prefill(run, input_ids, mask)
-    rows = _Batch(run, make_run, collect)
+    held = _Batch(run, make_run, collect)
     try:
         calls, streamed = 1, 1
         if streamer is not None:
             streamer.put(run.new[0, :1].cpu())
         if on_commit is not None:
-            _hand_over(rows, on_commit, [1] * batch)
-        calls += _admit(rows, join, on_commit)
-        while rows.alive:
-            counts = rows.step()
+            _hand_over(held, on_commit, [1] * batch)
+        calls += _admit(held, join, on_commit)
+        while held.alive:
+            counts = held.step()
             calls += 1
-            for row, n in zip(rows.rows, counts, strict=True):
+            for row, n in zip(held.row_at, counts, strict=True):
                 if n and row in own:
                     accept_lengths[row].append(n)
             if streamer is not None and counts[0]:
-                streamer.put(rows.run.new[0, streamed : streamed + counts[0]].cpu())
+                streamer.put(held.run.new[0, streamed : streamed + counts[0]].cpu())
                 streamed += counts[0]
             if on_commit is not None:
-                _hand_over(rows, on_commit, counts)
-            calls += _admit(rows, join, on_commit)
-            rows.shrink()
+                _hand_over(held, on_commit, counts)
+            calls += _admit(held, join, on_commit)
+            held.shrink()
         if streamer is not None:
             streamer.end()
     finally:
-        rows.finish()
+        held.finish()
     return new, lengths, accept_lengths, calls
 
 
-def _hand_over(rows: _Batch, on_commit, counts: list[int]) -> None:
+def _hand_over(held: _Batch, on_commit, counts: list[int]) -> None:
     """Give the tokens that each row committed in the last call (``counts`` per place) to ``on_commit``, and stop the
     rows it returns."""
-    handed: list[list[int]] = [[] for _ in range(rows.size)]
+    handed: list[list[int]] = [[] for _ in range(held.size)]
     places = [p for p, n in enumerate(counts) if n]
     if places:
-        low = min(rows.committed[p] - counts[p] for p in places)
-        high = max(rows.committed[p] for p in places)
+        low = min(held.committed[p] - counts[p] for p in places)
+        high = max(held.committed[p] for p in places)
         # A second read from the device in this step, for on_commit only: the stats hold the counts, not the tokens.
-        window = rows.run.new[:, low:high].tolist()
+        window = held.run.new[:, low:high].tolist()
         for p in places:
-            handed[rows.rows[p]] = window[p][rows.committed[p] - counts[p] - low : rows.committed[p] - low]
-    rows.stop(on_commit(handed) or ())
+            handed[held.row_at[p]] = window[p][held.committed[p] - counts[p] - low : held.committed[p] - low]
+    held.stop(on_commit(handed) or ())
 
 
-def _admit(rows: _Batch, join, on_commit) -> int:
+def _admit(held: _Batch, join, on_commit) -> int:
     """Add the rows that ``join`` returns (one prefill) and hand their first tokens to ``on_commit``. Returns the
     calls made."""
     joining = join() if join is not None else None
     if not joining:
         return 0
-    places = set(rows.join(joining))
-    _hand_over(rows, on_commit, [int(p in places) for p in range(rows.run.batch)])
+    places = set(held.join(joining))
+    _hand_over(held, on_commit, [int(p in places) for p in range(held.run.batch)])
     return 1
 
 
