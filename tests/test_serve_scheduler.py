@@ -1,7 +1,7 @@
 """ptp.serve.scheduler, and the engine's ``on_commit`` hook it decodes through.
 
 The claim under test: a request's tokens depend only on its prompt and its u's. Whatever else is in the batch, when
-it joins or leaves, and how often its batch is re-formed, a job gets exactly the tokens of ``generate`` on its prompt
+it joins or leaves, and how many others join the batch after it, a job gets exactly the tokens of ``generate`` on its prompt
 alone with its seed, one token per call. The model is near-uniform but context-dependent with an untrained C-PTP
 drafter whose drafts are mostly accepted, so that calls commit several tokens and rows of a batch advance unevenly.
 """
@@ -121,7 +121,7 @@ PROMPTS = [[9, 10, 11], [20, 21, 22, 23, 24, 25, 26, 27], [30], [40, 41, 42, 43,
 
 
 def test_batched_jobs_get_the_tokens_they_get_alone(model):
-    """Six jobs, at most three rows at a time: later jobs join by re-forming the batch."""
+    """Six jobs, at most three rows at a time: later jobs join the running batch as rows leave it."""
     lengths, seeds = [30, 12, 45, 7, 25, 18], [0, 1, 2, 3, 2**40, -5]
 
     async def main():
@@ -144,7 +144,7 @@ def test_batched_jobs_get_the_tokens_they_get_alone(model):
         assert text == tokenizer.decode(job.tokens, skip_special_tokens=True)
     assert sum(done.forward_calls for _, done in results) < 0.8 * sum(len(job.tokens) for job in jobs)
     assert scheduler.row_calls > scheduler.forward_calls  # rows were decoded together
-    assert scheduler.batches > 2  # and batches were re-formed
+    assert scheduler.batches > 2  # and newcomers joined running batches
 
 
 def test_a_job_joins_a_running_batch_and_leaves_before_it_ends(model):
