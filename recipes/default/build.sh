@@ -15,10 +15,12 @@
 #   DRAFTER (the PTP drafter's mode: one_hot, O-PTP, or categorical, C-PTP with the forward KL; one_hot), INIT (a
 #   directory with the DRAFTER/ and independent/ adapters of an earlier build that the distillations continue from,
 #   with a fresh optimizer; unset: fresh drafters), SET (space-separated KEY=VALUE fields of the PTP drafter's
-#   distillation on top of distill.json, e.g. "u_every_layer=true u_learning_rate=0.0016", the placement of u that
-#   a first slot has been measured to read (BENCHMARKS.md); the independent baseline, which never reads u, keeps
-#   distill.json's), STEPS (max_steps of both distillations; unset: distill.json's), BASELINE (0: the PTP drafter
-#   alone, with the whole GPU to itself, and no independent baseline to compare with; 1).
+#   distillation on top of distill.json; "u_every_layer=true u_learning_rate=0.004": u fed to every layer, the
+#   placement a first slot has been measured to read (BENCHMARKS.md), with its own maps learning faster than the
+#   LoRA; the independent baseline, which never reads u, keeps distill.json's), STEPS (max_steps of both
+#   distillations; unset: distill.json's), BASELINE (0: the PTP drafter alone, with the whole GPU to itself, and
+#   no independent baseline to compare with; 1), BENCH (0: stop after the float16 copies, as a run that distils
+#   until DISTILL_UNTIL and is resumed later does; 1).
 set -euo pipefail
 work=$1 out=$2
 here=$(cd "$(dirname "$0")" && pwd)
@@ -53,7 +55,7 @@ for mode in "${modes[@]}"; do
     [ -n "${DISTILL_UNTIL:-}" ] && options+=(--max-time $((DISTILL_UNTIL - $(date +%s))))
     [ -n "${STEPS:-}" ] && options+=(--set "max_steps=$STEPS")
     if [ "$mode" != independent ]; then
-        read -ra fields <<< "${SET:-}"
+        read -ra fields <<< "${SET-u_every_layer=true u_learning_rate=0.004}"
         for field in "${fields[@]}"; do options+=(--set "$field"); done
     fi
     $ptp distill --model "$teacher" --data "$work/data" --out "$work/$mode" --mode "$mode" \
@@ -75,6 +77,8 @@ for path in target.glob("*.safetensors"):
     save_file({k: v.half().contiguous() for k, v in load_file(path).items()}, str(path))
 PY
 done
+
+[ "${BENCH:-1}" = 0 ] && exit 0
 
 # 5. Spec-Bench, float32 (where every engine output must equal one-token decoding), sampled and greedy.
 step bench
