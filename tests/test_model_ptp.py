@@ -501,6 +501,45 @@ def test_a_16_bit_base_in_eval_mode_still_trains_its_float32_factors_when_gradie
     gate.start = None
 
 
+def test_under_autocast_a_16_bit_base_trains_without_float32_copies_of_the_slots_activations():
+    """Distillation in bf16 runs its step under autocast, which computes the update in 16 bits whatever its inputs'
+    dtype: casting the slots' activations to float32 first would only add two copies of them (and their gradients')
+    in every adapted layer, and change nothing: the outputs and gradients are those of the cast, bit for bit."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Casts(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.shapes = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func is torch.ops.aten._to_copy.default:
+                self.shapes.append(tuple(args[0].shape))
+            return func(*args, **(kwargs or {}))
+
+    gate, base = Gate(), torch.nn.Linear(8, 6).to(torch.bfloat16).requires_grad_(False)
+    layer = GatedLoRA(base, rank=4, alpha=8.0, dropout=0.0, gate=gate).eval()
+    torch.nn.init.normal_(layer.lora_B.weight, generator=torch.Generator().manual_seed(1))
+    x = torch.randn(2, 5, 8, generator=torch.Generator().manual_seed(2)).to(torch.bfloat16).requires_grad_(True)
+    weights = torch.randn(2, 5, 6, generator=torch.Generator().manual_seed(3))
+    gate.start = 2
+    try:
+        with Casts() as casts, torch.autocast("cpu", dtype=torch.bfloat16):
+            out = layer(x)
+            grads = torch.autograd.grad((out.float() * weights).sum(), [x, layer.lora_A.weight, layer.lora_B.weight])
+        assert (2, 3, 8) not in casts.shapes, "the slots' activations stay in 16 bits"
+        with torch.autocast("cpu", dtype=torch.bfloat16):  # the same update computed from a float32 copy of them
+            update = torch.nn.functional.linear(
+                torch.nn.functional.linear(x[:, 2:].float(), layer.lora_A.weight), layer.lora_B.weight
+            )
+            plain = torch.cat([base(x)[:, :2], base(x)[:, 2:] + (update * layer.scaling).to(torch.bfloat16)], dim=1)
+            want = torch.autograd.grad((plain.float() * weights).sum(), [x, layer.lora_A.weight, layer.lora_B.weight])
+    finally:
+        gate.start = None
+    assert torch.equal(out, plain)
+    assert all(torch.equal(g, w) for g, w in zip(grads, want, strict=True))
+
+
 @pytest.mark.gpu
 def test_a_16_bit_layer_on_a_gpu_decodes_with_copies_of_its_factors_in_its_dtype():
     gate, base = Gate(), torch.nn.Linear(8, 6).to("cuda", torch.bfloat16)

@@ -1,8 +1,8 @@
 """ptp.serve.scheduler, and the engine's ``on_commit`` hook it decodes through.
 
 The claim under test: a request's tokens depend only on its prompt and its u's. Whatever else is in the batch, when
-it joins or leaves, and how many others join the batch after it, a job gets exactly the tokens of ``generate`` on its prompt
-alone with its seed, one token per call. The model is near-uniform but context-dependent with an untrained C-PTP
+it joins or leaves, and how many others join the batch after it, a job gets exactly the tokens of ``generate`` on its
+prompt alone with its seed, one token per call. The model is near-uniform but context-dependent with an untrained C-PTP
 drafter whose drafts are mostly accepted, so that calls commit several tokens and rows of a batch advance unevenly.
 """
 

@@ -86,7 +86,7 @@ class GatedLoRA(nn.Module):
             return out
         x = x[:, start:]  # the slots' rows
         a, b = self.lora_A.weight, self.lora_B.weight
-        if x.dtype != a.dtype:
+        if x.dtype != a.dtype and not torch.is_autocast_enabled(x.device.type):  # autocast casts x and the factors
             if torch.is_grad_enabled() and (a.requires_grad or b.requires_grad):
                 x = x.to(a.dtype)  # training (whose base stays in eval mode): the float32 factors get the gradients
             elif x.device.type == "cpu":
