@@ -540,6 +540,52 @@ def test_under_autocast_a_16_bit_base_trains_without_float32_copies_of_the_slots
     assert all(torch.equal(g, w) for g, w in zip(grads, want, strict=True))
 
 
+@pytest.mark.parametrize("autocast", [False, True])
+def test_where_every_row_is_a_slot_the_update_goes_into_the_output_without_copying_it_or_its_gradient(autocast):
+    """Training's slot pass has slots alone (start 0). The update then goes into the base output itself: added in place
+    to a view of it (even of all of it), autograd would clone the output's whole gradient and copy it twice in the
+    backward pass of every adapted layer; and alpha = rank, whose scaling is one, multiplies by nothing (a copy of the
+    update and of its gradient). The outputs and gradients are the plain formula's, bit for bit."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Ops(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.made = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            if isinstance(out, torch.Tensor):
+                self.made.append((func.overloadpacket.__name__, out.numel()))
+            return out
+
+    gate, base = Gate(), torch.nn.Linear(8, 6).requires_grad_(False)
+    layer = GatedLoRA(base, rank=4, alpha=4.0, dropout=0.0, gate=gate)
+    torch.nn.init.normal_(layer.lora_B.weight, generator=torch.Generator().manual_seed(1))
+    x = torch.randn(2, 5, 8, generator=torch.Generator().manual_seed(2), requires_grad=True)
+    weights = torch.randn(2, 5, 6, generator=torch.Generator().manual_seed(3))
+    parameters = [x, layer.lora_A.weight, layer.lora_B.weight]
+    gate.start = 0
+    try:
+        with Ops() as ops, torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            out = layer(x)
+            grads = torch.autograd.grad(out, parameters, weights.to(out.dtype))
+    finally:
+        gate.start = None
+    copies = [name for name, size in ops.made if size == out.numel() and name in ("clone", "copy_", "mul")]
+    assert copies == [], "neither the output nor its gradient is copied, nor multiplied by one"
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):  # the update added in place to a view of all
+        plain = base(x)
+        h = torch.nn.functional.linear(x[:, 0:], parameters[1])
+        if autocast:
+            plain[:, 0:] += (torch.nn.functional.linear(h, parameters[2]) * layer.scaling).to(plain.dtype)
+        else:
+            plain[:, 0:].view(-1, 6).addmm_(h.view(-1, 4), parameters[2].t(), alpha=layer.scaling)
+        want = torch.autograd.grad(plain, parameters, weights.to(plain.dtype))
+    assert torch.equal(out, plain)
+    assert all(torch.equal(g, w) for g, w in zip(grads, want, strict=True))
+
+
 @pytest.mark.gpu
 def test_a_16_bit_layer_on_a_gpu_decodes_with_copies_of_its_factors_in_its_dtype():
     gate, base = Gate(), torch.nn.Linear(8, 6).to("cuda", torch.bfloat16)

@@ -99,11 +99,22 @@ class GatedLoRA(nn.Module):
             x = self.lora_dropout(x)
         # The factors as plain functions, not modules, and as few kernels as possible (two): this runs in every linear
         # layer of every call. The update is added to the slots' rows of the base output in place (teacher rows are
-        # the base's output exactly); autograd sees an ordinary in-place addition.
+        # the base's output exactly); autograd sees an ordinary in-place addition. Where every row is a slot (the
+        # slot pass of training) it is added out of place: an in-place update of a view (of all of the output, or of
+        # an output that is itself a view, as a biased layer's is) makes autograd clone the whole output's gradient
+        # and copy it twice in the backward pass.
         h = F.linear(x, a)
         slots = out[:, start:]
         if out.dtype != b.dtype:  # a 16-bit base or autocast
-            slots += (F.linear(h, b) * self.scaling).to(out.dtype)
+            update = F.linear(h, b)
+            if self.scaling != 1.0:  # alpha = rank: multiplying by one would copy the update (and its gradient)
+                update = update * self.scaling
+            if start == 0:
+                return out + update.to(out.dtype)
+            slots += update.to(out.dtype)
+        elif start == 0 and out.is_contiguous():
+            rows = torch.addmm(out.view(-1, out.shape[-1]), h.reshape(-1, h.shape[-1]), b.t(), alpha=self.scaling)
+            out = rows.view(out.shape)
         elif slots.is_contiguous():
             slots.view(-1, slots.shape[-1]).addmm_(h.reshape(-1, h.shape[-1]), b.t(), alpha=self.scaling)
         else:
