@@ -9,6 +9,7 @@ import weakref
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 from transformers import LlamaModel
 
 import ptp
@@ -24,6 +25,24 @@ from conftest import (
 from ptp.model.config import PTPConfig
 from ptp.model.lora import Gate, GatedLoRA
 from ptp.sampling import SamplingConfig
+
+
+class Operators(TorchDispatchMode):
+    """Records the aten operators that run while it is active (backward passes too): ``(name, shapes of the tensor
+    arguments, shape of the result)``."""
+
+    def __init__(self):
+        super().__init__()
+        self.ran = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        shapes = tuple(tuple(a.shape) for a in args if isinstance(a, torch.Tensor))
+        self.ran.append(
+            (func.overloadpacket.__name__, shapes, tuple(out.shape) if isinstance(out, torch.Tensor) else None)
+        )
+        return out
+
 
 PTP_FILES = ("adapter_config.json", "adapter_model.safetensors", "auxiliary_embedding.safetensors", "ptp_config.json")
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
@@ -210,6 +229,53 @@ def test_a_drafter_with_u_in_every_layer_is_freed_as_soon_as_it_is_dropped():
     finally:
         if enabled:
             gc.enable()
+
+
+def test_under_autocast_u_in_every_layer_is_cast_once_per_call_and_added_to_a_slot_pass_without_concatenation():
+    """Training's slot pass (slots alone) under autocast: u's features and the layer maps are cast to 16 bits once for
+    all layers (autocast would cast the features and a map, and the map's gradient back, in every layer), the maps'
+    gradients are stacked once (indexing one map per layer pads each layer's gradient to all maps and sums them), and
+    each layer adds its map to the hidden states without concatenating them. The logits and every gradient are those
+    of the maps taken and cast layer by layer, bit for bit."""
+    model, _ = wrap(tiny_base("llama", dtype=torch.bfloat16, layers=3), embedding="binary", embedding_size=5,
+                    lora_rank=2, u_every_layer=True)  # fmt: skip
+    randomize_adapter(model, seed=1)
+    maps = model.auxiliary_embedding.layer_maps
+    batch, slots = 2, 6
+    inputs = dict(
+        input_ids=torch.zeros(batch, slots, dtype=torch.long),
+        position_ids=torch.arange(slots).expand(batch, -1),
+        attention_mask=torch.ones(slots, slots, dtype=torch.bool).tril().expand(batch, 1, -1, -1),
+        auxiliaries=torch.rand(batch, slots, generator=torch.Generator().manual_seed(2)),
+        slots_from=0,
+    )
+
+    def run():
+        with Operators() as ops, torch.autocast("cpu", dtype=torch.bfloat16):
+            logits = model(**inputs)
+            grads = torch.autograd.grad(logits.float().square().mean(), model.trainable_parameters())
+        return logits, grads, ops.ran
+
+    logits, grads, ran = run()
+    features, one_map, hidden = (batch, slots, 5), tuple(maps.shape[1:]), (batch, slots, maps.shape[2])
+    casts = [shapes[0] for name, shapes, _ in ran if name == "_to_copy"]
+    assert casts.count(features) == 2, "the binary code's float64 to float32, then to 16 bits once"
+    assert casts.count(tuple(maps.shape)) == 2 and one_map not in casts, "the maps and their gradient once"
+    assert not any(name == "cat" and made == hidden for name, _, made in ran), "no concatenation of hidden states"
+    assert not any(name == "select_backward" for name, _, _ in ran)
+
+    def layer_by_layer(u):
+        return model.auxiliary_embedding.features(u), tuple(maps[i] for i in range(maps.shape[0]))
+
+    model._features_and_maps = layer_by_layer
+    try:
+        want_logits, want_grads, ran = run()
+    finally:
+        del model._features_and_maps
+    casts = [shapes[0] for name, shapes, _ in ran if name == "_to_copy"]
+    assert casts.count(features) == 2 + maps.shape[0] and casts.count(one_map) == 2 * maps.shape[0]
+    assert torch.equal(logits, want_logits)
+    assert all(torch.equal(g, w) for g, w in zip(grads, want_grads, strict=True))
 
 
 def test_u_in_every_layer_needs_a_feature_code_of_u():
@@ -546,19 +612,6 @@ def test_where_every_row_is_a_slot_the_update_goes_into_the_output_without_copyi
     to a view of it (even of all of it), autograd would clone the output's whole gradient and copy it twice in the
     backward pass of every adapted layer; and alpha = rank, whose scaling is one, multiplies by nothing (a copy of the
     update and of its gradient). The outputs and gradients are the plain formula's, bit for bit."""
-    from torch.utils._python_dispatch import TorchDispatchMode
-
-    class Ops(TorchDispatchMode):
-        def __init__(self):
-            super().__init__()
-            self.made = []
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            out = func(*args, **(kwargs or {}))
-            if isinstance(out, torch.Tensor):
-                self.made.append((func.overloadpacket.__name__, out.numel()))
-            return out
-
     gate, base = Gate(), torch.nn.Linear(8, 6).requires_grad_(False)
     layer = GatedLoRA(base, rank=4, alpha=4.0, dropout=0.0, gate=gate)
     torch.nn.init.normal_(layer.lora_B.weight, generator=torch.Generator().manual_seed(1))
@@ -567,12 +620,13 @@ def test_where_every_row_is_a_slot_the_update_goes_into_the_output_without_copyi
     parameters = [x, layer.lora_A.weight, layer.lora_B.weight]
     gate.start = 0
     try:
-        with Ops() as ops, torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        with Operators() as ops, torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
             out = layer(x)
             grads = torch.autograd.grad(out, parameters, weights.to(out.dtype))
     finally:
         gate.start = None
-    copies = [name for name, size in ops.made if size == out.numel() and name in ("clone", "copy_", "mul")]
+    sizes = (out.shape, (out.shape[0] * out.shape[1], out.shape[2]))
+    copies = [name for name, _, made in ops.ran if made in sizes and name in ("clone", "copy_", "mul")]
     assert copies == [], "neither the output nor its gradient is copied, nor multiplied by one"
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):  # the update added in place to a view of all
         plain = base(x)

@@ -112,6 +112,7 @@ class PTPModel(nn.Module):
             config.embedding, base_info["hidden_size"], size=config.embedding_size, layers=len(layers)
         ).to(base_model.device)
         self._layer_features: torch.Tensor | None = None  # u's features of the slots in the current call
+        self._layer_maps: tuple[torch.Tensor, ...] = ()  # and each layer's map of them
         owner = weakref.ref(self)  # the base's hooks must not keep this model alive (no reference cycle)
         for index, layer in enumerate(layers):
             layer.register_forward_pre_hook(functools.partial(_u_into_layer, owner, index), with_kwargs=True)
@@ -201,14 +202,14 @@ class PTPModel(nn.Module):
             # A slot's input is embed(u), plus its given token's embedding.
             tokens = input_ids[:, slots_from:]
             if self.config.u_every_layer:  # the features feed the input map and every layer's map (_u_into_layer)
-                self._layer_features = self.auxiliary_embedding.features(auxiliaries)
+                self._layer_features, self._layer_maps = self._features_and_maps(auxiliaries)
                 slots = self.auxiliary_embedding.project(self._layer_features)
             else:
                 slots = self.auxiliary_embedding(auxiliaries)
             slots = slots.to(embed.weight.dtype)
             if self.config.first_slot_token:
                 slots = slots + torch.where((tokens >= 0).unsqueeze(-1), embed(tokens.clamp(min=0)), 0.0)
-            inputs = torch.cat([embed(input_ids[:, :slots_from]), slots], dim=1)
+            inputs = torch.cat([embed(input_ids[:, :slots_from]), slots], dim=1) if slots_from else slots
         self._gate.start = slots_from
         try:
             out = self.base_model(
@@ -221,8 +222,19 @@ class PTPModel(nn.Module):
             )
         finally:
             self._gate.start = None
-            self._layer_features = None
+            self._layer_features, self._layer_maps = None, ()
         return out.logits
+
+    def _features_and_maps(self, auxiliaries: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        """u's features of the slots and every layer's map of them, made once for all layers of a call: under autocast
+        in its dtype, to which autocast would cast them in every layer (the features, a copy of each map and of its
+        gradient); the maps as the views of one unbind, whose gradients are stacked once (each layer's indexing would
+        give the whole stack of maps a gradient of zeros around its own, copied in and summed)."""
+        features, maps = self.auxiliary_embedding.features(auxiliaries), self.auxiliary_embedding.layer_maps
+        if torch.is_autocast_enabled(features.device.type):
+            dtype = torch.get_autocast_dtype(features.device.type)
+            features, maps = features.to(dtype), maps.to(dtype)
+        return features, maps.unbind(0)
 
     # --------------------------------------------------------------------------------------------- generate
     def generate(self, input_ids, attention_mask=None, *, threads: int | str | None = None, **kwargs):
@@ -376,8 +388,9 @@ def _u_into_layer(owner: weakref.ref, index: int, layer: nn.Module, args: tuple,
         return None  # no slots in this call
     features, start = model._layer_features, model._gate.start
     hidden = args[0] if args else kwargs["hidden_states"]
-    delta = (features @ model.auxiliary_embedding.layer_maps[index]).to(hidden.dtype)
-    hidden = torch.cat([hidden[:, :start], hidden[:, start:] + delta], dim=1)
+    delta = (features @ model._layer_maps[index]).to(hidden.dtype)
+    # Slots alone (training's slot pass): no concatenation, and no slices whose gradients would be padded.
+    hidden = hidden + delta if start == 0 else torch.cat([hidden[:, :start], hidden[:, start:] + delta], dim=1)
     if args:
         return (hidden, *args[1:]), kwargs
     return args, {**kwargs, "hidden_states": hidden}
