@@ -14,6 +14,7 @@ import os
 import pytest
 import torch
 from hypothesis import settings
+from torch.utils._python_dispatch import TorchDispatchMode
 from transformers import (
     GemmaConfig,
     GemmaForCausalLM,
@@ -167,6 +168,23 @@ def assert_same_tokens(got: ptp.GenerationOutput, expected: ptp.GenerationOutput
         f"lengths got {got.lengths.tolist()}, expected {expected.lengths.tolist()}\n"
         f"got      {got.new_tokens.tolist()}\nexpected {expected.new_tokens.tolist()}"
     )
+
+
+class Operators(TorchDispatchMode):
+    """Records the aten operators that run while it is active (backward passes too): ``(name, shapes of the tensor
+    arguments, shape of the result)``."""
+
+    def __init__(self):
+        super().__init__()
+        self.ran = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        shapes = tuple(tuple(a.shape) for a in args if isinstance(a, torch.Tensor))
+        self.ran.append(
+            (func.overloadpacket.__name__, shapes, tuple(out.shape) if isinstance(out, torch.Tensor) else None)
+        )
+        return out
 
 
 def teacher_installed() -> bool:

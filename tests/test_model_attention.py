@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-from conftest import tiny_base, wrap
+from conftest import Operators, tiny_base, wrap
 from ptp.model.attention import FOLD_QUERIES, NAME, grouped_sdpa, use_mask_attention
 
 
@@ -55,3 +55,40 @@ def test_models_switch_to_grouped_attention_unless_eager():
     eager = tiny_base("llama", attn_implementation="eager")
     use_mask_attention(eager)
     assert eager.config._attn_implementation == "eager"
+
+
+@pytest.mark.parametrize("length", [5, FOLD_QUERIES])  # folded, and beyond folding
+def test_a_mask_is_made_into_sdpas_form_once_for_all_the_layers_of_a_call(length):
+    """Every layer of a call gets the same bool mask, which SDPA would make additive (after grouped_sdpa had folded
+    it) in every layer: it is made once and kept on the mask, made anew once the mask changes in place, and never
+    kept on an inference tensor. The attention is what the bool mask gives, bit for bit."""
+    module = _Attention(3).eval()
+    query, key, value, mask = _inputs(2, 6, 2, length, keys=70, seed=3)
+    with Operators() as ops:
+        got = [grouped_sdpa(module, query, key, value, mask)[0] for _ in range(3)]
+    assert [name for name, _, _ in ops.ran].count("where") == 1
+    for form in got:
+        assert torch.equal(form, grouped_sdpa(module, query, key, value, mask.clone())[0])  # a mask made afresh
+    if length == FOLD_QUERIES:  # unfolded: transformers' SDPA on the bool mask, whose form SDPA makes itself
+        assert torch.equal(got[0], sdpa_attention_forward(module, query, key, value, mask)[0])
+    mask[:, :, :, 1:] = ~mask[:, :, :, 1:]
+    changed = grouped_sdpa(module, query, key, value, mask)[0]
+    assert torch.equal(changed, grouped_sdpa(module, query, key, value, mask.clone())[0])
+    with torch.inference_mode():
+        inference = mask.clone()
+        assert torch.equal(grouped_sdpa(module, query, key, value, inference)[0], changed)
+    assert "_sdpa_form" not in inference.__dict__
+
+
+def test_a_models_call_makes_its_mask_additive_once_and_computes_what_transformers_sdpa_computes():
+    """A model switched to grouped attention makes a call's mask additive once, not in each of its layers, and its
+    logits are those of transformers' own SDPA attention under the same bool mask, bit for bit."""
+    model, reference = wrap(tiny_base("llama", layers=3), window_length=4)
+    ids = torch.randint(3, 90, (2, FOLD_QUERIES), generator=torch.Generator().manual_seed(0))
+    allowed = torch.ones(FOLD_QUERIES, FOLD_QUERIES, dtype=torch.bool).tril().expand(2, 1, -1, -1)
+    positions = torch.arange(FOLD_QUERIES).expand(2, -1)
+    with torch.no_grad(), Operators() as ops:
+        logits = model(ids, position_ids=positions, attention_mask=allowed)
+    assert [made for name, _, made in ops.ran if name == "where"] == [allowed.shape]
+    with torch.no_grad():
+        assert torch.equal(logits, reference(ids, position_ids=positions, attention_mask=allowed).logits)

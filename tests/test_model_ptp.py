@@ -9,13 +9,13 @@ import weakref
 
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 from transformers import LlamaModel
 
 import ptp
 from conftest import (
     ARCHITECTURES,
     VOCAB,
+    Operators,
     left_padded,
     randomize_adapter,
     tiny_base,
@@ -25,24 +25,6 @@ from conftest import (
 from ptp.model.config import PTPConfig
 from ptp.model.lora import Gate, GatedLoRA
 from ptp.sampling import SamplingConfig
-
-
-class Operators(TorchDispatchMode):
-    """Records the aten operators that run while it is active (backward passes too): ``(name, shapes of the tensor
-    arguments, shape of the result)``."""
-
-    def __init__(self):
-        super().__init__()
-        self.ran = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        shapes = tuple(tuple(a.shape) for a in args if isinstance(a, torch.Tensor))
-        self.ran.append(
-            (func.overloadpacket.__name__, shapes, tuple(out.shape) if isinstance(out, torch.Tensor) else None)
-        )
-        return out
-
 
 PTP_FILES = ("adapter_config.json", "adapter_model.safetensors", "auxiliary_embedding.safetensors", "ptp_config.json")
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
@@ -571,18 +553,6 @@ def test_under_autocast_a_16_bit_base_trains_without_float32_copies_of_the_slots
     """Distillation in bf16 runs its step under autocast, which computes the update in 16 bits whatever its inputs'
     dtype: casting the slots' activations to float32 first would only add two copies of them (and their gradients')
     in every adapted layer, and change nothing: the outputs and gradients are those of the cast, bit for bit."""
-    from torch.utils._python_dispatch import TorchDispatchMode
-
-    class Casts(TorchDispatchMode):
-        def __init__(self):
-            super().__init__()
-            self.shapes = []
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            if func is torch.ops.aten._to_copy.default:
-                self.shapes.append(tuple(args[0].shape))
-            return func(*args, **(kwargs or {}))
-
     gate, base = Gate(), torch.nn.Linear(8, 6).to(torch.bfloat16).requires_grad_(False)
     layer = GatedLoRA(base, rank=4, alpha=8.0, dropout=0.0, gate=gate).eval()
     torch.nn.init.normal_(layer.lora_B.weight, generator=torch.Generator().manual_seed(1))
@@ -590,10 +560,11 @@ def test_under_autocast_a_16_bit_base_trains_without_float32_copies_of_the_slots
     weights = torch.randn(2, 5, 6, generator=torch.Generator().manual_seed(3))
     gate.start = 2
     try:
-        with Casts() as casts, torch.autocast("cpu", dtype=torch.bfloat16):
+        with Operators() as ops, torch.autocast("cpu", dtype=torch.bfloat16):
             out = layer(x)
             grads = torch.autograd.grad((out.float() * weights).sum(), [x, layer.lora_A.weight, layer.lora_B.weight])
-        assert (2, 3, 8) not in casts.shapes, "the slots' activations stay in 16 bits"
+        casts = [shapes[0] for name, shapes, _ in ops.ran if name == "_to_copy"]
+        assert (2, 3, 8) not in casts, "the slots' activations stay in 16 bits"
         with torch.autocast("cpu", dtype=torch.bfloat16):  # the same update computed from a float32 copy of them
             update = torch.nn.functional.linear(
                 torch.nn.functional.linear(x[:, 2:].float(), layer.lora_A.weight), layer.lora_B.weight
