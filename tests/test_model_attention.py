@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 from conftest import Operators, tiny_base, wrap
-from ptp.model.attention import FOLD_QUERIES, NAME, grouped_sdpa, use_mask_attention
+from ptp.model.attention import FOLD_QUERIES, NAME, grouped_sdpa, sdpa_mask_of, use_mask_attention
 
 
 class _Attention(torch.nn.Module):
@@ -92,3 +93,28 @@ def test_a_models_call_makes_its_mask_additive_once_and_computes_what_transforme
     assert [made for name, _, made in ops.ran if name == "where"] == [allowed.shape]
     with torch.no_grad():
         assert torch.equal(logits, reference(ids, position_ids=positions, attention_mask=allowed).logits)
+
+
+class _Devices(TorchDispatchMode):
+    """Records the devices of the tensors every operator reads while it is active."""
+
+    def __init__(self):
+        super().__init__()
+        self.read = set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        flat = [*args, *(kwargs or {}).values()]
+        self.read |= {a.device.type for a in flat if isinstance(a, torch.Tensor)}
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("groups", [1, 3])
+def test_a_masks_sdpa_form_is_made_from_tensors_on_the_masks_device_alone(groups):
+    """A decoding step on a GPU is captured as a CUDA graph, whose capture refuses copies from the host: making the
+    additive mask must read nothing but tensors on the mask's own device (a mask on the meta device shows it on a
+    machine without a GPU)."""
+    mask = torch.ones(2, 1, 7, 9, dtype=torch.bool, device="meta")
+    with _Devices() as devices:
+        made = sdpa_mask_of(mask, torch.bfloat16, groups, 9)
+    assert devices.read == {"meta"}
+    assert made.dtype == torch.bfloat16 and made.shape == (2, 1, 7 * groups, 9)

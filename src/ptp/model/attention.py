@@ -80,7 +80,10 @@ def sdpa_mask_of(mask: torch.Tensor, dtype: torch.dtype, groups: int = 1, keys: 
         made = made[:, :, :, :keys]
         made = made.unsqueeze(2).expand(-1, -1, groups, -1, -1).reshape(made.shape[0], 1, -1, made.shape[-1])
     if made.dtype == torch.bool:
-        made = torch.where(made, torch.zeros((), dtype=dtype), torch.full((), float("-inf"), dtype=dtype))
+        # The two values on the mask's device: a CPU scalar would be copied to the GPU, which a CUDA graph's capture
+        # refuses (the decoding step would fall back to eager).
+        zero = torch.zeros((), dtype=dtype, device=made.device)
+        made = torch.where(made, zero, torch.full((), float("-inf"), dtype=dtype, device=made.device))
     if keep:
         mask._sdpa_form = ((form, mask._version), made)
     return made
