@@ -8,7 +8,7 @@
 # Usage: bash recipes/default/build.sh WORK OUT
 #   WORK: prompts, data, adapters and their runs; OUT: benchmark results and float16 copies of the adapters.
 #   Every step resumes where a killed run stopped: rerun the same command.
-# Settings (environment): SPEC_BENCH (question.jsonl), PROMPTS (5000), COMPLETIONS (completions per prompt, 1),
+# Settings (environment): SPEC_BENCH (question.jsonl), PROMPTS (24000), COMPLETIONS (completions per prompt, 1),
 #   QUESTIONS (Spec-Bench questions benchmarked, 120), PTP (the ptp command, e.g. "python -m ptp.cli"),
 #   DISTILL_UNTIL (a time, in seconds since the epoch, at which the distillations stop and save, to be resumed by
 #   the next run; unset: they run to their last step), SAMPLINGS (the benchmarks' settings, "0.7,50,0.95 greedy"),
@@ -33,7 +33,7 @@ step() { echo "[build $(date +%T)] $*"; }
 
 # 1. Chat prompts, none of them a Spec-Bench question.
 step prompts
-[ -f "$work/prompts.jsonl" ] || $ptp chat-prompts --out "$work/prompts.jsonl" --count "${PROMPTS:-5000}" --seed 0 \
+[ -f "$work/prompts.jsonl" ] || $ptp chat-prompts --out "$work/prompts.jsonl" --count "${PROMPTS:-24000}" --seed 0 \
     --exclude "$spec_bench" | tail -n 1 > "$out/prompts_report.json"
 
 # 2. The teacher's answers under the sampling configuration decoding will use (T 0.7, top-k 50, top-p 0.95).
