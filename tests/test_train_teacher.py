@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
 import ptp
-from conftest import tiny_base
+from conftest import ARCHITECTURES, Operators, tiny_base
 from ptp.data import pack_documents
+from ptp.data.packing import document_mask
+from ptp.model.attention import use_mask_attention
+from ptp.model.ptp import teacher_logits
 from ptp.train.teacher import run_windows, teacher_pass, window_auxiliaries
 from ptp.train.windows import layout_windows
 from train_support import SAMPLING, documents, reference
@@ -118,3 +123,26 @@ def _sampled_documents(model, count=4):
     u = torch.rand(count, 40, generator=torch.Generator().manual_seed(3))
     out = reference(model, prompts, auxiliaries=u, eos_token_id=[])
     return documents(*((seq.tolist(), 3) for seq in out.sequences))
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+@torch.no_grad()
+def test_the_teachers_head_runs_at_the_positions_asked_for_alone(arch):
+    """The bins need the logits before each target alone (half of a training row's positions, or fewer): the
+    language-model head runs at those positions and not at every one, for a PTPModel's base and for a plain causal
+    LM alike; the logits are those of the whole pass there, bit for bit (also for a head that the model does not call
+    as its output-embedding module, whose logits are taken from every position's)."""
+    rows = _rows(([5, 9, 14, 3, 22, 7, 30], 2), ([40, 41, 42, 43, 44], 1), length=16)
+    at = torch.tensor([[0, 3, 3, 7, 12], [1, 2, 9, 15, 0]])[: len(rows)]
+    inputs = dict(position_ids=rows.positions, attention_mask=document_mask(rows.document))
+    base = tiny_base(arch, vocab=101)  # a vocabulary no other product's width shares
+    use_mask_attention(base)
+    for model in (ptp.PTPModel(tiny_base(arch, vocab=101), window_length=4).eval(), base):
+        every = teacher_logits(model, rows.tokens, **inputs)
+        with Operators() as ops:
+            got = teacher_logits(model, rows.tokens, **inputs, at=at)
+        assert torch.equal(got, every.gather(1, at.unsqueeze(-1).expand(-1, -1, every.shape[-1])))
+        products = [made for name, _, made in ops.ran if name in ("mm", "addmm", "bmm") and made[-1] == 101]
+        assert products and all(math.prod(made[:-1]) == at.numel() for made in products)
+    base.get_output_embeddings = lambda: torch.nn.Identity()  # a head the hook cannot see
+    assert torch.equal(teacher_logits(base, rows.tokens, **inputs, at=at), got)

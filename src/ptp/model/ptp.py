@@ -16,6 +16,7 @@ whose base weights may train (``train_base``; they are then saved with the adapt
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import difflib
 import functools
@@ -409,14 +410,29 @@ def decoder_layers(model: PreTrainedModel) -> nn.ModuleList:
 
 
 def teacher_logits(
-    model, input_ids: torch.Tensor, *, position_ids, attention_mask, past_key_values=None, logits_to_keep: int = 0
+    model,
+    input_ids: torch.Tensor,
+    *,
+    position_ids,
+    attention_mask,
+    past_key_values=None,
+    logits_to_keep: int = 0,
+    at: torch.Tensor | None = None,
 ):
     """Logits ``[B, L, V]`` of a teacher over token ids under a bool ``[B, 1, L, K]`` mask (``logits_to_keep`` > 0:
-    of the last that many positions only).
+    of the last that many positions only; ``at``, int ``[B, T]``: ``[B, T, V]``, of those positions of each row only,
+    for which alone the language-model head runs).
 
     ``model`` is a :class:`PTPModel` (its frozen base, adapter off) or any causal LM (e.g. the teacher of a separate
     drafter, prepared by :func:`use_mask_attention`); the block's keys are appended to ``past_key_values``.
     """
+    if at is not None:
+        with _head_at(model, at) as ran:
+            logits = teacher_logits(model, input_ids, position_ids=position_ids, attention_mask=attention_mask,
+                                    past_key_values=past_key_values, logits_to_keep=logits_to_keep)  # fmt: skip
+        if ran:
+            return logits
+        return logits.gather(1, at.unsqueeze(-1).expand(-1, -1, logits.shape[-1]))  # a head the hook did not see
     if isinstance(model, PTPModel):
         return model(input_ids, position_ids=position_ids, attention_mask=attention_mask,
                      past_key_values=past_key_values, logits_to_keep=logits_to_keep)  # fmt: skip
@@ -428,6 +444,28 @@ def teacher_logits(
         logits_to_keep=logits_to_keep,
         **cache_argument(model, past_key_values),
     ).logits
+
+
+@contextlib.contextmanager
+def _head_at(model, at: torch.Tensor):
+    """While open, the language-model head of ``model`` (a PTPModel's base, or a causal LM) reads the hidden states
+    at positions ``at`` ``[B, T]`` of its rows only (what it makes of each row is the same: elementwise steps after it,
+    such as a soft cap, commute with the choice of rows); yields a list that holds True once the head has run."""
+    head = (model.base_model if isinstance(model, PTPModel) else model).get_output_embeddings()
+    ran: list[bool] = []
+
+    def gather(module, args):
+        ran.append(True)
+        hidden = args[0]
+        batch, length, width = hidden.shape
+        rows = (at + length * torch.arange(batch, device=at.device).unsqueeze(1)).reshape(-1)
+        return (hidden.reshape(-1, width).index_select(0, rows).view(batch, -1, width), *args[1:])
+
+    handle = head.register_forward_pre_hook(gather)
+    try:
+        yield ran
+    finally:
+        handle.remove()
 
 
 def check_drafter(teacher: PreTrainedModel, drafter: PTPModel) -> None:

@@ -40,7 +40,8 @@ class TeacherPass:
     """The teacher's view of a batch of packed rows."""
 
     logits: torch.Tensor
-    """``[B, L, V]``: logits at row index k predict the token at k + 1."""
+    """``[B, T, V]``: the logits that give each target's distribution (those at the row index before it; at index 0
+    for a target at 0)."""
     cache: DynamicCache | None
     """The rows' KV cache (the context of every slot); None when not kept."""
     left: torch.Tensor
@@ -84,19 +85,16 @@ def teacher_pass(
     cache nobody attends to: ``keep_cache=False``).
     """
     cache = DynamicCache() if keep_cache else None
+    # The logits at index k - 1 give the bin of the token at k: the head runs at those positions alone.
     logits = teacher_logits(
         model, rows.tokens, position_ids=rows.positions, attention_mask=document_mask(rows.document),
-        past_key_values=cache,
+        past_key_values=cache, at=(targets - 1).clamp(min=0),
     )  # fmt: skip
-    batch, length, vocab = logits.shape
-    # The logits at index k - 1 give the bin of the token at k.
-    offsets = length * torch.arange(batch, device=targets.device).unsqueeze(1)
-    flat_index = ((targets - 1).clamp(min=0) + offsets).reshape(-1)
+    vocab = logits.shape[-1]
     flat_logits, flat_tokens = logits.reshape(-1, vocab), rows.tokens.gather(1, targets).reshape(-1)
     step = max(1, BIN_CHUNK_ELEMENTS // vocab)
     edges = [
-        bins(flat_logits[flat_index[i : i + step]], flat_tokens[i : i + step], sampling)
-        for i in range(0, len(flat_tokens), step)
+        bins(flat_logits[i : i + step], flat_tokens[i : i + step], sampling) for i in range(0, len(flat_tokens), step)
     ]
     first = targets > 0
     left = torch.where(first, torch.cat([e[0] for e in edges]).view(targets.shape), 0.0)
@@ -192,14 +190,11 @@ def run_windows(
     cache = bins_of.cache if teacher is None else context_cache(model, rows)
     u, valid, empty = window_auxiliaries(bins_of, windows, beta=beta, generator=generator, out_of_set=out_of_set)
     logits = slot_logits(model, windows, u, cache, forward)
-    index = (windows.targets - 1).clamp(min=0)  # the logits that give each target's distribution
-    targets = None
-    if teacher_targets:
-        targets = bins_of.logits.gather(1, index.unsqueeze(-1).expand(-1, -1, bins_of.logits.shape[-1]))
+    targets = bins_of.logits if teacher_targets else None
     tokens = rows.tokens.gather(1, windows.targets)
     on_chain = None
     if chain:
-        modes = targets.argmax(dim=-1) if targets is not None else bins_of.logits.argmax(dim=-1).gather(1, index)
+        modes = bins_of.logits.argmax(dim=-1)
         is_mode = previous_in_window(tokens == modes, windows.window_length, True)
         on_chain = held_in_window(is_mode, windows.window_length)
     return WindowBatch(logits, tokens, valid, u, windows, targets, empty, on_chain)
