@@ -8,7 +8,8 @@
 # Usage: bash recipes/default/build.sh WORK OUT
 #   WORK: prompts, data, adapters and their runs; OUT: benchmark results and float16 copies of the adapters.
 #   Every step resumes where a killed run stopped: rerun the same command.
-# Settings (environment): SPEC_BENCH (question.jsonl), PROMPTS (24000), COMPLETIONS (completions per prompt, 1),
+# Settings (environment): SPEC_BENCH (question.jsonl), PROMPTS (24000), SELF_PROMPTS (the teacher's own user
+#   turns added to the prompts, `ptp self-prompts`; 0), COMPLETIONS (completions per prompt, 1),
 #   QUESTIONS (Spec-Bench questions benchmarked, 120), PTP (the ptp command, e.g. "python -m ptp.cli"),
 #   DISTILL_UNTIL (a time, in seconds since the epoch, at which the distillations stop and save, to be resumed by
 #   the next run; unset: they run to their last step), SAMPLINGS (the benchmarks' settings, "0.7,50,0.95 greedy"),
@@ -31,10 +32,21 @@ mkdir -p "$work" "$out"
 teacher=$(python -c "from ptp.default_model import teacher_dir; print(teacher_dir())")
 step() { echo "[build $(date +%T)] $*"; }
 
-# 1. Chat prompts, none of them a Spec-Bench question.
+# 1. Chat prompts, none of them a Spec-Bench question: built from templates, and with SELF_PROMPTS the teacher's own
+#    user turns besides (`ptp self-prompts`).
 step prompts
-[ -f "$work/prompts.jsonl" ] || $ptp chat-prompts --out "$work/prompts.jsonl" --count "${PROMPTS:-24000}" --seed 0 \
-    --exclude "$spec_bench" | tail -n 1 > "$out/prompts_report.json"
+if [ ! -f "$work/prompts.jsonl" ]; then
+    [ -f "$work/chat_prompts.jsonl" ] || $ptp chat-prompts --out "$work/chat_prompts.jsonl" \
+        --count "${PROMPTS:-24000}" --seed 0 --exclude "$spec_bench" | tail -n 1 > "$out/prompts_report.json"
+    sources=("$work/chat_prompts.jsonl")
+    if [ "${SELF_PROMPTS:-0}" -gt 0 ]; then
+        [ -f "$work/self_prompts.jsonl" ] || $ptp self-prompts --model "$teacher" --out "$work/self_prompts.jsonl" \
+            --count "$SELF_PROMPTS" --seed 0 --exclude "$spec_bench" --dtype bfloat16 --batch-size 256 \
+            --no-progress | tail -n 1 > "$out/self_prompts_report.json"
+        sources+=("$work/self_prompts.jsonl")
+    fi
+    cat "${sources[@]}" > "$work/prompts.tmp" && mv "$work/prompts.tmp" "$work/prompts.jsonl"
+fi
 
 # 2. The teacher's answers under the sampling configuration decoding will use (T 0.7, top-k 50, top-p 0.95).
 step pregenerate

@@ -301,6 +301,18 @@ def _cmd_bench(args) -> int:
 
 
 # ------------------------------------------------------------------------------------------------ pregenerate
+def _add_sampling_run(p, config: str, sampling: str) -> None:
+    """The flags of a command that samples from a model it loads: device, dtype, progress bar, the fields of its
+    ``config`` dataclass, the sampling flags (default ``sampling``) and threads."""
+    p.add_argument("--device", default="auto", help="cpu, cuda, or auto: CUDA when available (default: auto)")
+    p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32", help="(default: float32)")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
+                   help="show a progress bar (default: on)")  # fmt: skip
+    p.set_defaults(fields=add_config_flags(p, config, exclude=("sampling",)))
+    _add_sampling(p, sampling)
+    _add_threads(p)
+
+
 def _add_pregenerate(sub) -> None:
     p = sub.add_parser("pregenerate", help="sample teacher completions of prompts: the data `ptp distill` trains on")
     p.add_argument("--model", help="teacher: a model directory or name (default: the shipped model's teacher)")
@@ -312,13 +324,7 @@ def _add_pregenerate(sub) -> None:
                    help="text files: one prompt per line, paragraph or file (default: line)")  # fmt: skip
     p.add_argument("--raw", action="store_true", help="store the texts as raw training documents; generate nothing "
                    "(default: off)")  # fmt: skip
-    p.add_argument("--device", default="auto", help="cpu, cuda, or auto: CUDA when available (default: auto)")
-    p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32", help="(default: float32)")
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
-                   help="show a progress bar (default: on)")  # fmt: skip
-    p.set_defaults(fields=add_config_flags(p, "ptp.data.pregeneration:PregenerateConfig", exclude=("sampling",)))
-    _add_sampling(p, "0.7,50,0.95")
-    _add_threads(p)
+    _add_sampling_run(p, "ptp.data.pregeneration:PregenerateConfig", "0.7,50,0.95")
 
 
 def _cmd_pregenerate(args) -> int:
@@ -661,6 +667,37 @@ def _cmd_chat_prompts(args) -> int:
     return 0
 
 
+def _add_self_prompts(sub) -> None:
+    p = sub.add_parser("self-prompts", help="write JSONL chat prompts that a chat model writes itself (its user turns)")
+    p.add_argument("--model", help="a chat model: directory or name (default: the shipped model's teacher)")
+    p.add_argument("--out", required=True,
+                   help="JSONL file to write ({'messages': [...], 'category': 'self'} lines) (required)")  # fmt: skip
+    p.add_argument("--exclude", action="extend", nargs="+", default=[], metavar="JSONL",
+                   help="evaluation files (e.g. Spec-Bench question.jsonl) whose exact and near duplicates are left "
+                   "out (default: none)")  # fmt: skip
+    _add_sampling_run(p, "ptp.data.self_prompts:SelfPromptConfig", "1.0,-,0.95")
+
+
+def _cmd_self_prompts(args) -> int:
+    import time
+
+    from ptp.data.self_prompts import SelfPromptConfig, write_self_prompts
+
+    config = SelfPromptConfig(**given(args, args.fields))
+    config.sampling = _sampling(args, config.sampling)
+    start = time.perf_counter()
+    built = write_self_prompts(args.model, args.out, config, exclude=args.exclude, device=args.device,
+                               dtype=args.dtype, progress=args.progress)  # fmt: skip
+    report = built.report()
+    report["dropped"] = dict(sorted(built.dropped.items()))
+    report["seconds"] = round(time.perf_counter() - start, 2)
+    report["out"] = str(args.out)
+    print(f"wrote {report['size']} prompts to {args.out} in {report['seconds']} s, mean {report['mean_words']} words")
+    print("  dropped: " + (", ".join(f"{n} {why}" for why, n in report["dropped"].items()) or "none"))
+    print(json.dumps(report))
+    return 0
+
+
 # ------------------------------------------------------------------------------------------------ ceiling
 def _add_ceiling(sub) -> None:
     p = sub.add_parser("ceiling", help="the tokens per call a drafter that ignores u reaches at best on a teacher's "
@@ -700,6 +737,7 @@ COMMANDS = {
     "generate": (_add_generate, _cmd_generate),
     "prompts": (_add_prompts, _cmd_prompts),
     "chat-prompts": (_add_chat_prompts, _cmd_chat_prompts),
+    "self-prompts": (_add_self_prompts, _cmd_self_prompts),
     "train": (_add_train, _cmd_train),
     "bench": (_add_bench, _cmd_bench),
     "bench-forward": (_add_bench_forward, _cmd_bench_forward),
