@@ -15,7 +15,6 @@ set depends on the model, its dtype and device, the sampling and the seed.
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,8 +25,6 @@ from ptp.data.chat_prompts import ChatPromptSet, write_jsonl
 from ptp.data.overlap import EvaluationIndex, normalise
 from ptp.decode.engine import generate
 from ptp.decode.inputs import stop_tokens
-from ptp.loading import check_exists
-from ptp.runtime import resolve_device, resolve_dtype
 from ptp.sampling import SamplingConfig
 
 #: The category of every prompt written here.
@@ -111,49 +108,47 @@ def sample_self_prompts(
     ids = torch.tensor([opening] * config.batch_size, device=model.device)
     mask = torch.ones_like(ids, dtype=torch.bool)
     seen: set[str] = set()
-    idle = 0
+    round_ = idle = 0
     with tqdm(total=config.count, desc="self-prompts", unit="prompt", disable=not progress) as bar:
-        for round_ in itertools.count():
+        while len(result.records) < config.count:
             generator = torch.Generator().manual_seed(config.seed * 1_000_003 + round_)
             u = torch.rand((config.batch_size, config.max_new_tokens), generator=generator)
             out = generate(model, ids, mask, auxiliaries=u, max_new_tokens=config.max_new_tokens,
                            sampling=config.sampling, eos_token_id=sorted(eos), use_drafter=False)  # fmt: skip
-            kept = 0
+            before = len(result.records)
             for row in range(config.batch_size):
-                turn = out.new_tokens[row, : int(out.lengths[row])].tolist()
-                reason = _dropped(turn, eos, tokenizer, config, index, seen)
-                if isinstance(reason, str):
+                if len(result.records) == config.count:
+                    break
+                reason, text = _judge(out.new_tokens[row, : int(out.lengths[row])].tolist(), eos, tokenizer, config,
+                                      index, seen)  # fmt: skip
+                if reason is not None:
                     result.dropped[reason] += 1
                     continue
-                seen.add(normalise(reason[0]))
-                result.records.append({"messages": [{"role": "user", "content": reason[0]}], "category": CATEGORY})
-                kept += 1
-                if len(result.records) == config.count:
-                    bar.update(kept)
-                    return result
+                seen.add(normalise(text))
+                result.records.append({"messages": [{"role": "user", "content": text}], "category": CATEGORY})
+            kept = len(result.records) - before
             bar.update(kept)
-            idle = 0 if kept else idle + 1
+            round_, idle = round_ + 1, 0 if kept else idle + 1
             if idle == PATIENCE:
                 raise ValueError(
                     f"{PATIENCE} rounds of {config.batch_size} sampled user turns in a row kept none (dropped so far: "
                     f"{dict(result.dropped)}); is this a chat model? (try other word limits or more new tokens)"
                 )
-    return result  # not reached: the rounds go on until the set is full or nothing is kept
+    return result
 
 
-def _dropped(turn: list[int], eos: set[int], tokenizer, config: SelfPromptConfig, index, seen) -> str | tuple[str]:
-    """Why a sampled turn is dropped (``unfinished``, ``length``, ``exact``, ``near``, ``repeat``), or ``(text,)``."""
+def _judge(turn: list[int], eos: set[int], tokenizer, config: SelfPromptConfig, index, seen) -> tuple[str | None, str]:
+    """``(reason, text)`` of a sampled turn: the reason it is dropped (``unfinished``, ``length``, ``exact``, ``near``,
+    ``repeat``) or None, and its text."""
     if not turn or turn[-1] not in eos:
-        return "unfinished"
+        return "unfinished", ""
     text = tokenizer.decode(turn[:-1], skip_special_tokens=True).strip()
     if not config.min_words <= len(text.split()) <= config.max_words:
-        return "length"
+        return "length", text
     collision = index.collision([text]) if index is not None else None
     if collision is not None:
-        return collision
-    if normalise(text) in seen:
-        return "repeat"
-    return (text,)
+        return collision, text
+    return ("repeat" if normalise(text) in seen else None), text
 
 
 def write_self_prompts(
@@ -162,27 +157,16 @@ def write_self_prompts(
     config: SelfPromptConfig | None = None,
     *,
     exclude: Sequence[str | Path] = (),
-    device: str | None = None,
+    device: str = "auto",
     dtype: torch.dtype | str = torch.float32,
     progress: bool = True,
 ) -> ChatPromptSet:
-    """What ``ptp self-prompts`` does: load ``model`` (None: the default model's teacher) and its tokenizer, sample
-    the prompts (:func:`sample_self_prompts`) and write them to ``out`` as JSONL, atomically."""
-    from transformers import AutoModelForCausalLM
+    """What ``ptp self-prompts`` does: load ``model`` and its tokenizer (:func:`ptp.loading.load`; None: the default
+    model's teacher), sample the prompts (:func:`sample_self_prompts`) and write them to ``out`` as JSONL,
+    atomically."""
+    from ptp.loading import load
 
-    from ptp.data.prompts import load_tokenizer
-
-    device = resolve_device(device)
-    if model is None:
-        from ptp.default_model import teacher_dir
-
-        model = str(teacher_dir())
-    check_exists("model", model)
-    tokenizer = load_tokenizer(model, required=True)
-    try:
-        loaded = AutoModelForCausalLM.from_pretrained(model, dtype=resolve_dtype(dtype, device))
-    except OSError as error:
-        raise ValueError(f"cannot load the model {model!r}: {error}") from error
-    built = sample_self_prompts(loaded.to(device).eval(), tokenizer, config, exclude=exclude, progress=progress)
+    loaded = load(model, device=device, dtype=dtype)
+    built = sample_self_prompts(loaded.model, loaded.tokenizer, config, exclude=exclude, progress=progress)
     write_jsonl(built.records, out)
     return built

@@ -162,8 +162,8 @@ class _Run:
         self.pending = torch.zeros(batch, pending_size, dtype=torch.int64, device=device)
         self.pending_valid = torch.zeros(batch, pending_size, dtype=torch.bool, device=device)
         self.confidence = torch.zeros(batch, pending_size, device=device)
-        # kept, alive, then commits per row and running per row
-        self.stats = torch.zeros(2 + 2 * batch, dtype=torch.int64, device=device)
+        # the columns kept, then the commits of each row and whether each row is running
+        self.stats = torch.zeros(1 + 2 * batch, dtype=torch.int64, device=device)
         histogram = model.config.acceptance_histogram if isinstance(model, PTPModel) else None
         self.survival = survival(histogram, pending_size, device)
         self.j = torch.arange(pending_size, device=device).unsqueeze(0)
@@ -558,8 +558,8 @@ class _Batch:
         # The one host sync of the step: how far the cache advanced, who is still running, what each row committed.
         stats = run.stats.tolist()
         run.filled += stats[0]
-        counts = stats[2 : 2 + run.batch]
-        self.running = [bool(r) for r in stats[2 + run.batch :]]
+        counts = stats[1 : 1 + run.batch]
+        self.running = [bool(r) for r in stats[1 + run.batch :]]
         self.committed = [c + n for c, n in zip(self.committed, counts, strict=True)]
         return counts
 
@@ -837,7 +837,7 @@ def _advance(run: _Run) -> None:
     cache_columns = (run.length + j).clamp(max=run.capacity - 1).expand(pending.shape[0], -1)
     run.cache_valid.scatter_(1, cache_columns, offered & pending_valid & committed_before & (j < kept))
     run.length += kept
-    run.stats.copy_(torch.cat([kept.view(1), run.running.any().view(1).long(), count, run.running.long()]))
+    run.stats.copy_(torch.cat([kept.view(1), count, run.running.long()]))
 
     decided = teacher.gather(1, accepted.unsqueeze(1)).squeeze(1)
     live_start = start.gather(1, accepted.unsqueeze(1))
