@@ -191,6 +191,25 @@ def test_rows_stopped_by_on_commit_leave_while_others_join(model, monkeypatch):
     assert len(set(numbers)) < len(numbers) or set(numbers) & {0, 1}, "newcomers took the numbers of stopped rows"
 
 
+def test_joining_rows_are_prefilled_with_a_cache_as_long_as_their_prompts(model, monkeypatch):
+    """A joining row's prefill writes its prompt and one group of slots, whatever the running batch's cache holds:
+    its run is made with no more columns than that, and its rows still get their tokens alone."""
+    shapes, original = [], engine._prefill
+
+    def prefill(run, prompt, mask):
+        shapes.append((prompt.shape[1], run.capacity, run.cache_valid.shape[1]))
+        original(run, prompt, mask)
+
+    monkeypatch.setattr(engine, "_prefill", prefill)
+    requests, server, out, prefills, moves = _decode_with_joins(model, monkeypatch, 17, sampling=NO_EOS, **SLOTS)
+    first, *joins = list(shapes)  # not the references' prefills below
+    _assert_exact(model, requests, server, out, prefills, moves, sampling=NO_EOS, **SLOTS)
+    assert len(joins) == len(ARRIVALS)
+    slots = min(SLOTS["auxiliary_budget"], SLOTS["max_draft_length"])
+    for width, capacity, columns in joins:
+        assert capacity == columns == width + slots < first[1], "a prompt-sized cache, not the batch's"
+
+
 def test_join_refuses_a_running_row_and_needs_on_commit(model):
     prompt, u = [5, 6, 7], uniform(1, 10, seed=1)
     with pytest.raises(ValueError, match="join needs on_commit"):

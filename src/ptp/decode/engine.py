@@ -530,11 +530,12 @@ class _Batch:
     each (tokens committed, running), and how rows join and leave.
 
     Rows are numbered by the caller (the rows of ``input_ids`` by their index). The first rows are prefilled in the
-    run itself. Rows that join later are prefilled in a run of their own and their cache and state are copied into
-    places whose rows have stopped (:meth:`_Run.place`): the rows already running go on where they are, and nothing
-    of theirs is computed again. The batch moves to another run (:meth:`_Run.adopt`) when joining rows need more
-    places, cache columns or new tokens than its run has, and when at most half of its places hold running rows;
-    places come in powers of two and capacities in steps of :data:`CAPACITY_STEP`, so that few shapes are made.
+    run itself. Rows that join later are prefilled in a run of their own, whose cache holds no more than their
+    prompts, and their cache and state are copied into places whose rows have stopped (:meth:`_Run.place`): the rows
+    already running go on where they are, and nothing of theirs is computed again. The batch moves to another run
+    (:meth:`_Run.adopt`) when joining rows need more places, cache columns or new tokens than its run has, and when at
+    most half of its places hold running rows; places come in powers of two and capacities in steps of
+    :data:`CAPACITY_STEP`, so that few shapes are made.
 
     ``make_run(rows, capacity, tokens, kept=True)`` makes (or finds) a run; ``leave(run, places, rows)`` is called
     before rows leave their places for good, so that the caller can copy what it keeps of them.
@@ -598,7 +599,8 @@ class _Batch:
             ids[i, width - len(prompt) :] = prompt
             mask[i, width - len(prompt) :] = True
             u[i, : len(aux)] = aux
-        entry = self.make_run(len(rows), run.capacity, run.max_new_tokens, kept=False)
+        # The prefill writes the prompts and one group of slots: its run needs no more cache than that.
+        entry = self.make_run(len(rows), width + min(run.budget, run.pending_size), run.max_new_tokens, kept=False)
         entry.reset(run.model, run.verifier, u, mask)
         entry.limit.copy_(torch.tensor([len(aux) for _, aux in rows.values()], device=device))
         _prefill(entry, ids, mask)
