@@ -13,7 +13,7 @@
 #   QUESTIONS (Spec-Bench questions benchmarked, 120), PTP (the ptp command, e.g. "python -m ptp.cli"),
 #   DISTILL_UNTIL (a time, in seconds since the epoch, at which the distillations stop and save, to be resumed by
 #   the next run; unset: they run to their last step; the steps after them take about a minute on a GPU, the
-#   Spec-Bench answers' pregeneration and evaluation, so a run with a hard end stops them that much before it),
+#   Spec-Bench answers' pregeneration and evaluation: set it that much before a run's hard end),
 #   SAMPLINGS (the benchmarks' settings, "0.7,50,0.95 greedy"),
 #   DRAFTER (the PTP drafter's mode: one_hot, O-PTP, or categorical, C-PTP with the forward KL; one_hot), INIT (a
 #   directory with the DRAFTER/ and independent/ adapters of an earlier build that the distillations continue from,
