@@ -36,7 +36,9 @@ from conftest import (
 from ptp.decode import engine, graphs
 from ptp.decode.budget import fastest_budget
 from ptp.decode.cost import CallCost
+from ptp.model import linear
 from ptp.model.embeddings import FEATURE_KINDS
+from ptp.model.linear import PackedLinear
 
 NEW = 24
 SAMPLINGS = {
@@ -495,6 +497,26 @@ def test_the_live_groups_slots_see_exactly_the_committed_text_and_their_own_u(mo
                          temperature=1.0)  # fmt: skip
     assert_same_tokens(out, expected)
     assert_live_slots_match_fresh(model, records, ids, mask, u, out)
+
+
+# ---------------------------------------------------------------------------- linear layers on a CPU
+@pytest.mark.skipif(not linear.available(), reason="packed linear layers run on x86 CPUs with oneDNN")
+def test_packed_linear_layers_decode_the_tokens_of_plain_ones(monkeypatch):
+    """On a CPU the engine's models run their linear layers packed (ptp.model.linear): with and without them, the
+    engine decodes the reference's tokens, drafting or not, a PTPModel or a plain causal LM."""
+    model, reference, options = _wrapped("llama", SETTINGS[5], seed=21)
+    teacher = copy.deepcopy(reference)
+    ids, mask = left_padded(PROMPT_LENGTHS, seed=21)
+    plain = dict(auxiliaries=uniform(3, NEW, seed=21), max_new_tokens=NEW, eos_token_id=[], temperature=1.0)
+    expected = ptp.sample_autoregressive(reference, ids, mask, **plain)
+    for packed in (True, False):
+        monkeypatch.setattr(torch.backends.mkldnn, "enabled", packed)
+        assert_same_tokens(model.generate(ids, mask, **plain, **options), expected)
+        assert_same_tokens(model.generate(ids, mask, **plain, use_drafter=False), expected)
+        assert_same_tokens(engine.generate(teacher, ids, mask, **plain, use_drafter=False), expected)
+    for network in (model.base_model, teacher):
+        head = network.get_output_embeddings()
+        assert isinstance(head, PackedLinear) and head._packed is not None
 
 
 # ---------------------------------------------------------------------------------- plain AR mode

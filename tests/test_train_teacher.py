@@ -17,6 +17,9 @@ from ptp.train.teacher import run_windows, teacher_pass, window_auxiliaries
 from ptp.train.windows import layout_windows
 from train_support import SAMPLING, documents, reference
 
+#: The operators a linear layer's matrix product runs as (on a CPU, a packed layer's: ptp.model.linear).
+PRODUCTS = ("mm", "addmm", "bmm", "_linear_pointwise")
+
 
 @pytest.fixture
 def model():
@@ -142,7 +145,7 @@ def test_the_teachers_head_runs_at_the_positions_asked_for_alone(arch):
         with Operators() as ops:
             got = teacher_logits(model, rows.tokens, **inputs, at=at)
         assert torch.equal(got, every.gather(1, at.unsqueeze(-1).expand(-1, -1, every.shape[-1])))
-        products = [made for name, _, made in ops.ran if name in ("mm", "addmm", "bmm") and made[-1] == 101]
+        products = [made for name, _, made in ops.ran if name in PRODUCTS and made[-1] == 101]
         assert products and all(math.prod(made[:-1]) == at.numel() for made in products)
     base.get_output_embeddings = lambda: torch.nn.Identity()  # a head the hook cannot see
     assert torch.equal(teacher_logits(base, rows.tokens, **inputs, at=at), got)

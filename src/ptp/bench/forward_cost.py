@@ -115,7 +115,8 @@ def forward_cost(
     if repeats < 1 or warmup < 0 or context < 1 or not new_tokens or min(new_tokens) < 1 or static_tokens < 0:
         raise ValueError("need repeats >= 1, warmup >= 0, context >= 1, new token counts >= 1 and static_tokens >= 0")
     torch.manual_seed(seed)
-    model = build_model(preset, device, torch_dtype)
+    with torch.inference_mode(False):  # ordinary weights, as a loaded model's: no inference tensor runs packed
+        model = build_model(preset, device, torch_dtype)
     limit = model.config.max_position_embeddings
     longest = max(*new_tokens, static_tokens + 1)
     if context + longest > limit:

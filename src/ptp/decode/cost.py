@@ -7,8 +7,9 @@ would not do: a CPU's matrix kernels change with the number of rows, and on 2 co
 SmolLM2-135M with 16 positions costs less than one with 8 or 12 (BENCHMARKS.md), while on 2 cores of an AMD EPYC the
 cost grew steadily; so the budget is chosen among the sizes measured on the machine.
 The result is kept for the process and on disk, in ``call-cost/`` of ptp's cache folder (:func:`ptp.default_model.
-cache_dir`), keyed by everything it depends on: the models' shapes and dtype, the device and its thread count, and
-the torch version. Delete the folder to measure again.
+cache_dir`), keyed by everything it depends on: the models' shapes and dtype, the device and its thread count, the
+torch version and whether linear layers run packed on the CPU (:mod:`ptp.model.linear`). Delete the folder to measure
+again.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
+
+from ptp.model.linear import available as packed_linears_available
 
 #: The call sizes timed (query positions: pending drafts and slots), those up to three times the drafter's window
 #: (the most it can use: a window of drafts and twice the window in slots). On a CPU a call beyond 32 positions
@@ -174,8 +177,9 @@ def _key(model, drafter) -> str:
     device = next(model.parameters()).device
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name()
     return json.dumps({"models": parts, "device": device.type, "name": name, "cpus": os.cpu_count(),
-                       "threads": torch.get_num_threads(), "torch": torch.__version__, "sizes": SIZES,
-                       "calls": CALLS, "rounds": ROUNDS}, sort_keys=True)  # fmt: skip
+                       "threads": torch.get_num_threads(), "torch": torch.__version__,
+                       "packed_linears": packed_linears_available(), "sizes": SIZES, "calls": CALLS,
+                       "rounds": ROUNDS}, sort_keys=True)  # fmt: skip
 
 
 @functools.cache

@@ -59,6 +59,7 @@ from ptp.decode.inputs import (
 from ptp.model.attention import use_mask_attention
 from ptp.model.config import PICK_MODES
 from ptp.model.embeddings import NULL_AUXILIARY
+from ptp.model.linear import use_packed_linears
 from ptp.model.ptp import PTPModel, check_drafter, teacher_logits
 from ptp.sampling import SamplingConfig, check_auxiliaries, pick, probabilities
 
@@ -416,6 +417,7 @@ def generate(
                 f"decode a plain causal LM one token per call; got {type(model).__name__}"
             )
         use_mask_attention(model)
+        use_packed_linears(model)
     trained = model.config.sampling if isinstance(model, PTPModel) else None
     given = sampling
     sampling = sampling_from_arguments(sampling, do_sample, temperature, top_k, top_p, default=trained)

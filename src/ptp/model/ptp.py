@@ -38,6 +38,7 @@ from ptp.model import lora
 from ptp.model.attention import attention_bias, use_mask_attention
 from ptp.model.config import PTPConfig, read_json_object
 from ptp.model.embeddings import NULL_AUXILIARY, AuxiliaryEmbedding
+from ptp.model.linear import use_packed_linears
 from ptp.runtime import cpu_threads
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -62,7 +63,8 @@ class PTPModel(nn.Module):
     """A causal LM wrapped with a PTP drafter.
 
     ``PTPModel(base_model, **options)`` installs a fresh drafter (options are :class:`PTPConfig` fields, or pass
-    ``config=``). The base model is modified in place (LoRA layers are swapped in) and frozen, unless ``train_base``.
+    ``config=``). The base model is modified in place (LoRA layers are swapped in, its linear layers run packed in
+    float32 inference on a CPU: :mod:`ptp.model.linear`) and frozen, unless ``train_base``.
 
     ``.to(dtype / device)``, ``.half()``, ``.bfloat16()`` and ``.float()`` cast the base model and move everything;
     the drafter's own weights (LoRA factors, u embedding) stay float32 in any dtype, so a cast to 16 bits and back
@@ -99,6 +101,7 @@ class PTPModel(nn.Module):
         self.config = config
 
         use_mask_attention(base_model)
+        use_packed_linears(base_model)  # before the adapter's own linear layers exist
         for parameter in base_model.parameters():
             parameter.requires_grad_(config.train_base)
         self._gate = lora.Gate()
@@ -470,7 +473,8 @@ def _head_at(model, at: torch.Tensor):
 
 def check_drafter(teacher: PreTrainedModel, drafter: PTPModel) -> None:
     """A separate drafter must be a PTPModel on the teacher's device whose vocabulary is the teacher's; the teacher
-    is switched to an attention that takes custom masks (:func:`use_mask_attention`)."""
+    is switched to an attention that takes custom masks (:func:`use_mask_attention`) and to linear layers that run
+    packed on a CPU (:func:`ptp.model.linear.use_packed_linears`)."""
     if not isinstance(drafter, PTPModel):
         raise TypeError(f"drafter must be a PTPModel, got {type(drafter).__name__}")
     if teacher.get_output_embeddings() is None:
@@ -486,6 +490,7 @@ def check_drafter(teacher: PreTrainedModel, drafter: PTPModel) -> None:
             f"the drafter is on {drafter.device}, the teacher on {teacher.device}: move both to one device"
         )
     use_mask_attention(teacher)
+    use_packed_linears(teacher)
 
 
 def _check_fits(recorded: dict, actual: dict) -> None:
