@@ -17,7 +17,8 @@
 #   SAMPLINGS (the benchmarks' settings, "0.7,50,0.95 greedy"),
 #   DRAFTER (the PTP drafter's mode: one_hot, O-PTP, or categorical, C-PTP with the forward KL; one_hot), INIT (a
 #   directory with the DRAFTER/ and independent/ adapters of an earlier build that the distillations continue from,
-#   with a fresh optimizer; unset: fresh drafters), SET (space-separated KEY=VALUE fields of the PTP drafter's
+#   with a fresh optimizer; unset: fresh drafters), SEED (the seed of the prompts, the teacher's answers and the
+#   distillations: a build that continues another with INIT takes a new one, so that it learns from new data; 0), SET (space-separated KEY=VALUE fields of the PTP drafter's
 #   distillation on top of distill.json; "u_every_layer=true u_learning_rate=0.004": u fed to every layer, the
 #   placement a first slot has been measured to read (BENCHMARKS.md), with its own maps learning faster than the
 #   LoRA; the independent baseline, which never reads u, keeps distill.json's), STEPS (max_steps of both
@@ -39,11 +40,11 @@ step() { echo "[build $(date +%T)] $*"; }
 step prompts
 if [ ! -f "$work/prompts.jsonl" ]; then
     [ -f "$work/chat_prompts.jsonl" ] || $ptp chat-prompts --out "$work/chat_prompts.jsonl" \
-        --count "${PROMPTS:-24000}" --seed 0 --exclude "$spec_bench" | tail -n 1 > "$out/prompts_report.json"
+        --count "${PROMPTS:-24000}" --seed "${SEED:-0}" --exclude "$spec_bench" | tail -n 1 > "$out/prompts_report.json"
     sources=("$work/chat_prompts.jsonl")
     if [ "${SELF_PROMPTS:-0}" -gt 0 ]; then
         [ -f "$work/self_prompts.jsonl" ] || $ptp self-prompts --model "$teacher" --out "$work/self_prompts.jsonl" \
-            --count "$SELF_PROMPTS" --seed 0 --exclude "$spec_bench" --dtype bfloat16 --batch-size 256 \
+            --count "$SELF_PROMPTS" --seed "${SEED:-0}" --exclude "$spec_bench" --dtype bfloat16 --batch-size 256 \
             --no-progress | tail -n 1 > "$out/self_prompts_report.json"
         sources+=("$work/self_prompts.jsonl")
     fi
@@ -53,8 +54,8 @@ fi
 # 2. The teacher's answers under the sampling configuration decoding will use (T 0.7, top-k 50, top-p 0.95).
 step pregenerate
 $ptp pregenerate --model "$teacher" --prompts "$work/prompts.jsonl" --out "$work/data" \
-    --n-per-prompt "${COMPLETIONS:-1}" --max-new-tokens 256 --temperature 0.7 --top-k 50 --top-p 0.95 \
-    --dtype bfloat16 --batch-size 256 --prompts-per-shard 512 --no-progress
+    --n-per-prompt "${COMPLETIONS:-1}" --seed "${SEED:-0}" --max-new-tokens 256 \
+    --temperature 0.7 --top-k 50 --top-p 0.95 --dtype bfloat16 --batch-size 256 --prompts-per-shard 512 --no-progress
 
 # 3. Both drafters at once (they share the GPU), each resuming from its latest checkpoint, else starting afresh or
 #    from INIT's adapter.
@@ -63,7 +64,7 @@ modes=("$drafter")
 step distill
 pids=()
 for mode in "${modes[@]}"; do
-    options=()
+    options=(--set "seed=${SEED:-0}")
     compgen -G "$work/$mode.run/checkpoints/step-*" > /dev/null && options+=(--resume)
     [ -n "${INIT:-}" ] && options+=(--init-adapter "$INIT/$mode")  # a resumed run names it too (its config does)
     [ -n "${DISTILL_UNTIL:-}" ] && options+=(--max-time $((DISTILL_UNTIL - $(date +%s))))
