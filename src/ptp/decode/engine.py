@@ -56,11 +56,9 @@ from ptp.decode.inputs import (
     sampling_from_arguments,
     vocabulary_size,
 )
-from ptp.model.attention import use_mask_attention
 from ptp.model.config import PICK_MODES
 from ptp.model.embeddings import NULL_AUXILIARY
-from ptp.model.linear import use_packed_linears
-from ptp.model.ptp import PTPModel, check_drafter, teacher_logits
+from ptp.model.ptp import PTPModel, check_drafter, prepare_base, teacher_logits
 from ptp.sampling import SamplingConfig, check_auxiliaries, pick, probabilities
 
 #: Cache capacities are rounded up to a multiple of this, so that prompts of similar length share a captured graph.
@@ -416,8 +414,7 @@ def generate(
                 f"model must be a PTPModel (wrap it: ptp.PTPModel(model)), or pass a drafter, or use_drafter=False to "
                 f"decode a plain causal LM one token per call; got {type(model).__name__}"
             )
-        use_mask_attention(model)
-        use_packed_linears(model)
+        prepare_base(model)
     trained = model.config.sampling if isinstance(model, PTPModel) else None
     given = sampling
     sampling = sampling_from_arguments(sampling, do_sample, temperature, top_k, top_p, default=trained)
@@ -487,7 +484,8 @@ def generate(
         return run
 
     def joining() -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
-        """The rows that ``join`` adds, checked as the batch's prompts and auxiliaries are."""
+        """The rows that ``join`` adds, checked as the batch's prompts and auxiliaries are, on the host (the batch pads
+        them there and moves them to the device together)."""
         rows = {}
         for row, (prompt, aux) in (join() or {}).items():
             if isinstance(row, bool) or not isinstance(row, int) or row < 0:
@@ -495,10 +493,10 @@ def generate(
             if not isinstance(aux, torch.Tensor) or aux.dim() != 1 or not len(aux):
                 raise ValueError(f"join's row {row} needs its auxiliaries as a tensor [n], one per new token")
             ids = prompt.view(1, -1) if isinstance(prompt, torch.Tensor) else [list(prompt)]
-            ids, _ = check_prompt(ids, None, len(aux), max_positions, vocab, device)
+            ids, _ = check_prompt(ids, None, len(aux), max_positions, vocab, "cpu")
             for network in networks:
                 check_sliding_window(network.config, ids.shape[1] + len(aux))
-            rows[row] = (ids[0], check_auxiliaries(aux, tuple(aux.shape)).to(device))
+            rows[row] = (ids[0], check_auxiliaries(aux, tuple(aux.shape)).cpu())
         return rows
 
     run = make_run(batch, capacity, max_new_tokens)
@@ -576,8 +574,8 @@ class _Batch:
                 self.running[p] = False
 
     def join(self, rows: dict[int, tuple[torch.Tensor, torch.Tensor]]) -> list[int]:
-        """Add ``rows`` (``{row: (prompt ids [S], u [n])}``, n the row's new tokens at most) to the batch: prefill
-        them together in a run of their own and place them where rows have stopped. Returns their places."""
+        """Add ``rows`` (``{row: (prompt ids [S], u [n])}`` on the host, n the row's new tokens at most) to the batch:
+        prefill them together in a run of their own and place them where rows have stopped. Returns their places."""
         taken = {row for row, running in zip(self.row_at, self.running, strict=True) if running} & rows.keys()
         if taken:
             raise ValueError(f"row {min(taken)} cannot join: it is still running")
@@ -594,13 +592,15 @@ class _Batch:
         self._leave(places)
         width = max(len(ids) for ids, _ in rows.values())
         device = run.running.device
-        ids = torch.full((len(rows), width), run.pad, dtype=torch.int64, device=device)
-        mask = torch.zeros((len(rows), width), dtype=torch.bool, device=device)
-        u = torch.full((len(rows), run.max_new_tokens), NULL_AUXILIARY, device=device)
+        # Padded on the host, then three copies to the device, however many rows join.
+        ids = torch.full((len(rows), width), run.pad, dtype=torch.int64)
+        mask = torch.zeros((len(rows), width), dtype=torch.bool)
+        u = torch.full((len(rows), run.max_new_tokens), NULL_AUXILIARY)
         for i, (prompt, aux) in enumerate(rows.values()):
             ids[i, width - len(prompt) :] = prompt
             mask[i, width - len(prompt) :] = True
             u[i, : len(aux)] = aux
+        ids, mask, u = ids.to(device), mask.to(device), u.to(device)
         # The prefill writes the prompts and one group of slots: its run needs no more cache than that.
         entry = self.make_run(len(rows), width + min(run.budget, run.pending_size), run.max_new_tokens, kept=False)
         entry.reset(run.model, run.verifier, u, mask)

@@ -100,8 +100,7 @@ class PTPModel(nn.Module):
         config.base_model = base_info
         self.config = config
 
-        use_mask_attention(base_model)
-        use_packed_linears(base_model)  # before the adapter's own linear layers exist
+        prepare_base(base_model)  # before the adapter's own linear layers exist (they stay nn.Linear)
         for parameter in base_model.parameters():
             parameter.requires_grad_(config.train_base)
         self._gate = lora.Gate()
@@ -427,7 +426,7 @@ def teacher_logits(
     for which alone the language-model head runs).
 
     ``model`` is a :class:`PTPModel` (its frozen base, adapter off) or any causal LM (e.g. the teacher of a separate
-    drafter, prepared by :func:`use_mask_attention`); the block's keys are appended to ``past_key_values``.
+    drafter, prepared by :func:`prepare_base`); the block's keys are appended to ``past_key_values``.
     """
     if at is not None:
         with _head_at(model, at) as ran:
@@ -471,10 +470,19 @@ def _head_at(model, at: torch.Tensor):
         handle.remove()
 
 
+def prepare_base(model: PreTrainedModel) -> None:
+    """Switch a causal LM, in place, to what the calls of PTP run on: an attention that takes custom masks
+    (:func:`ptp.model.attention.use_mask_attention`) and, on an x86 CPU, linear layers that run float32 inference
+    packed (:func:`ptp.model.linear.use_packed_linears`). Its parameters stay, and its outputs stay the model's to
+    float32 rounding. PTPModel does it to its base; the engine to a teacher it verifies with and to a plain model it
+    decodes."""
+    use_mask_attention(model)
+    use_packed_linears(model)
+
+
 def check_drafter(teacher: PreTrainedModel, drafter: PTPModel) -> None:
     """A separate drafter must be a PTPModel on the teacher's device whose vocabulary is the teacher's; the teacher
-    is switched to an attention that takes custom masks (:func:`use_mask_attention`) and to linear layers that run
-    packed on a CPU (:func:`ptp.model.linear.use_packed_linears`)."""
+    is prepared for the engine's calls (:func:`prepare_base`)."""
     if not isinstance(drafter, PTPModel):
         raise TypeError(f"drafter must be a PTPModel, got {type(drafter).__name__}")
     if teacher.get_output_embeddings() is None:
@@ -489,8 +497,7 @@ def check_drafter(teacher: PreTrainedModel, drafter: PTPModel) -> None:
         raise ValueError(
             f"the drafter is on {drafter.device}, the teacher on {teacher.device}: move both to one device"
         )
-    use_mask_attention(teacher)
-    use_packed_linears(teacher)
+    prepare_base(teacher)
 
 
 def _check_fits(recorded: dict, actual: dict) -> None:
