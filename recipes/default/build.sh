@@ -7,7 +7,8 @@
 #
 # Usage: bash recipes/default/build.sh WORK OUT
 #   WORK: prompts, data, adapters and their runs; OUT: benchmark results and float16 copies of the adapters.
-#   Every step resumes where a killed run stopped: rerun the same command.
+#   Every step resumes where a killed run stopped: rerun the same command. The package ships OUT/DRAFTER as
+#   src/ptp/assets/default/adapter and OUT/independent as src/ptp/assets/default/independent.
 # Settings (environment): SPEC_BENCH (question.jsonl), PROMPTS (24000), SELF_PROMPTS (the teacher's own user
 #   turns added to the prompts, `ptp self-prompts`; 0), COMPLETIONS (completions per prompt, 1),
 #   QUESTIONS (Spec-Bench questions benchmarked, 120), PTP (the ptp command, e.g. "python -m ptp.cli"),
@@ -16,15 +17,16 @@
 #   Spec-Bench answers' pregeneration and evaluation: set it that much before a run's hard end),
 #   SAMPLINGS (the benchmarks' settings, "0.7,50,0.95 greedy"),
 #   DRAFTER (the PTP drafter's mode: one_hot, O-PTP, or categorical, C-PTP with the forward KL; one_hot), INIT (a
-#   directory with the DRAFTER/ and independent/ adapters of an earlier build that the distillations continue from,
-#   with a fresh optimizer; unset: fresh drafters), SEED (the seed of the prompts, the teacher's answers and the
-#   distillations: a build that continues another with INIT takes a new one, so that it learns from new data; 0), SET (space-separated KEY=VALUE fields of the PTP drafter's
-#   distillation on top of distill.json; "u_every_layer=true u_learning_rate=0.004": u fed to every layer, the
-#   placement a first slot has been measured to read (BENCHMARKS.md), with its own maps learning faster than the
-#   LoRA; the independent baseline, which never reads u, keeps distill.json's), STEPS (max_steps of both
-#   distillations; unset: distill.json's), BASELINE (0: the PTP drafter alone, with the whole GPU to itself, and
-#   no independent baseline to compare with; 1), BENCH (0: stop after the float16 copies, as a run that distils
-#   until DISTILL_UNTIL and is resumed later does; 1).
+#   directory with the DRAFTER/ and independent/ adapters of an earlier build, its OUT, or with adapter/ and
+#   independent/, as the package ships them in src/ptp/assets/default, that the distillations continue from, with a
+#   fresh optimizer; unset: fresh drafters), SEED (the seed of the prompts, the teacher's answers and the
+#   distillations: a build that continues another with INIT takes a new one, so that it learns from new data; 0),
+#   SET (space-separated KEY=VALUE fields of the PTP drafter's distillation on top of distill.json;
+#   "u_every_layer=true u_learning_rate=0.004": u fed to every layer, the placement a first slot has been measured
+#   to read (BENCHMARKS.md), with its own maps learning faster than the LoRA; the independent baseline, which never
+#   reads u, keeps distill.json's), STEPS (max_steps of both distillations; unset: distill.json's), BASELINE (0: the
+#   PTP drafter alone, with the whole GPU to itself, and no independent baseline to compare with; 1), BENCH (0: stop
+#   after the float16 copies, as a run that distils until DISTILL_UNTIL and is resumed later does; 1).
 set -euo pipefail
 work=$1 out=$2
 here=$(cd "$(dirname "$0")" && pwd)
@@ -66,7 +68,11 @@ pids=()
 for mode in "${modes[@]}"; do
     options=(--set "seed=${SEED:-0}")
     compgen -G "$work/$mode.run/checkpoints/step-*" > /dev/null && options+=(--resume)
-    [ -n "${INIT:-}" ] && options+=(--init-adapter "$INIT/$mode")  # a resumed run names it too (its config does)
+    if [ -n "${INIT:-}" ]; then  # a resumed run names it too (its config does)
+        init=$INIT/$mode
+        [ -d "$init" ] || [ "$mode" = independent ] || init=$INIT/adapter  # the package's name of its PTP drafter
+        options+=(--init-adapter "$init")
+    fi
     [ -n "${DISTILL_UNTIL:-}" ] && options+=(--max-time $((DISTILL_UNTIL - $(date +%s))))
     [ -n "${STEPS:-}" ] && options+=(--set "max_steps=$STEPS")
     if [ "$mode" != independent ]; then
