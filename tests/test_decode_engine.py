@@ -743,6 +743,21 @@ def test_a_captured_step_is_replayed_by_later_steps_and_calls_with_the_output_un
     assert len(eager) <= graphs.WARMUP_STEPS * len(graphs.captured_runs(model))
 
 
+def test_calls_that_ask_for_different_numbers_of_new_tokens_replay_one_captured_step(monkeypatch):
+    """A captured run's room for new tokens is rounded up as its cache is (a server's requests ask for any number):
+    calls asking for 5, 11 and 20 tokens replay the step captured by the first, and each row stops where it asked."""
+    model, reference, options = _wrapped("llama", SETTINGS[1], seed=33)
+    ids, mask = left_padded(PROMPT_LENGTHS, seed=33)
+    captured = fake_capture(monkeypatch)
+    for new in (5, 11, 20):
+        plain = dict(auxiliaries=uniform(3, new, seed=new), max_new_tokens=new, eos_token_id=[], temperature=1.0)
+        got = model.generate(ids, mask, **plain, **options)
+        assert_same_tokens(got, ptp.sample_autoregressive(reference, ids, mask, **plain))
+        assert got.sequences.shape[1] == ids.shape[1] + new
+    assert len(graphs.captured_runs(model)) == len(captured) == 1
+    assert captured[0].replays > 20
+
+
 def test_a_step_that_cannot_be_captured_runs_eagerly_with_one_warning(monkeypatch):
     model, reference, options = _wrapped("gpt2", SETTINGS[0], seed=32)
     ids, mask = left_padded(PROMPT_LENGTHS, seed=32)

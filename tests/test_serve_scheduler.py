@@ -15,10 +15,11 @@ import torch
 
 import ptp
 from conftest import EOS, left_padded, tiny_base
+from ptp.decode import graphs
 from ptp.sampling import SamplingConfig
 from ptp.serve.scheduler import Delta, Done, Failed, Job, QueueFull, Scheduler, auxiliaries
 from ptp.serve.text import TextStream
-from test_decode_engine import count_prefills
+from test_decode_engine import count_prefills, fake_capture
 from test_serve_text import tiny_tokenizer
 
 #: Most drafts are accepted; EOS may be drawn.
@@ -145,6 +146,34 @@ def test_batched_jobs_get_the_tokens_they_get_alone(model):
     assert sum(done.forward_calls for _, done in results) < 0.8 * sum(len(job.tokens) for job in jobs)
     assert scheduler.row_calls > scheduler.forward_calls  # rows were decoded together
     assert scheduler.batches > 2  # and newcomers joined running batches
+
+
+def test_with_captured_steps_jobs_of_any_length_replay_a_few_graphs_and_get_their_tokens_alone(monkeypatch):
+    """As on a GPU (``ptp serve`` captures by default): batches grow and shrink in powers of two and round their cache
+    and new-token room, so six jobs asking for 7 to 45 tokens, twice over, are decoded by a handful of captured steps,
+    each job with exactly its tokens alone."""
+    model = tiny_model()
+    captured = fake_capture(monkeypatch)
+    lengths, seeds = [30, 12, 45, 7, 25, 18], [0, 1, 2, 3, 2**40, -5]
+
+    async def main():
+        scheduler = Scheduler(model, {EOS}, 0, max_batch=4, max_queue=8, cuda_graph=True, **SLOTS)
+        scheduler.start()
+        jobs = []
+        for _ in range(2):
+            batch = [_job(p, n, s) for p, n, s in zip(PROMPTS, lengths, seeds, strict=True)]
+            for job in batch:
+                scheduler.submit(job)
+            await asyncio.gather(*(_finish(job) for job in batch))
+            jobs += batch
+        await scheduler.close()
+        return jobs
+
+    jobs = _run(main())
+    for job, prompt, n, seed in zip(jobs, PROMPTS * 2, lengths * 2, seeds * 2, strict=True):
+        assert job.tokens == alone(model, prompt, n, seed)
+    assert len(captured) == len(graphs.captured_runs(model)) <= 4  # 1, 2 and 4 places, one cache and token room
+    assert sum(graph.replays for graph in captured) > 40
 
 
 def test_a_job_joins_a_running_batch_and_leaves_before_it_ends(model):

@@ -386,9 +386,10 @@ def generate(
             output is still exactly the teacher's plain sampling. ``num_calls`` counts steps (one teacher and one
             drafter pass each).
         cuda_graph: capture the decoding step as a CUDA graph and replay it (default: True on a CUDA device). The
-            graph, its cache and buffers are kept for the model for later calls of the same batch size, settings
-            and cache size (the last few are kept); the output is the same as without. A model whose step cannot
-            be captured (its forward waits on the host) decodes eagerly, with a warning.
+            graph, its cache and buffers are kept for the model for later calls of the same batch size, settings,
+            cache size and room for new tokens (both rounded up to multiples of :data:`CAPACITY_STEP`; the last few
+            are kept); the output is the same as without. A model whose step cannot be captured (its forward waits
+            on the host) decodes eagerly, with a warning.
         compile: compile the decoding step with ``torch.compile`` (inductor; needs a C++ compiler on a CPU, Triton on
             a GPU): fused kernels instead of one per operation. Each call shape (batch size, cache capacity, slots)
             is compiled once per process, which takes from seconds to a few minutes, and reused by later calls; on a
@@ -464,8 +465,9 @@ def generate(
     # Room for the prompt, every new token, and one call's block and slots (rows' holes are compacted away); a
     # captured step's capacity is rounded up, so that later prompts of similar length replay it.
     capacity = width + max_new_tokens + pending_size + budget
-    if use_graph or compile:  # a captured or compiled step is reused by later calls of the same capacity
-        capacity = _rounded(capacity)
+    tokens = max_new_tokens  # the run's room for new tokens a row; each row stops at max_new_tokens all the same
+    if use_graph or compile:  # a captured or compiled step is reused by later calls of the same shape
+        capacity, tokens = _rounded(capacity), _rounded(max_new_tokens)
     weights = hash(tuple(p.data_ptr() for m in (model, verifier) if m is not None for p in m.parameters()))
 
     def make_run(rows: int, capacity: int, tokens: int, kept: bool = True) -> _Run:
@@ -499,15 +501,16 @@ def generate(
             rows[row] = (ids[0], check_auxiliaries(aux, tuple(aux.shape)).cpu())
         return rows
 
-    run = make_run(batch, capacity, max_new_tokens)
+    run = make_run(batch, capacity, tokens)
     run.reset(model, verifier, u, mask)
+    run.limit.fill_(max_new_tokens)
     try:
         new, lengths, accept_lengths, calls = _decode(run, input_ids, mask, make_run, streamer, on_commit,
                                                       None if join is None else joining)  # fmt: skip
     finally:
         run.model = run.verifier = None
     return GenerationOutput(
-        sequences=torch.cat([input_ids, new], dim=1),
+        sequences=torch.cat([input_ids, new[:, :max_new_tokens]], dim=1),
         lengths=lengths,
         prompt_width=width,
         num_calls=calls,

@@ -59,9 +59,9 @@ def create_app(model, tokenizer, config: ServeConfig, model_name: str) -> FastAP
     pad = pad if pad is not None else 0
     engine = {k: v for k, v in (("auxiliary_budget", config.auxiliary_budget),
                                  ("max_draft_length", config.max_draft_length)) if v is not None}  # fmt: skip
-    # A captured step is kept per batch size and max_new_tokens, which change with nearly every batch a server
-    # forms: each would be captured anew. Eager steps until batches are shaped to share captures.
-    engine["cuda_graph"] = False
+    # A batch starts with one row and grows and shrinks in powers of two as rows join and leave, and the engine rounds
+    # a captured run's cache and new-token room up to steps of 256: a few shapes serve every request.
+    engine["cuda_graph"] = config.cuda_graph and model.device.type == "cuda"
     if config.use_drafter and model.device.type == "cpu" and config.auxiliary_budget is None:
         # The CPU default budget comes from a call cost measured once per machine: measure it before the first
         # request rather than during it.

@@ -46,6 +46,10 @@ class ServeConfig:
     compute, so a small budget decodes faster there."""
     max_draft_length: int | None = None
     """Longest draft group of the engine (None: the window length)."""
+    cuda_graph: bool = True
+    """On a CUDA device, replay each decoding step as a captured CUDA graph, kept per shape of the batch (places in
+    powers of two, cache and new-token room in steps of 256; the 16 shapes used last), so that requests of similar
+    length replay the same graphs; False: every step runs eagerly (one kernel launch per operation)."""
 
     def __post_init__(self) -> None:
         for name, least in (("port", 0), ("max_batch", 1), ("max_queue", 1), ("max_tokens", 1),
