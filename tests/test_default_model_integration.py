@@ -17,7 +17,16 @@ import ptp
 from conftest import assert_same_tokens, teacher_installed, wrap
 from ptp.chat import NO_SHIPPED_DRAFTER
 from ptp.cli import main
-from ptp.default_model import INSTALL_TEACHER, has_default, teacher_dir
+from ptp.default_model import (
+    INSTALL_TEACHER,
+    SOURCE_RECORD,
+    TEACHER_SHA256,
+    convert_gguf,
+    converted_from,
+    has_default,
+    teacher_dir,
+    teacher_gguf,
+)
 from ptp.demo import QUESTIONS, question_ids
 
 pytestmark = [
@@ -80,3 +89,22 @@ def test_ptp_chat_without_a_drafter_answers_a_piped_question(cache, monkeypatch,
         monkeypatch.setattr("sys.stdin", io.StringIO(question))
         assert main(["chat", "--sampling", "greedy", "--max-new-tokens", "24", "--threads", "1"]) == 0
         assert capsys.readouterr().out.splitlines()[0] == NO_SHIPPED_DRAFTER
+
+
+def test_the_conversion_is_cached_readable_and_checked(teacher, cache, tmp_path):
+    directory = teacher_dir()
+    assert converted_from(directory) == TEACHER_SHA256 and teacher_dir() == directory  # read from the cache
+    assert directory.stat().st_mode & 0o777 == 0o755
+    assert {path.name: path.stat().st_mode & 0o777 for path in directory.iterdir()} == {
+        path.name: 0o644 for path in directory.iterdir()
+    }
+    assert (directory / "model.safetensors").is_file() and (directory / SOURCE_RECORD).is_file()
+    with pytest.raises(ValueError, match="the file is corrupt or another one"):
+        convert_gguf(teacher_gguf(), tmp_path / "wrong", sha256="0" * 64)
+    assert not (tmp_path / "wrong").exists()
+    occupied = tmp_path / "occupied"
+    occupied.mkdir()
+    (occupied / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="is not a conversion of"):
+        convert_gguf(teacher_gguf(), occupied)
+    assert [path.name for path in occupied.iterdir()] == ["notes.txt"]

@@ -114,7 +114,11 @@ def convert_gguf(gguf: str | os.PathLike, out: str | os.PathLike | None = None, 
         settings = staging / "tokenizer_config.json"
         settings.write_text(json.dumps({**json.loads(settings.read_text()), "padding_side": "left"}, indent=2) + "\n")
         (staging / SOURCE_RECORD).write_text(json.dumps({"file": gguf.name, "sha256": digest}, indent=1) + "\n")
-        staging.chmod(0o755)  # made private by mkdtemp; a cache is readable like any other
+        # mkdtemp makes the directory private and safetensors writes its file private: a cache is readable like any
+        # other.
+        staging.chmod(0o755)
+        for path in staging.iterdir():
+            path.chmod(0o644)
         if out.exists():
             out.rmdir()
         os.replace(staging, out)
