@@ -12,7 +12,7 @@ import ptp.data.pregeneration as pregeneration
 from bench_support import save_tiny_model, write_jsonl
 from conftest import EOS, tiny_base
 from ptp.data import PregenerateConfig, load_dataset, pregenerate, write_text_dataset
-from ptp.data.dataset import METADATA
+from ptp.data.dataset import METADATA, Document
 from ptp.data.pregeneration import left_pad
 from train_support import SAMPLING, make_data, random_prompts, reference
 
@@ -58,12 +58,24 @@ def test_the_shards_are_those_that_sample_autoregressive_writes(tmp_path, monkey
     free = load_dataset(make_data(tmp_path / "free", model, **options)).documents
     # A common token as EOS: completions of many lengths, some full length.
     eos = torch.cat([d.tokens[d.prompt_length + 1 :] for d in free]).mode().values.item()
+    calls = []
+    monkeypatch.setattr(pregeneration, "generate", lambda *args, **kw: calls.append(1) or ptp.generate(*args, **kw))
     fast = make_data(tmp_path / "fast", model, eos_token_id=eos, **options)
+    assert len(calls) == 3  # one call a shard: its 15 rows pass through a batch of 6 as rows finish
 
-    def slow(model, ids, mask, *, auxiliaries, max_new_tokens, sampling, eos_token_id, use_drafter, compile):
-        return reference(model, ids, mask, auxiliaries=auxiliaries, sampling=sampling, eos_token_id=eos_token_id)
+    def slow(model, prompts, chunk, config, eos, seed):
+        """Each row alone, with its row of the shard's u's."""
+        rows = [(i, r) for i in chunk for r in range(config.n_per_prompt)]
+        generator = torch.Generator().manual_seed(seed[0] * 1_000_003 + seed[1])
+        u = torch.rand((len(rows), config.max_new_tokens), generator=generator)
+        documents = []
+        for k, (i, _) in enumerate(rows):
+            ids, mask = left_pad([prompts[i]])
+            row = reference(model, ids, mask, auxiliaries=u[k : k + 1], sampling=config.sampling, eos_token_id=eos)
+            documents.append(Document(torch.tensor(prompts[i] + row.rows()[0]), len(prompts[i]), i))
+        return documents
 
-    monkeypatch.setattr(pregeneration, "generate", slow)
+    monkeypatch.setattr(pregeneration, "_generate_shard", slow)
     slow_path = make_data(tmp_path / "slow", model, eos_token_id=eos, **options)
     lengths = {len(d.tokens) - d.prompt_length for d in load_dataset(fast).documents}
     assert len(lengths) > 2 and 20 in lengths

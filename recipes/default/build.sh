@@ -57,7 +57,7 @@ fi
 step pregenerate
 $ptp pregenerate --model "$teacher" --prompts "$work/prompts.jsonl" --out "$work/data" \
     --n-per-prompt "${COMPLETIONS:-1}" --seed "${SEED:-0}" --max-new-tokens 256 \
-    --temperature 0.7 --top-k 50 --top-p 0.95 --dtype bfloat16 --batch-size 256 --prompts-per-shard 512 --no-progress
+    --temperature 0.7 --top-k 50 --top-p 0.95 --dtype bfloat16 --batch-size 256 --prompts-per-shard 2048 --no-progress
 
 # 3. Both drafters at once (they share the GPU), each resuming from its latest checkpoint, else starting afresh or
 #    from INIT's adapter.

@@ -6,8 +6,8 @@ atomically and then recorded in ``metadata.json``; rerunning the same command af
 shards, regenerates any that are missing or corrupt, and continues with the next one: at most one shard of work is
 lost, and the result is the same as an uninterrupted run. Sampling goes through the decoding engine in plain mode
 (:func:`ptp.decode.engine.generate` with ``use_drafter=False``: a fixed-size cache, on a GPU a captured step, and
-finished rows leaving the batch), whose tokens are those of :func:`ptp.sample_autoregressive`: ``Pick(u, S(logits))``
-of the project's one sampling module.
+the shard's next rows taking the places of rows that finish), whose tokens are those of
+:func:`ptp.sample_autoregressive`: ``Pick(u, S(logits))`` of the project's one sampling module.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import time
+from collections import deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -34,11 +35,14 @@ from ptp.data.dataset import (
     write_shard,
 )
 from ptp.decode.engine import generate
-from ptp.decode.inputs import context_length, stop_tokens
+from ptp.decode.inputs import context_length, resolve_stop_tokens, stop_tokens
 from ptp.loading import check_exists
+from ptp.model.ptp import PTPModel
 from ptp.runtime import resolve_device, resolve_dtype
 from ptp.sampling import DEFAULT_SAMPLING, SamplingConfig
 
+#: Rows join a running batch in groups of at least 1 / JOIN_FRACTION of its places (a group is prefilled in one call).
+JOIN_FRACTION = 4
 #: Settings that do not change which tokens are sampled (or that the metadata records elsewhere), so a run may resume
 #: with others.
 NOT_RECORDED = ("sampling", "batch_size", "eos_token_id", "compile")
@@ -55,7 +59,7 @@ class PregenerateConfig:
     sampling: SamplingConfig = field(default_factory=lambda: DEFAULT_SAMPLING)
     """S: the sampling configuration inference will use; recorded in the metadata and used for the training bins."""
     batch_size: int = 64
-    """Sequences per generation call."""
+    """Sequences decoded together; as they finish, the shard's next ones take their places."""
     prompts_per_shard: int = 64
     """Prompts per shard: the unit of work a killed run may lose."""
     seed: int = 0
@@ -281,31 +285,60 @@ def _prepare_directory(out: Path, identity: dict) -> list[dict]:
 
 
 def _generate_shard(model, prompts, chunk, config: PregenerateConfig, eos, seed) -> list[Document]:
+    """The completions of a shard's rows, ``batch_size`` of them decoded at a time: as rows finish, the next ones
+    join the running batch (continuous batching, :func:`ptp.decode.engine.generate` with ``join``), so that the batch
+    stays nearly full instead of running on for its longest answer. A row's tokens depend on its prompt and its u's
+    alone, so the shard is the same however its rows are batched."""
     rows = [(i, r) for i in chunk for r in range(config.n_per_prompt)]
     generator = torch.Generator().manual_seed(seed[0] * 1_000_003 + seed[1])
     u = torch.rand((len(rows), config.max_new_tokens), generator=generator)
-    # Similar lengths share a batch so that little compute goes to padding; the u of a row does not depend on it.
+    # Rows start in order of prompt length, so that the rows of a batch have similar lengths.
     order = sorted(range(len(rows)), key=lambda r: len(prompts[rows[r][0]]))
-    completions: dict[int, torch.Tensor] = {}
-    for start in range(0, len(order), config.batch_size):
-        batch = order[start : start + config.batch_size]
-        ids, mask = left_pad([prompts[rows[r][0]] for r in batch])
-        result = generate(
-            model,
-            ids.to(model.device),
-            mask.to(model.device),
-            auxiliaries=u[batch],
-            max_new_tokens=config.max_new_tokens,
-            sampling=config.sampling,
-            eos_token_id=eos,
-            use_drafter=False,
-            compile=config.compile,
-        )
-        new, lengths = result.new_tokens.cpu(), result.lengths.tolist()
-        for b, row in enumerate(batch):
-            completions[row] = new[b, : lengths[b]]
+    first, waiting = order[: config.batch_size], deque(order[config.batch_size :])
+    teacher = model.base_model if isinstance(model, PTPModel) else model
+    stops = resolve_stop_tokens(eos, None, teacher)[0].tolist()
+    numbered = list(first)  # the row decoded under each number the engine knows
+    tokens: dict[int, list[int]] = {row: [] for row in order}
+    running = set(range(len(first)))  # numbers of rows still decoding
+
+    def on_commit(committed: list[list[int]]) -> list[int]:
+        for number, new in enumerate(committed):
+            if new:
+                row = tokens[numbered[number]]
+                row += new
+                if row[-1] in stops or len(row) >= config.max_new_tokens:
+                    running.discard(number)
+        return []
+
+    def join() -> dict[int, tuple[list[int], torch.Tensor]]:
+        free = config.batch_size - len(running)
+        # Rows join in groups of at least a quarter of the batch (or the last ones): each group costs a prefill.
+        if not waiting or free < min(len(waiting), max(1, config.batch_size // JOIN_FRACTION)):
+            return {}
+        joining = {}
+        for _ in range(min(free, len(waiting))):
+            row = waiting.popleft()
+            joining[len(numbered)] = (prompts[rows[row][0]], u[row])
+            running.add(len(numbered))
+            numbered.append(row)
+        return joining
+
+    ids, mask = left_pad([prompts[rows[r][0]] for r in first])
+    generate(
+        model,
+        ids.to(model.device),
+        mask.to(model.device),
+        auxiliaries=u[first],
+        max_new_tokens=config.max_new_tokens,
+        sampling=config.sampling,
+        eos_token_id=stops,
+        use_drafter=False,
+        compile=config.compile,
+        on_commit=on_commit,
+        join=join,
+    )
     return [
-        Document(torch.cat([torch.tensor(prompts[i], dtype=torch.int64), completions[r]]), len(prompts[i]), i)
+        Document(torch.tensor(prompts[i] + tokens[r], dtype=torch.int64), len(prompts[i]), i)
         for r, (i, _) in enumerate(rows)
     ]
 
