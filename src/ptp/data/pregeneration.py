@@ -299,7 +299,7 @@ def _generate_shard(model, prompts, chunk, config: PregenerateConfig, eos, seed)
     stops = resolve_stop_tokens(eos, None, teacher)[0].tolist()
     numbered = list(first)  # the row decoded under each number the engine knows
     tokens: dict[int, list[int]] = {row: [] for row in order}
-    running = set(range(len(first)))  # numbers of rows still decoding
+    running = set(range(len(first)))  # numbers of rows still decoding; the others are given to rows that join
 
     def on_commit(committed: list[list[int]]) -> list[int]:
         for number, new in enumerate(committed):
@@ -311,16 +311,15 @@ def _generate_shard(model, prompts, chunk, config: PregenerateConfig, eos, seed)
         return []
 
     def join() -> dict[int, tuple[list[int], torch.Tensor]]:
-        free = config.batch_size - len(running)
+        free = [number for number in range(len(first)) if number not in running]
         # Rows join in groups of at least a quarter of the batch (or the last ones): each group costs a prefill.
-        if not waiting or free < min(len(waiting), max(1, config.batch_size // JOIN_FRACTION)):
+        if not waiting or len(free) < min(len(waiting), max(1, config.batch_size // JOIN_FRACTION)):
             return {}
         joining = {}
-        for _ in range(min(free, len(waiting))):
-            row = waiting.popleft()
-            joining[len(numbered)] = (prompts[rows[row][0]], u[row])
-            running.add(len(numbered))
-            numbered.append(row)
+        for number in free[: len(waiting)]:
+            numbered[number] = row = waiting.popleft()
+            joining[number] = (prompts[rows[row][0]], u[row])
+            running.add(number)
         return joining
 
     ids, mask = left_pad([prompts[rows[r][0]] for r in first])
