@@ -48,7 +48,7 @@ class SelfPromptConfig:
     sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(temperature=1.0, top_p=0.95))
     """How the turns are sampled (default: the model's own distribution, the least likely 5% cut off)."""
     batch_size: int = 64
-    """Turns sampled per round."""
+    """Turns sampled together, and the rows of a round of u's: as turns end, the next rows take their places."""
     max_new_tokens: int = 128
     """Tokens a turn may take, its end token included; a longer one is dropped."""
     min_words: int = 4
