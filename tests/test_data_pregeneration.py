@@ -13,7 +13,8 @@ from bench_support import save_tiny_model, write_jsonl
 from conftest import EOS, tiny_base
 from ptp.data import PregenerateConfig, load_dataset, pregenerate, write_text_dataset
 from ptp.data.dataset import METADATA, Document
-from ptp.data.pregeneration import left_pad
+from ptp.decode import flow
+from ptp.decode.inputs import left_pad
 from train_support import SAMPLING, make_data, random_prompts, reference
 
 
@@ -59,7 +60,7 @@ def test_the_shards_are_those_that_sample_autoregressive_writes(tmp_path, monkey
     # A common token as EOS: completions of many lengths, some full length.
     eos = torch.cat([d.tokens[d.prompt_length + 1 :] for d in free]).mode().values.item()
     calls = []
-    monkeypatch.setattr(pregeneration, "generate", lambda *args, **kw: calls.append(1) or ptp.generate(*args, **kw))
+    monkeypatch.setattr(flow, "generate", lambda *args, **kw: calls.append(1) or ptp.generate(*args, **kw))
     fast = make_data(tmp_path / "fast", model, eos_token_id=eos, **options)
     assert len(calls) == 3  # one call a shard: its 15 rows pass through a batch of 6 as rows finish
 

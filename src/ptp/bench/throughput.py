@@ -24,8 +24,8 @@ from pathlib import Path
 import torch
 
 from ptp.bench.timing import environment, synchronize
-from ptp.data.pregeneration import PregenerateConfig, left_pad, pregenerate, sampling_speed
-from ptp.decode.inputs import stop_tokens
+from ptp.data.pregeneration import PregenerateConfig, pregenerate, sampling_speed
+from ptp.decode.inputs import left_pad, stop_tokens
 from ptp.runtime import operator_table, profiler_activities, resolve_device, resolve_dtype
 from ptp.sampling import DEFAULT_SAMPLING, SamplingConfig
 

@@ -16,7 +16,6 @@ import hashlib
 import json
 import os
 import time
-from collections import deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -34,15 +33,12 @@ from ptp.data.dataset import (
     write_metadata,
     write_shard,
 )
-from ptp.decode.engine import generate
-from ptp.decode.inputs import context_length, resolve_stop_tokens, stop_tokens
+from ptp.decode.flow import decode_rows
+from ptp.decode.inputs import context_length, stop_tokens
 from ptp.loading import check_exists
-from ptp.model.ptp import PTPModel
 from ptp.runtime import resolve_device, resolve_dtype
 from ptp.sampling import DEFAULT_SAMPLING, SamplingConfig
 
-#: Rows join a running batch in groups of at least 1 / JOIN_FRACTION of its places (a group is prefilled in one call).
-JOIN_FRACTION = 4
 #: Settings that do not change which tokens are sampled (or that the metadata records elsewhere), so a run may resume
 #: with others.
 NOT_RECORDED = ("sampling", "batch_size", "eos_token_id", "compile")
@@ -285,72 +281,25 @@ def _prepare_directory(out: Path, identity: dict) -> list[dict]:
 
 
 def _generate_shard(model, prompts, chunk, config: PregenerateConfig, eos, seed) -> list[Document]:
-    """The completions of a shard's rows, ``batch_size`` of them decoded at a time: as rows finish, the next ones
-    join the running batch (continuous batching, :func:`ptp.decode.engine.generate` with ``join``), so that the batch
-    stays nearly full instead of running on for its longest answer. A row's tokens depend on its prompt and its u's
-    alone, so the shard is the same however its rows are batched."""
+    """The completions of a shard's rows, which flow through one batch of ``batch_size`` (:func:`ptp.decode.flow.
+    decode_rows`); a row's tokens depend on its prompt and its u's alone, so the shard does not depend on that."""
     rows = [(i, r) for i in chunk for r in range(config.n_per_prompt)]
     generator = torch.Generator().manual_seed(seed[0] * 1_000_003 + seed[1])
     u = torch.rand((len(rows), config.max_new_tokens), generator=generator)
-    # Rows start in order of prompt length, so that the rows of a batch have similar lengths.
+    # Rows start in order of prompt length, so that the rows decoding together have similar lengths.
     order = sorted(range(len(rows)), key=lambda r: len(prompts[rows[r][0]]))
-    first, waiting = order[: config.batch_size], deque(order[config.batch_size :])
-    teacher = model.base_model if isinstance(model, PTPModel) else model
-    stops = resolve_stop_tokens(eos, None, teacher)[0].tolist()
-    numbered = list(first)  # the row decoded under each number the engine knows
-    tokens: dict[int, list[int]] = {row: [] for row in order}
-    running = set(range(len(first)))  # numbers of rows still decoding; the others are given to rows that join
+    completions: dict[int, list[int]] = {}
 
-    def on_commit(committed: list[list[int]]) -> list[int]:
-        for number, new in enumerate(committed):
-            if new:
-                row = tokens[numbered[number]]
-                row += new
-                if row[-1] in stops or len(row) >= config.max_new_tokens:
-                    running.discard(number)
-        return []
+    def finished(k: int, tokens: list[int]) -> None:
+        completions[order[k]] = tokens
 
-    def join() -> dict[int, tuple[list[int], torch.Tensor]]:
-        free = [number for number in range(len(first)) if number not in running]
-        # Rows join in groups of at least a quarter of the batch (or the last ones): each group costs a prefill.
-        if not waiting or len(free) < min(len(waiting), max(1, config.batch_size // JOIN_FRACTION)):
-            return {}
-        joining = {}
-        for number in free[: len(waiting)]:
-            numbered[number] = row = waiting.popleft()
-            joining[number] = (prompts[rows[row][0]], u[row])
-            running.add(number)
-        return joining
-
-    ids, mask = left_pad([prompts[rows[r][0]] for r in first])
-    generate(
-        model,
-        ids.to(model.device),
-        mask.to(model.device),
-        auxiliaries=u[first],
-        max_new_tokens=config.max_new_tokens,
-        sampling=config.sampling,
-        eos_token_id=stops,
-        use_drafter=False,
-        compile=config.compile,
-        on_commit=on_commit,
-        join=join,
-    )
+    decode_rows(model, ((prompts[rows[r][0]], u[r]) for r in order), config.batch_size, finished,
+                max_new_tokens=config.max_new_tokens, sampling=config.sampling, eos_token_id=eos,
+                compile=config.compile)  # fmt: skip
     return [
-        Document(torch.tensor(prompts[i] + tokens[r], dtype=torch.int64), len(prompts[i]), i)
+        Document(torch.tensor(prompts[i] + completions[r], dtype=torch.int64), len(prompts[i]), i)
         for r, (i, _) in enumerate(rows)
     ]
-
-
-def left_pad(sequences: list[list[int]], pad: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """``[B, S]`` left-padded ids and their bool mask."""
-    width = max(len(s) for s in sequences)
-    ids = torch.full((len(sequences), width), pad, dtype=torch.int64)
-    mask = torch.zeros((len(sequences), width), dtype=torch.bool)
-    for b, seq in enumerate(sequences):
-        ids[b, width - len(seq) :] = torch.tensor(seq, dtype=torch.int64)
-        mask[b, width - len(seq) :] = True
-    return ids, mask
 
 
 def _progress(total: int, initial: int, enabled: bool):

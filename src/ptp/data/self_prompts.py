@@ -15,6 +15,7 @@ set depends on the model, its dtype and device, the sampling and the seed.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,8 +24,7 @@ import torch
 
 from ptp.data.chat_prompts import ChatPromptSet, write_jsonl
 from ptp.data.overlap import EvaluationIndex, normalise
-from ptp.data.pregeneration import JOIN_FRACTION
-from ptp.decode.engine import generate
+from ptp.decode.flow import decode_rows
 from ptp.decode.inputs import stop_tokens
 from ptp.sampling import SamplingConfig
 
@@ -107,32 +107,26 @@ def sample_self_prompts(
     index = EvaluationIndex(exclude) if exclude else None
     result = ChatPromptSet([], config.seed, evaluation=tuple(str(p) for p in exclude))
     batch = config.batch_size
-    drawn: list = [-1, None]  # the round whose u's were drawn last, and its u's (rows start in order)
 
-    def auxiliaries(row: int) -> torch.Tensor:
-        """Row ``row``'s u's: row ``row % batch`` of round ``row // batch``'s, drawn from (seed, round)."""
-        round_ = row // batch
-        if drawn[0] != round_:
+    def rows():
+        """Row r: the opening, with row r % batch of round r // batch's u's, drawn from (seed, round)."""
+        for round_ in itertools.count():
             generator = torch.Generator().manual_seed(config.seed * 1_000_003 + round_)
-            drawn[:] = [round_, torch.rand((batch, config.max_new_tokens), generator=generator)]
-        return drawn[1][row % batch]
+            yield from ((opening, u) for u in torch.rand((batch, config.max_new_tokens), generator=generator))
 
-    # Rows (row r: round r // batch, row r % batch of its u's) flow through one batch: as rows finish, the next ones
-    # join it. A finished turn is checked at once for what does not depend on the others (an end, its length, the
-    # evaluation files), and judged in row order for repeats, as round by round, so the prompts do not depend on how
-    # the rows were batched. Rows join only while the turns that may still be kept are too few.
-    numbered: list[int] = list(range(batch))  # the row decoded under each number the engine knows
-    turns: dict[int, list[int]] = {row: [] for row in numbered}
+    # The rows flow through one batch (ptp.decode.flow). An ended turn is checked at once for what does not depend on
+    # the others (an end, its length, the evaluation files) and judged in row order for repeats, as round by round,
+    # so the prompts do not depend on how the rows were batched. Rows join only while too few turns may be kept.
     finished: dict[int, tuple[str | None, str]] = {}  # row -> (reason to drop it but a repeat, text), until judged
-    running = set(numbered)  # numbers of rows still decoding; the others are given to rows that join
-    rows_started = batch
     seen: set[str] = set()
-    state = {"judged": 0, "kept_in_round": 0, "idle": 0, "done": False}
-    bar = tqdm(total=config.count, desc="self-prompts", unit="prompt", disable=not progress)
+    judged = kept_in_round = idle = 0
 
-    def judge_in_order() -> None:
-        while not state["done"] and state["judged"] in finished:
-            reason, text = finished.pop(state["judged"])
+    def on_finish(row: int, turn: list[int]) -> bool:
+        """Judge the turns that have ended in row order; True once the prompts are complete (or none come)."""
+        nonlocal judged, kept_in_round, idle
+        finished[row] = _judge(turn, eos, tokenizer, config, index, seen=())
+        while judged in finished:
+            reason, text = finished.pop(judged)
             if reason is None and normalise(text) in seen:
                 reason = "repeat"
             if reason is not None:
@@ -140,46 +134,23 @@ def sample_self_prompts(
             else:
                 seen.add(normalise(text))
                 result.records.append({"messages": [{"role": "user", "content": text}], "category": CATEGORY})
-                state["kept_in_round"] += 1
+                kept_in_round += 1
                 bar.update(1)
-            state["judged"] += 1
+            judged += 1
             if len(result.records) == config.count:
-                state["done"] = True
-            elif state["judged"] % batch == 0:  # a round ends
-                state["idle"] = 0 if state["kept_in_round"] else state["idle"] + 1
-                state["kept_in_round"] = 0
-                state["done"] = state["idle"] == PATIENCE
+                return True
+            if judged % batch == 0:  # a round ends
+                idle, kept_in_round = (0 if kept_in_round else idle + 1), 0
+                if idle == PATIENCE:
+                    return True
+        return False
 
-    def on_commit(committed: list[list[int]]) -> list[int]:
-        for number, new in enumerate(committed):
-            if new:
-                row = numbered[number]
-                turns[row] += new
-                if turns[row][-1] in eos or len(turns[row]) >= config.max_new_tokens:
-                    running.discard(number)
-                    finished[row] = _judge(turns.pop(row), eos, tokenizer, config, index, seen=())
-        judge_in_order()
-        return sorted(running) if state["done"] else []
+    def wanted() -> bool:
+        return len(result.records) + sum(reason is None for reason, _ in finished.values()) < config.count
 
-    def join() -> dict[int, tuple[list[int], torch.Tensor]]:
-        nonlocal rows_started
-        free = [number for number in range(batch) if number not in running]
-        promising = len(result.records) + sum(reason is None for reason, _ in finished.values())
-        if state["done"] or len(free) < max(1, batch // JOIN_FRACTION) or promising >= config.count:
-            return {}
-        for number in free:
-            numbered[number] = row = rows_started
-            turns[row] = []
-            running.add(number)
-            rows_started += 1
-        return {number: (opening, auxiliaries(numbered[number])) for number in free}
-
-    ids = torch.tensor([opening] * batch, device=model.device)
-    mask = torch.ones_like(ids, dtype=torch.bool)
-    first = torch.stack([auxiliaries(row) for row in range(batch)])
-    with bar:
-        generate(model, ids, mask, auxiliaries=first, max_new_tokens=config.max_new_tokens, sampling=config.sampling,
-                 eos_token_id=sorted(eos), use_drafter=False, on_commit=on_commit, join=join)  # fmt: skip
+    with tqdm(total=config.count, desc="self-prompts", unit="prompt", disable=not progress) as bar:
+        decode_rows(model, rows(), batch, on_finish, max_new_tokens=config.max_new_tokens, sampling=config.sampling,
+                    eos_token_id=sorted(eos), wanted=wanted)  # fmt: skip
     if len(result.records) < config.count:
         raise ValueError(
             f"{PATIENCE} rounds of {batch} sampled user turns in a row kept none (dropped so far: "

@@ -51,6 +51,7 @@ from ptp.decode.inputs import (
     check_prompt,
     check_sliding_window,
     context_length,
+    left_pad,
     prepare_auxiliaries,
     resolve_stop_tokens,
     sampling_from_arguments,
@@ -593,19 +594,17 @@ class _Batch:
             run = self.run
         places = [p for p, running in enumerate(self.running) if not running][: len(rows)]
         self._leave(places)
-        width = max(len(ids) for ids, _ in rows.values())
         device = run.running.device
         # Padded on the host, then three copies to the device, however many rows join.
-        ids = torch.full((len(rows), width), run.pad, dtype=torch.int64)
-        mask = torch.zeros((len(rows), width), dtype=torch.bool)
+        ids, mask = left_pad([prompt for prompt, _ in rows.values()], run.pad)
         u = torch.full((len(rows), run.max_new_tokens), NULL_AUXILIARY)
-        for i, (prompt, aux) in enumerate(rows.values()):
-            ids[i, width - len(prompt) :] = prompt
-            mask[i, width - len(prompt) :] = True
+        for i, (_, aux) in enumerate(rows.values()):
             u[i, : len(aux)] = aux
         ids, mask, u = ids.to(device), mask.to(device), u.to(device)
         # The prefill writes the prompts and one group of slots: its run needs no more cache than that.
-        entry = self.make_run(len(rows), width + min(run.budget, run.pending_size), run.max_new_tokens, kept=False)
+        entry = self.make_run(
+            len(rows), ids.shape[1] + min(run.budget, run.pending_size), run.max_new_tokens, kept=False
+        )
         entry.reset(run.model, run.verifier, u, mask)
         entry.limit.copy_(torch.tensor([len(aux) for _, aux in rows.values()], device=device))
         _prefill(entry, ids, mask)

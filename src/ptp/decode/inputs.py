@@ -288,3 +288,14 @@ def check_plain_inputs(model, input_ids, attention_mask, auxiliaries, max_new_to
     u = check_auxiliaries(auxiliaries, (input_ids.shape[0], max_new_tokens)).to(device)
     eos, pad = resolve_stop_tokens(eos_token_id, pad_token_id, model)
     return model, input_ids, mask, u, eos.to(device), pad
+
+
+def left_pad(sequences, pad: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """``[B, S]`` left-padded ids on the host and their bool mask, from token id sequences (lists or 1-D tensors)."""
+    width = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), width), pad, dtype=torch.int64)
+    mask = torch.zeros((len(sequences), width), dtype=torch.bool)
+    for b, seq in enumerate(sequences):
+        ids[b, width - len(seq) :] = torch.as_tensor(seq, dtype=torch.int64)
+        mask[b, width - len(seq) :] = True
+    return ids, mask
