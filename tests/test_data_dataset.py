@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import stat
+
 import pytest
 import torch
 
@@ -9,7 +12,7 @@ import ptp
 from bench_support import char_tokenizer
 from conftest import tiny_base
 from ptp.data import load_dataset, model_fingerprint, tokenizer_fingerprint
-from ptp.data.dataset import fingerprints_match
+from ptp.data.dataset import atomic_write_bytes, fingerprints_match
 from train_support import SAMPLING, make_data
 
 
@@ -53,3 +56,15 @@ def test_tokenizer_fingerprints(tmp_path):
     data.check_tokenizer(char_tokenizer())
     with pytest.raises(ValueError, match="tokenized by another tokenizer"):
         data.check_tokenizer(char_tokenizer("abc"))
+
+
+def test_written_files_get_the_permissions_the_umask_gives_not_mkstemps(tmp_path):
+    old = os.umask(0o022)
+    try:
+        data = make_data(tmp_path / "d")
+        atomic_write_bytes(tmp_path / "note.txt", b"x")
+    finally:
+        os.umask(old)
+    files = [tmp_path / "note.txt", *sorted(data.iterdir())]
+    assert any(f.suffix == ".safetensors" for f in files)
+    assert {oct(stat.S_IMODE(f.stat().st_mode)) for f in files if f.is_file()} == {oct(0o644)}

@@ -173,6 +173,13 @@ def describe_tokenizer(tokenizer) -> dict | None:
 
 
 # ------------------------------------------------------------------------------------------------------ writing
+def _as_created(temporary: str) -> None:
+    """Give a temporary file the permissions a file created in place would have (``mkstemp`` makes it 0600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(temporary, 0o666 & ~umask)
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file in the same directory and an atomic rename."""
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
@@ -181,6 +188,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             out.write(data)
             out.flush()
             os.fsync(out.fileno())
+        _as_created(temporary)
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
@@ -213,6 +221,7 @@ def write_shard(directory: Path, index: int, documents: list[Document]) -> dict:
     try:
         save_file(tensors, temporary)
         digest = _sha256(Path(temporary))
+        _as_created(temporary)
         os.replace(temporary, directory / name)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
