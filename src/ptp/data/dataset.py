@@ -66,9 +66,6 @@ class Dataset:
     def kind(self) -> str:
         return self.metadata["kind"]
 
-    def num_tokens(self) -> int:
-        return sum(len(d.tokens) for d in self.documents)
-
     def check_model(self, model) -> None:
         """Raise ValueError unless ``model`` (the training base) is the model that generated the data."""
         recorded = self.metadata.get("model")
