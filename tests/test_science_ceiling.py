@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 import ptp
+import ptp.data
 from conftest import tiny_base
 from ptp.cli import main
-from ptp.science.ceiling import calls_for, mode_chain_ceiling
+from ptp.science import ceiling
+from ptp.science.ceiling import bin_agreement, calls_for, mode_chain_ceiling
 from train_support import make_data
 
 T, F = True, False
@@ -58,3 +61,33 @@ def test_the_command_prints_the_table_and_refuses_another_models_data(tmp_path, 
         main(["ceiling", "--data", str(data), "--windows", "4,x"])
     with pytest.raises(ValueError, match="max_documents"):
         mode_chain_ceiling(teacher, data, max_documents=0)
+    with pytest.raises(ValueError, match="16-bit"):
+        mode_chain_ceiling(teacher, data, bins_in="float32")
+
+
+def test_bins_computed_in_16_bits_mostly_agree_with_float32_and_the_command_reports_it(tmp_path, capsys, monkeypatch):
+    teacher = tiny_base("llama")
+    teacher.save_pretrained(tmp_path / "teacher")
+    data = make_data(tmp_path / "data", teacher)
+    measured = bin_agreement(teacher, ptp.data.load_dataset(data), torch.bfloat16)
+    assert measured["positions"] + measured["empty"] == 6 * 3 * 12
+    assert 0.8 < measured["agreement"] <= 1.0 and measured["dtype"] == "bfloat16"
+    assert main(["ceiling", "--model", str(tmp_path / "teacher"), "--data", str(data), "--bins-in", "bfloat16",
+                 "--no-progress"]) == 0  # fmt: skip
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-2].startswith("bins in bfloat16: a u drawn in them picks the float32 token")
+    assert json.loads(lines[-1])["bins"] == measured
+
+    # 16-bit bins that are the float32 bins shifted by a tenth of their width agree on nine tenths of them.
+    real, full = ceiling.bins, []
+
+    def bins(logits, tokens, sampling):
+        if not full:  # the full-precision pass of a document
+            full.append(real(logits, tokens, sampling))
+            return full[-1]
+        left, right = full.pop()
+        return left + 0.1 * (right - left), right + 0.1 * (right - left)
+
+    monkeypatch.setattr(ceiling, "bins", bins)
+    shifted = bin_agreement(teacher, ptp.data.load_dataset(data), torch.bfloat16)
+    assert shifted["agreement"] == pytest.approx(0.9, abs=1e-4) and shifted["empty"] == 0

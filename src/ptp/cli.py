@@ -708,6 +708,12 @@ def _add_ceiling(sub) -> None:
     p.add_argument("--max-documents", type=int, help="measure the first this many documents (default: all)")
     p.add_argument("--device", default="auto", help="cpu, cuda, or auto: CUDA when available (default: auto)")
     p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32", help="(default: float32)")
+    p.add_argument(
+        "--bins-in",
+        choices=("bfloat16", "float16"),
+        help="also measure how often a u drawn in a token's bin computed under autocast in this dtype (a "
+        "distillation's teacher pass in 16 bits) picks the same token in --dtype (default: not measured)",
+    )
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
                    help="show a progress bar (default: on)")  # fmt: skip
     p.add_argument("--out", help="also write the result to this JSON file (default: none)")
@@ -722,11 +728,18 @@ def _cmd_ceiling(args) -> int:
     except ValueError:
         raise ValueError(f"--windows takes whole numbers separated by commas, not {args.windows!r}") from None
     result = mode_chain_ceiling(args.model, args.data, windows=windows, max_documents=args.max_documents,
-                                device=args.device, dtype=args.dtype, progress=args.progress)  # fmt: skip
+                                device=args.device, dtype=args.dtype, bins_in=args.bins_in,
+                                progress=args.progress)  # fmt: skip
     print(f"{result['documents']} completions, {result['tokens']} tokens, mode rate {result['mode_rate']:.4f}")
     print("window   mode chain   first token known   (tokens per call of ideal drafters)")
     for window, tau in result["windows"].items():
         print(f"{window:>6}   {tau['mode_chain']:>10.3f}   {tau['known_first']:>17.3f}")
+    if "bins" in result:
+        b = result["bins"]
+        print(
+            f"bins in {b['dtype']}: a u drawn in them picks the {args.dtype} token {b['agreement']:.4f} of the time "
+            f"({b['positions']} tokens; {b['empty']} outside the {b['dtype']} kept set)"
+        )
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result))

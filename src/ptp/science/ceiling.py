@@ -12,6 +12,11 @@ sampling configuration S) and reports the mode rate and, for several window leng
 drafters: ``mode_chain`` (drafts the mode chain after betting that the "+1" token is the mode: the ceiling of every
 drafter that ignores u) and ``known_first`` (knows the "+1" token and drafts the mode chain after it: what reading
 the first slot's u alone is worth). A drafter that beats ``mode_chain`` must read u. ``ptp ceiling`` is the command.
+
+:func:`bin_agreement` measures a second limit, set by training in 16 bits: the bins a distillation's teacher pass
+computes under autocast against the bins of the verification in the model's own precision. A u drawn in the 16-bit
+bin of a target picks another token under float32 wherever the two bins do not overlap, so a drafter trained on those
+bins is right at most that share of the time per slot (``ptp ceiling --bins-in bfloat16``).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import torch
 from ptp.data.dataset import Dataset, load_dataset
 from ptp.loading import check_exists
 from ptp.runtime import resolve_device, resolve_dtype
+from ptp.sampling import bins
 
 #: Window lengths reported by default.
 WINDOWS = (4, 8, 16, 32)
@@ -62,6 +68,41 @@ def mode_flags(model, data: Dataset, max_documents: int | None = None, progress:
     return flags
 
 
+@torch.no_grad()
+def bin_agreement(
+    model, data: Dataset, bins_in: torch.dtype, max_documents: int | None = None, progress: bool = False
+) -> dict:
+    """How often a u drawn in a completion token's bin under the data's sampling configuration, computed under
+    autocast in ``bins_in`` (as a distillation's teacher pass in 16 bits computes it), picks the same token when the
+    bin is computed in ``model``'s own precision (as the engine's float32 verification computes it).
+
+    Returns ``dtype``, ``positions`` (tokens whose ``bins_in`` bin is not empty), ``agreement`` (the mean share of
+    their ``bins_in`` bin inside the full-precision bin) and ``empty`` (tokens outside the kept set in ``bins_in``,
+    which do not train).
+    """
+    from tqdm.auto import tqdm
+
+    if data.sampling is None:
+        raise ValueError(f"{data.path} records no sampling configuration: its tokens have no bins")
+    device = next(model.parameters()).device
+    agreement, positions, empty = 0.0, 0, 0
+    for document in tqdm(data.documents[:max_documents], desc="bins", disable=not progress):
+        tokens, start = document.tokens.to(device), document.prompt_length
+        if start >= len(tokens):
+            continue
+        full = model(tokens.unsqueeze(0)).logits[0, start - 1 : -1].float()
+        with torch.autocast(device.type, dtype=bins_in):
+            low = model(tokens.unsqueeze(0)).logits[0, start - 1 : -1].float()
+        (left, right), (low_left, low_right) = (bins(x, tokens[start:], data.sampling) for x in (full, low))
+        width = low_right - low_left
+        kept = width > 0
+        overlap = (torch.minimum(right, low_right) - torch.maximum(left, low_left)).clamp(min=0)
+        agreement += float((overlap[kept] / width[kept]).sum())
+        positions, empty = positions + int(kept.sum()), empty + int((~kept).sum())
+    name = str(bins_in).removeprefix("torch.")
+    return {"dtype": name, "positions": positions, "agreement": agreement / max(positions, 1), "empty": empty}
+
+
 def mode_chain_ceiling(
     model,
     data: str | os.PathLike | Dataset,
@@ -70,10 +111,12 @@ def mode_chain_ceiling(
     max_documents: int | None = None,
     device: str = "auto",
     dtype: str | torch.dtype = "float32",
+    bins_in: str | torch.dtype | None = None,
     progress: bool = False,
 ) -> dict:
     """The mode rate of ``data``'s completions under ``model`` (the teacher that sampled them) and, per window
-    length, the tokens per call of the ideal ``mode_chain`` and ``known_first`` drafters (module docstring).
+    length, the tokens per call of the ideal ``mode_chain`` and ``known_first`` drafters (module docstring); with
+    ``bins_in`` (``bfloat16`` or ``float16``) also :func:`bin_agreement`, as ``bins``.
 
     ``model``: a causal LM, a directory or name ``AutoModelForCausalLM`` loads (in ``dtype``, on ``device``), or None
     for the default model's teacher.
@@ -82,6 +125,10 @@ def mode_chain_ceiling(
         ``documents``, ``tokens`` (completion tokens), ``mode_rate``, ``sampling`` (the data's S, a dict or None), and
         ``windows``: ``{N: {"mode_chain": tau, "known_first": tau}}``.
     """
+    if bins_in is not None:
+        bins_in = resolve_dtype(bins_in, torch.device("cpu"))
+        if bins_in not in (torch.bfloat16, torch.float16):
+            raise ValueError(f"bins_in must be a 16-bit dtype (bfloat16 or float16), got {bins_in}")
     if any(w < 1 for w in windows):
         raise ValueError(f"window lengths must be >= 1, got {list(windows)}")
     if max_documents is not None and max_documents < 1:
@@ -100,13 +147,16 @@ def mode_chain_ceiling(
             name: tokens / sum(calls_for(f, window, known) for f in flags)
             for name, known in (("mode_chain", False), ("known_first", True))
         }
-    return {
+    measured = {
         "documents": len(flags),
         "tokens": tokens,
         "mode_rate": sum(map(sum, flags)) / tokens,
         "sampling": data.sampling.to_dict() if data.sampling else None,
         "windows": result,
     }
+    if bins_in is not None:
+        measured["bins"] = bin_agreement(model, data, bins_in, max_documents, progress)
+    return measured
 
 
 def _load(path: str | os.PathLike | None, device: torch.device, dtype: torch.dtype):
