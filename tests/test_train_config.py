@@ -32,6 +32,8 @@ from ptp.train.config import parse_overrides
         ({"sampling": SamplingConfig(order="probability")}, "with bin_order, not inside sampling"),
         ({"out_of_set": "ignore"}, "out_of_set"),
         ({"precision": "fp8"}, "precision"),
+        ({"precision": "float32", "float32_bins": True}, "float32_bins is for a 16-bit run"),
+        ({"fsdp": True, "float32_bins": True}, "does not support float32_bins"),
     ],
 )
 def test_bad_configs_are_refused_with_a_clear_message(options, message):

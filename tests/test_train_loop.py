@@ -334,3 +334,22 @@ def test_a_bf16_distillation_trains_the_lora_not_only_the_u_embedding(data, tmp_
     weights = _weights(result.adapter)
     factors_b = [w for name, w in weights.items() if ".lora_B." in name]
     assert factors_b and all(w.abs().max() > 0 for w in factors_b)
+
+
+def test_with_float32_bins_a_bf16_distillation_learns_the_bins_of_a_float32_teacher(data, tmp_path, monkeypatch):
+    from ptp.train import teacher
+
+    seen = []
+    real = teacher.teacher_pass
+
+    def recording(model, rows, sampling, targets, keep_cache=True):
+        seen.append((next(model.parameters()).dtype, keep_cache, torch.is_autocast_enabled("cpu")))
+        return real(model, rows, sampling, targets, keep_cache)
+
+    monkeypatch.setattr(teacher, "teacher_pass", recording)
+    base = tiny_base("llama")
+    result = distill(quick_config(data, tmp_path / "f32", precision="bf16", float32_bins=True), base_model=base)
+    assert seen and set(seen) == {(torch.float32, False, True)}  # inside the bf16 autocast, computing in float32
+    assert next(base.parameters()).dtype == torch.bfloat16  # the drafter's own base is the 16-bit one
+    assert result.evaluation["windows"] > 0
+    assert all(w.abs().max() > 0 for name, w in _weights(result.adapter).items() if ".lora_B." in name)

@@ -149,3 +149,14 @@ def test_the_teachers_head_runs_at_the_positions_asked_for_alone(arch):
         assert products and all(math.prod(made[:-1]) == at.numel() for made in products)
     base.get_output_embeddings = lambda: torch.nn.Identity()  # a head the hook cannot see
     assert torch.equal(teacher_logits(base, rows.tokens, **inputs, at=at), got)
+
+
+def test_a_float32_teacher_computes_its_bins_in_float32_inside_a_16_bit_runs_autocast(model):
+    rows = pack_documents(_sampled_documents(model), 48)[0]
+    every = torch.arange(48).expand(len(rows), -1)
+    plain = teacher_pass(model, rows, SAMPLING, every, keep_cache=False)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        inside = teacher_pass(model, rows, SAMPLING, every, keep_cache=False)
+        low = teacher_pass(ptp.PTPModel(tiny_base("llama", dtype=torch.bfloat16)), rows, SAMPLING, every)
+    assert torch.equal(inside.left, plain.left) and torch.equal(inside.right, plain.right)
+    assert not torch.equal(low.left, plain.left)  # a 16-bit teacher's bins differ: what float32_bins avoids

@@ -12,6 +12,7 @@ drafter reads the rows itself and its own base weights may train too (``train_dr
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 from dataclasses import dataclass, replace
@@ -70,8 +71,8 @@ class DistillResult:
 
 @dataclass
 class _Models:
-    """The networks of a run: the teacher's base, and for a separate drafter the frozen teacher and the drafter's
-    own causal LM."""
+    """The networks of a run: the teacher's base; for a separate drafter the frozen teacher and the drafter's own
+    causal LM; with ``float32_bins`` in a 16-bit run a frozen float32 copy of the teacher that gives the bins."""
 
     base: torch.nn.Module
     teacher: torch.nn.Module | None = None
@@ -282,12 +283,21 @@ def _load_models(config: DistillConfig, dataset: Dataset, accelerator, bf16: boo
     if tokenizer is None and base_model is None:
         tokenizer = load_tokenizer(name)  # only to check it against the data's
     place = torch.device("cpu") if config.fsdp else device
-    base = load_causal_lm(name if base_model is None else base_model, place, bf16)
+    separate = drafter_model is not None or bool(config.drafter_model)
+    precise = bf16 and config.float32_bins  # the bins from a float32 teacher
+    source = name if base_model is None else base_model
+    if precise and not separate:  # the float32 copy first: an object base turns 16-bit in place below
+        teacher = load_causal_lm(source if base_model is None else copy.deepcopy(base_model), device, False)
+    base = load_causal_lm(source, place, bf16 and not (precise and separate))
     if not config.allow_foreign_data:
         dataset.check_model(base)
         dataset.check_tokenizer(tokenizer)
-    if drafter_model is None and not config.drafter_model:
-        return _Models(base)
+    if not separate:
+        if not precise:
+            return _Models(base)
+        for parameter in teacher.parameters():
+            parameter.requires_grad_(False)
+        return _Models(base, teacher.eval())
     teacher = base.eval()
     # A resumed drafter whose own weights train continues from the checkpoint's weights, not the initial ones.
     saved = list_checkpoints(config.run_path())[-1:] if config.resume and config.train_drafter_base else []

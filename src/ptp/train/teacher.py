@@ -20,6 +20,7 @@ ends its window: that slot and the later slots of the window do not train, since
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -85,11 +86,14 @@ def teacher_pass(
     cache nobody attends to: ``keep_cache=False``).
     """
     cache = DynamicCache() if keep_cache else None
-    # The logits at index k - 1 give the bin of the token at k: the head runs at those positions alone.
-    logits = teacher_logits(
-        model, rows.tokens, position_ids=rows.positions, attention_mask=document_mask(rows.document),
-        past_key_values=cache, at=(targets - 1).clamp(min=0),
-    )  # fmt: skip
+    # A teacher in float32 computes in float32 (float32_bins), also inside a 16-bit run's autocast.
+    precise = next(model.parameters()).dtype == torch.float32
+    with torch.autocast(rows.tokens.device.type, enabled=False) if precise else contextlib.nullcontext():
+        # The logits at index k - 1 give the bin of the token at k: the head runs at those positions alone.
+        logits = teacher_logits(
+            model, rows.tokens, position_ids=rows.positions, attention_mask=document_mask(rows.document),
+            past_key_values=cache, at=(targets - 1).clamp(min=0),
+        )  # fmt: skip
     vocab = logits.shape[-1]
     flat_logits, flat_tokens = logits.reshape(-1, vocab), rows.tokens.gather(1, targets).reshape(-1)
     step = max(1, BIN_CHUNK_ELEMENTS // vocab)
@@ -140,7 +144,7 @@ def context_cache(model, rows: PackedRows) -> DynamicCache:
     cache = DynamicCache()
     with torch.set_grad_enabled(torch.is_grad_enabled() and model.config.train_base):
         model(rows.tokens, position_ids=rows.positions, attention_mask=document_mask(rows.document),
-              past_key_values=cache)  # fmt: skip
+              past_key_values=cache, logits_to_keep=1)  # fmt: skip
     return cache
 
 
