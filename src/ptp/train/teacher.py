@@ -28,7 +28,7 @@ from transformers import DynamicCache
 
 from ptp.data.packing import PackedRows, document_mask
 from ptp.model.embeddings import NULL_AUXILIARY
-from ptp.model.ptp import teacher_logits
+from ptp.model.ptp import PTPModel, teacher_logits
 from ptp.sampling import SamplingConfig, bins, sample_in_bins
 from ptp.train.windows import Windows, first_in_window, held_in_window, layout_windows, previous_in_window
 
@@ -86,8 +86,10 @@ def teacher_pass(
     cache nobody attends to: ``keep_cache=False``).
     """
     cache = DynamicCache() if keep_cache else None
-    # A teacher in float32 computes in float32 (float32_bins), also inside a 16-bit run's autocast.
-    precise = next(model.parameters()).dtype == torch.float32
+    # A teacher in float32 computes in float32 (float32_bins), also inside a 16-bit run's autocast; a drafter's base
+    # keeps the run's precision (its adapter's own parameters are float32 either way).
+    base = model.base_model if isinstance(model, PTPModel) else model
+    precise = base.get_input_embeddings().weight.dtype == torch.float32
     with torch.autocast(rows.tokens.device.type, enabled=False) if precise else contextlib.nullcontext():
         # The logits at index k - 1 give the bin of the token at k: the head runs at those positions alone.
         logits = teacher_logits(
